@@ -1,0 +1,34 @@
+# ssimctr: `make run` and `make test` each work alone on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast sweep ui bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the default experiment on the built-in synthetic data
+	$(BIN)/ssimctr
+
+test: $(STAMP)  ## the test suite (slow end-to-end tests included)
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)  ## without the tests marked slow
+	$(BIN)/pytest -q -m "not slow"
+
+sweep: $(STAMP)  ## a small multirun: regimes x seeds, one parent MLflow run
+	$(BIN)/ssimctr -m regime=mt,mt_s,single seed=1,2,3
+
+ui: $(STAMP)  ## MLflow UI on the local store: http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --port 5000
+
+bench: $(STAMP)  ## preparation time, training rows/s and peak memory
+	$(BIN)/python bench/train_speed.py
+
+clean:  ## remove outputs (runs, MLflow store, data cache); keeps .venv
+	rm -rf outputs multirun mlruns .pytest_cache

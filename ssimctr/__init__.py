@@ -1,0 +1,3 @@
+"""ssimctr: an experiment runner for multi-scenario CTR prediction."""
+
+__version__ = "0.1.0"

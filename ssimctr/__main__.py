@@ -1,0 +1,4 @@
+"""`python -m ssimctr` is the `ssimctr` command."""
+from ssimctr.cli.main import main
+
+main()

@@ -1,0 +1,95 @@
+"""Per-scenario results as a rich table and as CSV."""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = ("scenario", "rows", "ctr", "auc", "logloss")
+
+
+def results_rows(results: dict[str, float], summary: list[dict], split: str = "test") -> list[dict]:
+    """One row per scenario, then `overall` (all rows pooled) and `mean` (macro mean; rows/ctr None).
+
+    `results` comes from `scenario_metrics(split, ...)`, `summary` from `scenario_summary`.
+    """
+    rows = [
+        {
+            "scenario": s["scenario"],
+            "rows": s["rows"],
+            "ctr": s["ctr"],
+            "auc": results[f"{split}/auc/{s['scenario']}"],
+            "logloss": results[f"{split}/logloss/{s['scenario']}"],
+        }
+        for s in summary
+    ]
+    total = sum(s["rows"] for s in summary)
+    positives = sum(s["positives"] for s in summary)
+    rows.append(
+        {
+            "scenario": "overall",
+            "rows": total,
+            "ctr": positives / total if total else float("nan"),
+            "auc": results[f"{split}/auc/overall"],
+            "logloss": results[f"{split}/logloss/overall"],
+        }
+    )
+    rows.append(
+        {
+            "scenario": "mean",
+            "rows": None,
+            "ctr": None,
+            "auc": results[f"{split}/auc/mean"],
+            "logloss": results[f"{split}/logloss/mean"],
+        }
+    )
+    return rows
+
+
+def print_results(console: Console, rows: list[dict], title: str, footer: str | None = None) -> None:
+    """Print `rows` as a table; `overall` and `mean` sit in a bold section below the scenarios."""
+    table = Table(title=title)
+    table.add_column("Scenario")
+    for name in ("Rows", "CTR", "AUC", "Logloss"):
+        table.add_column(name, justify="right")
+    summary_rows = [r for r in rows if r["scenario"] in ("overall", "mean")]
+    for row in (r for r in rows if r["scenario"] not in ("overall", "mean")):
+        table.add_row(*_cells(row))
+    if summary_rows:
+        table.add_section()
+    for row in summary_rows:
+        table.add_row(*_cells(row), style="bold")
+    console.print(table)
+    if footer:
+        console.print(footer)
+
+
+def write_results_csv(path: Path, rows: list[dict]) -> None:
+    """Write `rows` as CSV with header scenario,rows,ctr,auc,logloss (None as an empty field)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _cells(row: dict) -> tuple[str, str, str, str, str]:
+    return (
+        str(row["scenario"]),
+        _fmt(row["rows"], "{:,}"),
+        _fmt(row["ctr"], "{:.2%}"),
+        _fmt(row["auc"], "{:.4f}"),
+        _fmt(row["logloss"], "{:.4f}"),
+    )
+
+
+def _fmt(value: float | int | None, spec: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return spec.format(value)

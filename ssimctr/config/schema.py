@@ -1,0 +1,185 @@
+"""Structured-config schemas: a misspelt key or a value of the wrong type fails at compose time.
+
+Each YAML option under conf/<group>/ starts with `defaults: [schema_<kind>, _self_]`, so its
+keys are checked against the dataclass here. `register()` stores every schema in Hydra's
+ConfigStore; the CLI calls it before Hydra composes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class PathsConfig:
+    outputs: str = "outputs"
+    cache: str = "${paths.outputs}/cache"
+
+
+@dataclass
+class DatasetConfig:
+    """A dataset read from files: which columns play which role."""
+
+    name: str = MISSING
+    path: Optional[str] = None            # a file or a folder of files (train file for split=given)
+    val_path: Optional[str] = None        # split=given only
+    test_path: Optional[str] = None       # split=given only
+    format: str = "auto"                  # auto | csv | parquet
+    separator: str = ","
+    label: str = MISSING
+    label_threshold: Optional[float] = None  # label = 1 where value >= threshold (e.g. a rating)
+    scenario: Optional[str] = None        # the column that names each row's scenario
+    categorical: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    time: Optional[str] = None
+    time_format: Optional[str] = None     # strptime format when the time column is a string
+    user: Optional[str] = None
+    item: Optional[str] = None
+    min_freq: int = 1                     # categorical values seen fewer times in train -> OOV (0)
+    oracle: Optional[str] = None          # a column of true click probabilities (synthetic data)
+
+
+@dataclass
+class SyntheticConfig(DatasetConfig):
+    """The built-in generator with a known hidden click model (ssimctr.data.synthetic)."""
+
+    rows: int = 500_000
+    num_scenarios: int = 3
+    scenario_weights: Optional[list[float]] = None  # relative sizes; default: geometric, unequal
+    users: int = 20_000
+    items: int = 5_000
+    latent_dim: int = 8
+    zipf_exponent: float = 1.1
+    shared_weight: float = 0.8            # share of the click logit common to all scenarios
+    days: int = 30
+    generator_seed: int = 7
+
+
+@dataclass
+class ScenarioConfig:
+    """How rows map to scenarios.
+
+    kind: column (each distinct value is a scenario), mapping (value -> scenario name),
+    bins (numeric column cut at `bins`), top_k (k most frequent values, the rest merged or dropped).
+    """
+
+    kind: str = "column"
+    column: Optional[str] = None
+    mapping: Optional[dict[str, str]] = None
+    unmapped: str = "drop"               # mapping only: drop | error
+    bins: Optional[list[float]] = None
+    names: Optional[list[str]] = None     # bins only: one name per bin (len(bins) + 1)
+    top_k: Optional[int] = None
+    rest: str = "merge"                   # top_k only: merge (into "other") | drop
+
+
+@dataclass
+class SplitConfig:
+    """time: by the time column (fractions of rows in time order, or cutoffs);
+    random: seeded fractions; given: the dataset's own train/val/test files."""
+
+    kind: str = "time"
+    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    cutoffs: Optional[list[str]] = None   # time only: [val_start, test_start]
+    seed: int = 2020
+
+
+@dataclass
+class BackboneConfig:
+    _target_: str = MISSING
+    embedding_dim: int = 16
+
+
+@dataclass
+class DNNConfig(BackboneConfig):
+    hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+
+@dataclass
+class RegimeConfig:
+    """towers: per_scenario (K towers) | single (one tower); share: own (each row trains its own
+    tower) | all (every row trains every tower); scenario_feature: scenario id as an input field."""
+
+    name: str = MISSING
+    towers: str = "per_scenario"
+    share: str = "own"
+    scenario_feature: bool = True
+
+
+@dataclass
+class TaskConfig:
+    name: str = "multi_scenario"
+
+
+@dataclass
+class SsimConfig:
+    phase: str = "disabled"
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    batch_size: int = 2048
+    eval_batch_size: int = 16384
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 2
+    monitor: str = "val/auc/mean"
+    monitor_mode: str = "max"             # max | min
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None         # torch intra-op threads; null = torch's default
+    limit_train_batches: Optional[int] = None
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    backend: str = "mlflow"               # mlflow | none
+    uri: str = "sqlite:///outputs/mlflow.db"
+    experiment: str = "ssimctr"
+    artifact_location: Optional[str] = None
+    run_name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    seed: int = 2022
+    optimized_metric: str = "val/auc/mean"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    dataset: Any = MISSING
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    backbone: Any = MISSING
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    ssim: SsimConfig = field(default_factory=SsimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {"schema_files": DatasetConfig, "schema_synthetic": SyntheticConfig},
+    "scenario": {"schema": ScenarioConfig},
+    "split": {"schema": SplitConfig},
+    "backbone": {"schema_dnn": DNNConfig},
+    "regime": {"schema": RegimeConfig},
+    "task": {"schema": TaskConfig},
+    "ssim": {"schema": SsimConfig},
+    "trainer": {"schema": TrainerConfig},
+    "tracking": {"schema": TrackingConfig},
+}
+
+
+def register() -> None:
+    """Store the top-level schema and every group schema in Hydra's ConfigStore."""
+    store = ConfigStore.instance()
+    store.store(name="schema_config", node=Config)
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            store.store(group=group, name=name, node=node)

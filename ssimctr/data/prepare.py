@@ -1,0 +1,198 @@
+"""Preparation: source -> validation -> scenarios -> split -> vocab (train only) -> encode -> cache.
+
+The prepared dataset is a folder under the cache: train/val/test parquet, feature_map.json,
+manifest.json and vocab/<field>.parquet. Its name carries a hash of the dataset, scenario and
+split config plus the source fingerprint, so a repeated run reuses it (a cache hit).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+import ssimctr
+from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from ssimctr.data.columns import (check_columns, feature_roles, label_expression, numeric_expressions,
+                                  time_expression)
+from ssimctr.data.scenarios import assign_scenarios
+from ssimctr.data.sources import load_source
+from ssimctr.data.sources.base import SPLIT_COLUMN, SPLITS
+from ssimctr.data.splits import split_expression
+from ssimctr.errors import UserError
+from ssimctr.features.feature_map import CategoricalField, FeatureMap
+from ssimctr.features.vocab import encode, fit_numeric, fit_vocabularies, standardize
+from ssimctr.train.metrics import auc
+
+PREPARATION_CODE = ("data", "features")  # packages whose source is part of the cache key
+
+
+def code_digest() -> str:
+    """A hash of the preparation code: changing how data is prepared invalidates the cache."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for package in PREPARATION_CODE:
+        for file in sorted((root / package).rglob("*.py")):
+            digest.update(file.relative_to(root).as_posix().encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """A prepared dataset on disk."""
+
+    path: Path
+    feature_map: FeatureMap
+    manifest: dict
+    cache_hit: bool
+
+    def split_path(self, split: str) -> Path:
+        return self.path / f"{split}.parquet"
+
+
+def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, cache_root: Path) -> PreparedDataset:
+    """Prepare `dataset` (or reuse the cached preparation of the same config and input)."""
+    source = load_source(dataset, split)
+    key = cache_key(dataset, scenario, split, source.fingerprint)
+    target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
+    if (target / "manifest.json").exists():
+        return load_prepared(target, cache_hit=True)
+    started = time.perf_counter()
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "vocab").mkdir(parents=True)
+    try:
+        manifest = _build(source, dataset, scenario, split, staging)
+        manifest.update(cache_key=key, seconds=round(time.perf_counter() - started, 3))
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return load_prepared(target, cache_hit=False)
+
+
+def load_prepared(path: Path, cache_hit: bool = False) -> PreparedDataset:
+    """Open a prepared dataset folder."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    return PreparedDataset(path, FeatureMap.from_json(path / "feature_map.json"), manifest, cache_hit)
+
+
+def cache_key(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, fingerprint: dict) -> str:
+    payload = {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(split),
+               "source": fingerprint, "code": code_digest(), "polars": pl.__version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, out: Path) -> dict:
+    roles = feature_roles(dataset)
+    frame = source.load()
+    check_columns(frame.collect_schema(), dataset, source.origin)
+    frame = frame.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+
+    assignment = assign_scenarios(frame, scenario, source.origin)
+    columns = [pl.col("row_id"), assignment.expression.alias("scenario"),
+               label_expression(frame, dataset, source.origin).alias("label"),
+               *[pl.col(c) for c in roles["categorical"]],
+               *numeric_expressions(frame, roles["numeric"], source.origin),
+               *[pl.col(c).cast(pl.String).fill_null("") for c in roles["text"]]]
+    if dataset.time:
+        columns.append(time_expression(frame, dataset, source.origin).alias("ts"))
+    if dataset.oracle:
+        columns.append(pl.col(dataset.oracle).cast(pl.Float64).alias("_oracle"))
+    if SPLIT_COLUMN in frame.collect_schema().names():
+        columns.append(pl.col(SPLIT_COLUMN))
+    frame = frame.select(columns)
+
+    drop_rules = {"label_missing": pl.col("label").is_null(), assignment.drop_reason: pl.col("scenario").is_null()}
+    if split.kind == "time" and dataset.time:
+        drop_rules["time_missing"] = pl.col("ts").is_null()
+    dropped, frame = _drop_counted(frame, drop_rules)
+    frame = frame.with_columns(split_expression(frame, split, has_time=bool(dataset.time)).alias(SPLIT_COLUMN))
+    table = frame.collect(engine="streaming")
+    _check_splits(table, split, source.origin)
+
+    train = table.lazy().filter(pl.col(SPLIT_COLUMN) == 0)
+    vocabularies = fit_vocabularies(train, roles["categorical"], dataset.min_freq)
+    numeric = fit_numeric(train, roles["numeric"])
+    encoded = standardize(encode(table.lazy(), vocabularies), numeric).collect()
+    for column, vocab in vocabularies.items():
+        vocab.write_parquet(out / "vocab" / f"{column}.parquet")
+
+    keep = [c for c in encoded.columns if c not in (SPLIT_COLUMN, "_oracle")]
+    for index, name in enumerate(SPLITS):
+        encoded.filter(pl.col(SPLIT_COLUMN) == index).select(keep).write_parquet(out / f"{name}.parquet")
+
+    feature_map = FeatureMap(
+        categorical=tuple(CategoricalField(c, vocabularies[c].height + 1) for c in roles["categorical"]),
+        numeric=tuple(numeric), text=tuple(roles["text"]), scenario_names=tuple(assignment.names),
+        scenario_column=scenario.column or "", label_column=dataset.label,
+        user=dataset.user, item=dataset.item, time="ts" if dataset.time else None)
+    feature_map.to_json(out / "feature_map.json")
+    return _manifest(encoded, feature_map, dropped, source, dataset, scenario, split)
+
+
+def _drop_counted(frame: pl.LazyFrame, rules: dict[str, pl.Expr]) -> tuple[dict[str, int], pl.LazyFrame]:
+    """Drop the rows matching any rule; count each dropped row once, under its first rule."""
+    exclusive, earlier = {}, pl.lit(False)
+    for reason, condition in rules.items():
+        exclusive[reason] = condition & ~earlier
+        earlier = earlier | condition
+    counts = frame.select([cond.sum().alias(reason) for reason, cond in exclusive.items()]).collect().row(0, named=True)
+    return {reason: int(n) for reason, n in counts.items() if n}, frame.filter(~earlier)
+
+
+def _check_splits(table: pl.DataFrame, split: SplitConfig, origin: str) -> None:
+    if table.height == 0:
+        raise UserError(f"no rows left in {origin} after dropping rows with a missing label, scenario or time")
+    sizes = table.group_by(SPLIT_COLUMN).len()
+    present = dict(zip(sizes[SPLIT_COLUMN].to_list(), sizes["len"].to_list()))
+    for index, name in enumerate(SPLITS):
+        if not present.get(index):
+            fix = {"time": "adjust split.fractions or split.cutoffs", "random": "adjust split.fractions",
+                   "given": f"check dataset.{'path' if index == 0 else name + '_path'}"}[split.kind]
+            raise UserError(f"split={split.kind} leaves the {name} split empty (0 of {table.height} rows in "
+                            f"{origin}): {fix}")
+
+
+def _manifest(encoded: pl.DataFrame, feature_map: FeatureMap, dropped: dict, source, dataset: DatasetConfig,
+              scenario: ScenarioConfig, split: SplitConfig) -> dict:
+    names = feature_map.scenario_names
+    counts = {}
+    for index, split_name in enumerate(SPLITS):
+        part = encoded.filter(pl.col(SPLIT_COLUMN) == index)
+        per = part.group_by("scenario").agg(pl.len().alias("rows"), pl.col("label").sum().alias("positives"))
+        by_index = {row["scenario"]: row for row in per.iter_rows(named=True)}
+        counts[split_name] = {
+            "rows": part.height, "positives": int(part["label"].sum()),
+            "scenarios": {names[k]: {"rows": int(by_index.get(k, {}).get("rows", 0)),
+                                     "positives": int(by_index.get(k, {}).get("positives", 0))}
+                          for k in range(len(names))}}
+    manifest = {
+        "dataset": dataset.name, "splits": counts, "dropped": dropped,
+        "scenarios": list(names), "source": source.fingerprint,
+        "config": {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(split)},
+        "versions": {"ssimctr": ssimctr.__version__, "preparation_code": code_digest(), "polars": pl.__version__},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if "_oracle" in encoded.columns:
+        manifest["oracle_auc"] = _oracle_auc(encoded, names)
+    return manifest
+
+
+def _oracle_auc(encoded: pl.DataFrame, names: tuple[str, ...]) -> dict:
+    """AUC of the true click probability per split and scenario: the ceiling any model can reach."""
+    result = {}
+    for index, split_name in enumerate(SPLITS):
+        part = encoded.filter(pl.col(SPLIT_COLUMN) == index)
+        result[split_name] = {names[k]: auc(group["label"].to_numpy(), group["_oracle"].to_numpy())
+                              for (k,), group in part.group_by("scenario")}
+        result[split_name]["overall"] = auc(part["label"].to_numpy(), part["_oracle"].to_numpy())
+    return result

@@ -1,0 +1,116 @@
+"""Scenario assignment: which scenario (0..K-1) each row belongs to, and the scenarios' names."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from ssimctr.config.schema import ScenarioConfig
+from ssimctr.errors import UserError
+
+KINDS = ("column", "mapping", "bins", "top_k")
+OTHER = "other"
+
+
+@dataclass
+class ScenarioAssignment:
+    """`expression` gives the scenario index (Int32, null = drop the row); `drop_reason` names those drops."""
+
+    expression: pl.Expr
+    names: list[str]
+    drop_reason: str
+
+
+def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> ScenarioAssignment:
+    """Build the scenario index expression for `spec` (reads the column's distinct values once)."""
+    if spec.kind not in KINDS:
+        raise UserError(f"scenario.kind={spec.kind} is not known: use one of {', '.join(KINDS)}")
+    if not spec.column:
+        raise UserError("no scenario column: set dataset.scenario=COLUMN (or scenario.column=COLUMN)")
+    if spec.column not in frame.collect_schema().names():
+        raise UserError(f"scenario.column '{spec.column}' is not in {origin}")
+    counts = (frame.group_by(pl.col(spec.column).alias("value")).agg(pl.len().alias("rows"))
+              .drop_nulls("value").sort("value").collect())
+    values = counts["value"].to_list()
+    if spec.kind == "bins":
+        assignment = _by_bins(spec, counts)
+    elif spec.kind == "mapping":
+        assignment = _by_mapping(spec, values, origin)
+    elif spec.kind == "top_k":
+        assignment = _by_top_k(spec, counts)
+    else:
+        assignment = _lookup(spec.column, {v: i for i, v in enumerate(values)}, [str(v) for v in values],
+                             "scenario_missing")
+    if len(assignment.names) < 2:
+        shown = f" ('{assignment.names[0]}')" if assignment.names else ""
+        raise UserError(f"scenario column '{spec.column}' in {origin} gives {len(assignment.names)} scenario"
+                        f"{shown}: a multi-scenario run needs at least 2. Choose another column with "
+                        "dataset.scenario=COLUMN, or cut a numeric column with scenario=bins scenario.bins=[...]")
+    assignment.names = unique_metric_names(assignment.names)
+    return assignment
+
+
+def _lookup(column: str, index_of: dict, names: list[str], drop_reason: str) -> ScenarioAssignment:
+    keys = pl.Series(list(index_of.keys()))
+    expression = pl.col(column).replace_strict(keys, pl.Series(list(index_of.values()), dtype=pl.Int32),
+                                               default=None, return_dtype=pl.Int32)
+    return ScenarioAssignment(expression, names, drop_reason)
+
+
+def _by_mapping(spec: ScenarioConfig, values: list, origin: str) -> ScenarioAssignment:
+    if not spec.mapping:
+        raise UserError("scenario=mapping needs scenario.mapping={value: name, ...}")
+    names = list(dict.fromkeys(spec.mapping.values()))
+    by_text = {str(k): names.index(v) for k, v in spec.mapping.items()}
+    unmapped = [v for v in values if str(v) not in by_text]
+    if unmapped and spec.unmapped == "error":
+        raise UserError(f"scenario.mapping has no entry for value(s) {unmapped[:5]} of column '{spec.column}' in "
+                        f"{origin}: add them or set scenario.unmapped=drop")
+    index_of = {v: by_text[str(v)] for v in values if str(v) in by_text}
+    return _lookup(spec.column, index_of, names, "scenario_unmapped")
+
+
+def _by_bins(spec: ScenarioConfig, counts: pl.DataFrame) -> ScenarioAssignment:
+    bins = list(spec.bins or [])
+    if not bins or bins != sorted(set(bins)):
+        raise UserError(f"scenario.bins must be a non-empty increasing list of edges, got {spec.bins}")
+    if not counts["value"].dtype.is_numeric():
+        raise UserError(f"scenario=bins needs a numeric column; '{spec.column}' holds {counts['value'].dtype}")
+    names = list(spec.names) if spec.names else (
+        [f"lt{bins[0]:g}"] + [f"{lo:g}-{hi:g}" for lo, hi in zip(bins, bins[1:])] + [f"ge{bins[-1]:g}"])
+    if len(names) != len(bins) + 1:
+        raise UserError(f"scenario.names needs len(scenario.bins) + 1 = {len(bins) + 1} names, got {len(names)}")
+    column = pl.col(spec.column)
+    expression = pl.sum_horizontal([(column >= edge).cast(pl.Int32) for edge in bins])
+    expression = pl.when(column.is_null()).then(None).otherwise(expression).cast(pl.Int32)
+    return ScenarioAssignment(expression, names, "scenario_missing")
+
+
+def _by_top_k(spec: ScenarioConfig, counts: pl.DataFrame) -> ScenarioAssignment:
+    if not spec.top_k or spec.top_k < 1:
+        raise UserError(f"scenario=top_k needs scenario.top_k >= 1, got {spec.top_k}")
+    if spec.rest not in ("merge", "drop"):
+        raise UserError(f"scenario.rest={spec.rest}: use merge or drop")
+    ranked = counts.sort(["rows", "value"], descending=[True, False])
+    top = sorted(ranked["value"].head(spec.top_k).to_list())
+    index_of = {v: i for i, v in enumerate(top)}
+    names = [str(v) for v in top]
+    rest = [v for v in counts["value"].to_list() if v not in index_of]
+    if rest and spec.rest == "merge":
+        index_of.update({v: len(top) for v in rest})
+        names.append(OTHER)
+    return _lookup(spec.column, index_of, names, "scenario_outside_top_k")
+
+
+def unique_metric_names(names: list[str]) -> list[str]:
+    """Scenario names usable in MLflow metric keys (letters, digits, _ - . space), made unique."""
+    cleaned: list[str] = []
+    for name in names:
+        base = re.sub(r"[^\w.\- ]", "_", str(name)).strip() or "scenario"
+        candidate, n = base, 1
+        while candidate in cleaned or candidate in ("overall", "mean"):
+            n += 1
+            candidate = f"{base}_{n}"
+        cleaned.append(candidate)
+    return cleaned

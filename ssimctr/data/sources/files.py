@@ -1,0 +1,86 @@
+"""CSV or parquet files described in config (dataset=tabular and any dataset in a flat layout)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from ssimctr.config.schema import DatasetConfig, SplitConfig
+from ssimctr.data.sources.base import SPLIT_COLUMN, Source
+from ssimctr.errors import UserError
+
+FORMATS = ("csv", "parquet")
+
+
+def read_files(dataset: DatasetConfig, split: SplitConfig) -> Source:
+    """Scan `dataset.path` (or, with split=given, the train/val/test paths) lazily."""
+    if split.kind == "given":
+        named = {"dataset.path": dataset.path, "dataset.val_path": dataset.val_path,
+                 "dataset.test_path": dataset.test_path}
+        missing = [key for key, value in named.items() if not value]
+        if missing:
+            raise UserError(f"split=given needs the train, val and test files: set {', '.join(missing)} "
+                            "(or use split=time / split=random with one file)")
+        paths = [Path(p) for p in named.values()]
+        for option, path in zip(named, paths):
+            data_files(path, dataset.format, option)
+
+        def load() -> pl.LazyFrame:
+            frames = [scan(path, dataset, option).with_columns(pl.lit(index, pl.Int8).alias(SPLIT_COLUMN))
+                      for index, (option, path) in enumerate(zip(named, paths))]
+            return pl.concat(frames, how="vertical_relaxed")
+    else:
+        if not dataset.path:
+            raise UserError(f"dataset={dataset.name} needs a file: set dataset.path=/path/to/data.csv")
+        paths = [Path(dataset.path)]
+        data_files(paths[0], dataset.format, "dataset.path")
+
+        def load() -> pl.LazyFrame:
+            return scan(paths[0], dataset, "dataset.path")
+    return Source(load=load, fingerprint={"files": fingerprint(paths)}, origin=", ".join(map(str, paths)))
+
+
+def scan(path: Path, dataset: DatasetConfig, option: str) -> pl.LazyFrame:
+    """A lazy scan of one file, or of every file of the format in a folder."""
+    files = data_files(path, dataset.format, option)
+    fmt = file_format(files[0], dataset.format, option)
+    if fmt == "parquet":
+        return pl.scan_parquet(files)
+    return pl.scan_csv(files, separator=dataset.separator, infer_schema_length=10_000,
+                       null_values=["", "NULL", "null", "NaN", "nan"])
+
+
+def data_files(path: Path, fmt: str, option: str) -> list[Path]:
+    """The files a path stands for; a clear error when there are none."""
+    if not path.exists():
+        raise UserError(f"{option}: file not found: {path} (check the path; relative paths are "
+                        f"relative to {Path.cwd()})")
+    if path.is_file():
+        return [path]
+    suffixes = (f".{fmt}",) if fmt in FORMATS else (".csv", ".parquet")
+    files = sorted(p for p in path.iterdir() if p.suffix in suffixes and p.is_file())
+    if not files:
+        raise UserError(f"{option}: folder {path} holds no {' or '.join(suffixes)} files")
+    return files
+
+
+def file_format(path: Path, fmt: str, option: str) -> str:
+    if fmt in FORMATS:
+        return fmt
+    if fmt != "auto":
+        raise UserError(f"dataset.format={fmt} is not a format: use auto, csv or parquet")
+    if path.suffix == ".parquet":
+        return "parquet"
+    if path.suffix in (".csv", ".txt", ".tsv"):
+        return "csv"
+    raise UserError(f"{option}: cannot tell the format of {path.name}: set dataset.format=csv or parquet")
+
+
+def fingerprint(paths: list[Path]) -> list[dict]:
+    """Path, size and modification time of every input file: a change invalidates the cache."""
+    entries = []
+    for path in paths:
+        for file in ([path] if path.is_file() else sorted(path.iterdir())):
+            stat = file.stat()
+            entries.append({"path": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+    return entries

@@ -1,0 +1,295 @@
+"""The built-in synthetic dataset: multi-scenario CTR logs with a known hidden click model.
+
+`generate` draws everything from ``np.random.default_rng(seed)`` in a fixed order, so the
+same arguments always give the same frame (byte for byte). Each row carries the true
+probability its label was drawn from (``click_prob``), so any model's AUC can be compared
+with the best achievable ("oracle") AUC per scenario. All draws are vectorized numpy.
+
+The generative model (the "known answer"), with d = ``latent_dim``:
+
+Scenarios
+    Row i belongs to scenario s with probability w_s / sum(w) where w = ``scenario_weights``;
+    by default w_k = 0.5**k, so s0 is the largest and the last scenario the smallest
+    (K=3: 4/7, 2/7, 1/7). Scenarios are named "s0" .. "s{K-1}".
+
+Users and items
+    Each row draws a popularity rank r with P(r) proportional to 1 / (r + 1)**zipf_exponent
+    (r = 0 is the most popular). With probability 0.7 (GLOBAL_POPULARITY_SHARE) the rank is
+    looked up in a global seeded permutation of the ids, otherwise in the row's scenario's
+    own permutation: scenarios share their heavy hitters but each has some of its own.
+    Users and items are drawn independently this way.
+
+Users (attributes first, latent factors built from them)
+    user_age     one of 5 buckets ("18-24" .. "55+"), drawn with AGE_SHARES.
+    user_gender  "F" or "M", equally likely.
+    user_city    city level 1..4, drawn with CITY_SHARES.
+    u            = ATTRIBUTE_SHARE * (a_age + a_gender + a_city) / sqrt(3)
+                   + sqrt(1 - ATTRIBUTE_SHARE^2) * e_user, every vector ~ N(0, I/d):
+                   the attributes explain ATTRIBUTE_SHARE^2 = 64% of a user's taste, the user id
+                   the rest, so a model learns from attributes what rare ids cannot teach it.
+    user_activity  log1p(number of rows of that user in the generated frame).
+
+Items
+    item_category  uniform over 20 categories; item_brand: 10 brands per category (200 in all),
+                   nested: brand = 10 * category + k, k uniform.
+    v              = 0.75 c_category + 0.5 b_brand + 0.43 e_item (each ~ N(0, I/d), so v ~ N(0, ~I/d)).
+    item_price     exp(m_category + N(0, 0.4^2)), rounded to cents, with the category's
+                   log-mean m ~ U(log 5, log 300).
+    title          4..8 distinct words (length uniform) from a vocabulary of 300 made-up
+                   two-syllable words ("bako", "zeti", ...). Word vectors ω ~ N(0, I/d);
+                   an item's words are drawn without replacement with probability
+                   softmax(4 * sqrt(d) * <v, ω>) (Gumbel top-k), most likely first, so titles
+                   carry the item's latent factors and items of one category share words.
+                   One title per item, repeated on each of its rows.
+
+Time
+    timestamp = 2024-01-01 00:00 UTC + a uniform day in [0, days) + an hour drawn from a
+    diurnal traffic profile proportional to 1 + 0.8 cos(2π (h - 19) / 24) + a uniform
+    second within the hour. Rows are not sorted by time. hour = the timestamp's UTC hour.
+
+Click model, for a row of scenario s
+    logit = b_s + 1.7 * sqrt(d) * (shared_weight * <u, v> + (1 - shared_weight) * <u, R_s v>)
+            + e_age + e_gender + e_city + e_category     (each effect ~ N(0, 0.15^2))
+            - 0.15 * std(log price) + 0.1 * std(user_activity)
+            + 0.2 cos(2π (hour - 21) / 24)
+    where std(x) standardizes x over the generated rows, R_s is a random orthogonal d x d
+    matrix per scenario and sqrt(d) * <u, v> has unit variance. ``click_prob`` = sigmoid(logit) and
+    ``click`` ~ Bernoulli(click_prob). The bias b_s is solved (Newton steps) so that the mean
+    click_prob of scenario s equals its target CTR; the targets are spread geometrically over
+    3%..15% (scenario k gets 0.03 * 5**((k + 0.5) / K) after a seeded shuffle). With the
+    default shared_weight = 0.8 the shared part dominates, so data from the big scenarios
+    helps the small ones; the oracle AUC of click_prob is about 0.8 in each scenario.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+LABEL = "click"
+SCENARIO = "scenario"
+TIME = "timestamp"
+ORACLE = "click_prob"
+CATEGORICAL = ["user_id", "item_id", "user_age", "user_gender", "user_city", "item_category", "item_brand", "hour"]
+NUMERIC = ["item_price", "user_activity"]
+TEXT = ["title"]
+
+COLUMNS = pl.Schema({
+    "user_id": pl.Int64, "item_id": pl.Int64, "user_age": pl.Utf8, "user_gender": pl.Utf8,
+    "user_city": pl.Int64, "item_category": pl.Int64, "item_brand": pl.Int64, "hour": pl.Int64,
+    "item_price": pl.Float64, "user_activity": pl.Float64, "title": pl.Utf8, SCENARIO: pl.Utf8,
+    TIME: pl.Int64, LABEL: pl.Int8, ORACLE: pl.Float64,
+})
+"""The generated frame's columns in order, with their dtypes."""
+
+START = 1_704_067_200  # 2024-01-01 00:00:00 UTC
+AGE_BUCKETS = ["18-24", "25-34", "35-44", "45-54", "55+"]
+AGE_SHARES = [0.2, 0.3, 0.25, 0.15, 0.1]
+GENDERS = ["F", "M"]
+CITY_SHARES = [0.15, 0.25, 0.3, 0.3]
+ATTRIBUTE_SHARE = 0.8
+ITEM_MIX = (0.75, 0.5, 0.43)  # weights of category centroid, brand offset and item noise in v
+GLOBAL_POPULARITY_SHARE = 0.7
+NUM_CATEGORIES = 20
+BRANDS_PER_CATEGORY = 10
+PRICE_LOG_RANGE = (np.log(5.0), np.log(300.0))
+PRICE_LOG_STD = 0.4
+CONSONANTS = "bdfgklmnprstvz"
+VOWELS = "aeiou"
+VOCAB_SIZE = 300
+TITLE_WORDS = (4, 8)
+TITLE_BETA = 4.0
+TRAFFIC_AMPLITUDE, TRAFFIC_PEAK_HOUR = 0.8, 19
+GAMMA = 1.7
+ATTRIBUTE_EFFECT_STD = 0.15
+PRICE_COEF = -0.15
+ACTIVITY_COEF = 0.1
+HOUR_AMPLITUDE, CTR_PEAK_HOUR = 0.2, 21
+CTR_RANGE = (0.03, 0.15)
+BIAS_NEWTON_STEPS = 8
+
+
+def generate(rows: int = 200_000, num_scenarios: int = 3, scenario_weights: list[float] | None = None,
+             users: int = 20_000, items: int = 5_000, latent_dim: int = 8, zipf_exponent: float = 1.1,
+             shared_weight: float = 0.8, days: int = 30, seed: int = 7) -> pl.DataFrame:
+    """Draw `rows` rows of multi-scenario click logs (see the module docstring for the model)."""
+    weights = _check_args(rows, num_scenarios, scenario_weights, users, items, latent_dim,
+                          zipf_exponent, shared_weight, days)
+    rng = np.random.default_rng(seed)
+    scenario = rng.choice(num_scenarios, size=rows, p=weights)
+    user = _popular_ids(rng, users, zipf_exponent, scenario, num_scenarios)
+    item = _popular_ids(rng, items, zipf_exponent, scenario, num_scenarios)
+    u, age, gender, city = _users(rng, users, latent_dim)
+    v, category, brand = _items(rng, items, latent_dim)
+    price = _prices(rng, category)
+    titles = _titles(rng, v)
+    hour, timestamp = _times(rng, rows, days)
+    activity = np.log1p(np.bincount(user, minlength=users)[user])
+
+    logit = GAMMA * _interaction(rng, u, v, user, item, scenario, num_scenarios, shared_weight)
+    logit += _attribute_effects(rng, age[user], gender[user], city[user], category[item])
+    logit += PRICE_COEF * _standardize(np.log(price[item])) + ACTIVITY_COEF * _standardize(activity)
+    logit += HOUR_AMPLITUDE * np.cos(2 * np.pi * (hour - CTR_PEAK_HOUR) / 24)
+    prob = _calibrated_probs(logit, scenario, _target_ctrs(rng, num_scenarios))
+    click = rng.random(rows) < prob
+
+    return pl.DataFrame({
+        "user_id": user, "item_id": item,
+        "user_age": _labels(AGE_BUCKETS, age[user]),
+        "user_gender": _labels(GENDERS, gender[user]),
+        "user_city": city[user] + 1, "item_category": category[item], "item_brand": brand[item],
+        "hour": hour, "item_price": price[item], "user_activity": activity,
+        "title": titles.gather(item),
+        SCENARIO: _labels([f"s{k}" for k in range(num_scenarios)], scenario),
+        TIME: timestamp, LABEL: click, ORACLE: prob,
+    }).cast(COLUMNS)
+
+
+def _check_args(rows: int, num_scenarios: int, scenario_weights: Sequence[float] | None, users: int,
+                items: int, latent_dim: int, zipf_exponent: float, shared_weight: float,
+                days: int) -> np.ndarray:
+    """Validate the arguments; return the normalized scenario probabilities."""
+    for name, value in [("rows", rows), ("num_scenarios", num_scenarios), ("users", users),
+                        ("items", items), ("latent_dim", latent_dim), ("days", days)]:
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not zipf_exponent >= 0:
+        raise ValueError(f"zipf_exponent must be >= 0, got {zipf_exponent}")
+    if not 0.0 <= shared_weight <= 1.0:
+        raise ValueError(f"shared_weight must be in [0, 1], got {shared_weight}")
+    if scenario_weights is None:
+        weights = 0.5 ** np.arange(num_scenarios)
+    else:
+        weights = np.asarray(list(scenario_weights), dtype=np.float64)
+        if len(weights) != num_scenarios:
+            raise ValueError(f"scenario_weights must have num_scenarios={num_scenarios} entries, "
+                             f"got {len(weights)}")
+        if not np.all(np.isfinite(weights) & (weights > 0)):
+            raise ValueError(f"scenario_weights must all be positive and finite, got {list(scenario_weights)}")
+    return weights / weights.sum()
+
+
+def _popular_ids(rng: np.random.Generator, n: int, exponent: float, scenario: np.ndarray,
+                 num_scenarios: int) -> np.ndarray:
+    """Zipf-ranked ids: a rank per row, looked up in the global or the row's scenario permutation."""
+    cdf = np.cumsum(1.0 / np.arange(1, n + 1) ** exponent)
+    rank = np.minimum(np.searchsorted(cdf, rng.random(len(scenario)) * cdf[-1], side="right"), n - 1)
+    permutations = np.stack([rng.permutation(n) for _ in range(num_scenarios + 1)])
+    own = rng.random(len(scenario)) >= GLOBAL_POPULARITY_SHARE
+    table = np.where(own, scenario + 1, 0)
+    return permutations[table, rank]
+
+
+def _users(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, ...]:
+    """Per user: latent vector u (n x d), age bucket, gender (0=F, 1=M) and city level index 0..3."""
+    age = rng.choice(len(AGE_BUCKETS), size=n, p=AGE_SHARES)
+    gender = rng.integers(0, len(GENDERS), size=n)
+    city = rng.choice(len(CITY_SHARES), size=n, p=CITY_SHARES)
+    parts = [rng.normal(0.0, 1.0 / np.sqrt(d), size=(size, d))[values]
+             for values, size in ((age, len(AGE_BUCKETS)), (gender, len(GENDERS)), (city, len(CITY_SHARES)))]
+    own = rng.normal(0.0, 1.0 / np.sqrt(d), size=(n, d))
+    u = ATTRIBUTE_SHARE * sum(parts) / np.sqrt(len(parts)) + np.sqrt(1.0 - ATTRIBUTE_SHARE ** 2) * own
+    return u, age, gender, city
+
+
+def _items(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per item: latent vector v (n x d), category and nested brand."""
+    category = rng.integers(0, NUM_CATEGORIES, size=n)
+    brand = category * BRANDS_PER_CATEGORY + rng.integers(0, BRANDS_PER_CATEGORY, size=n)
+    centroids = rng.normal(0.0, 1.0 / np.sqrt(d), size=(NUM_CATEGORIES, d))
+    offsets = rng.normal(0.0, 1.0 / np.sqrt(d), size=(NUM_CATEGORIES * BRANDS_PER_CATEGORY, d))
+    own = rng.normal(0.0, 1.0 / np.sqrt(d), size=(n, d))
+    w_category, w_brand, w_item = ITEM_MIX
+    return w_category * centroids[category] + w_brand * offsets[brand] + w_item * own, category, brand
+
+
+def _prices(rng: np.random.Generator, category: np.ndarray) -> np.ndarray:
+    """Per item: a lognormal price (in cents precision) whose log-mean depends on the category."""
+    log_mean = rng.uniform(*PRICE_LOG_RANGE, size=NUM_CATEGORIES)
+    return np.round(np.exp(log_mean[category] + rng.normal(0.0, PRICE_LOG_STD, size=len(category))), 2)
+
+
+def _titles(rng: np.random.Generator, v: np.ndarray) -> pl.Series:
+    """Per item: a title of 4..8 distinct words drawn by softmax(beta * sqrt(d) * <v, word vector>)."""
+    d = v.shape[1]
+    syllables = np.char.add(np.repeat(list(CONSONANTS), len(VOWELS)), np.tile(list(VOWELS), len(CONSONANTS)))
+    codes = rng.choice(len(syllables) ** 2, size=VOCAB_SIZE, replace=False)
+    vocabulary = pl.Series(np.char.add(syllables[codes // len(syllables)], syllables[codes % len(syllables)]))
+    word_vectors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(VOCAB_SIZE, d))
+    scores = TITLE_BETA * np.sqrt(d) * (v @ word_vectors.T) + rng.gumbel(size=(len(v), VOCAB_SIZE))
+    low, high = TITLE_WORDS
+    top = np.argpartition(-scores, high, axis=1)[:, :high]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+    length = rng.integers(low, high + 1, size=len(v))
+    words = pl.DataFrame({f"w{j}": vocabulary.gather(top[:, j]) for j in range(high)}).with_columns(length=length)
+    title = pl.concat_str([pl.when(pl.col("length") > j).then(pl.col(f"w{j}")) for j in range(high)],
+                          separator=" ", ignore_nulls=True)
+    return words.select(title.alias("title")).to_series()
+
+
+def _times(rng: np.random.Generator, rows: int, days: int) -> tuple[np.ndarray, np.ndarray]:
+    """UTC hour and unix timestamp per row: uniform day, diurnal hour, uniform second."""
+    traffic = 1.0 + TRAFFIC_AMPLITUDE * np.cos(2 * np.pi * (np.arange(24) - TRAFFIC_PEAK_HOUR) / 24)
+    hour = rng.choice(24, size=rows, p=traffic / traffic.sum())
+    seconds = rng.integers(0, days, size=rows) * 86_400 + hour * 3_600 + rng.integers(0, 3_600, size=rows)
+    return hour, START + seconds
+
+
+def _interaction(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, user: np.ndarray, item: np.ndarray,
+                 scenario: np.ndarray, num_scenarios: int, shared_weight: float) -> np.ndarray:
+    """sqrt(d) (shared_weight <u, v> + (1 - shared_weight) <u, R_s v>) per row; each part has unit variance."""
+    d = u.shape[1]
+    rotations = np.linalg.qr(rng.normal(size=(num_scenarios, d, d)))[0]
+    rotated = np.einsum("kde,ie->kid", rotations, v)
+    user_rows = u[user]
+    shared = np.einsum("nd,nd->n", user_rows, v[item])
+    specific = np.einsum("nd,nd->n", user_rows, rotated[scenario, item])
+    return np.sqrt(d) * (shared_weight * shared + (1.0 - shared_weight) * specific)
+
+
+def _attribute_effects(rng: np.random.Generator, age: np.ndarray, gender: np.ndarray, city: np.ndarray,
+                       category: np.ndarray) -> np.ndarray:
+    """Sum of small per-value effects of age bucket, gender, city level and category."""
+    effects = np.zeros(len(age))
+    for values, size in [(age, len(AGE_BUCKETS)), (gender, len(GENDERS)), (city, len(CITY_SHARES)),
+                         (category, NUM_CATEGORIES)]:
+        effects += rng.normal(0.0, ATTRIBUTE_EFFECT_STD, size=size)[values]
+    return effects
+
+
+def _standardize(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std, or zeros where x is constant."""
+    std = x.std()
+    return (x - x.mean()) / std if std > 0 else np.zeros_like(x)
+
+
+def _target_ctrs(rng: np.random.Generator, num_scenarios: int) -> np.ndarray:
+    """Per scenario: a target CTR, geometrically spread over CTR_RANGE, in a seeded order."""
+    low, high = CTR_RANGE
+    return rng.permutation(low * (high / low) ** ((np.arange(num_scenarios) + 0.5) / num_scenarios))
+
+
+def _calibrated_probs(logit: np.ndarray, scenario: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """sigmoid(b_s + logit), with b_s set by Newton steps on log(mean) so each scenario's mean hits its target.
+
+    A scenario without rows counts as already on target.
+    """
+    counts = np.bincount(scenario, minlength=len(targets))
+    size, empty = np.maximum(counts, 1), counts == 0
+    bias = np.log(targets / (1.0 - targets))
+    for _ in range(BIAS_NEWTON_STEPS):
+        prob = _sigmoid(logit + bias[scenario])
+        mean = (np.bincount(scenario, weights=prob, minlength=len(targets)) + empty * targets) / size
+        slope = np.bincount(scenario, weights=prob * (1.0 - prob), minlength=len(targets)) / size
+        bias -= np.log(mean / targets) * mean / np.maximum(slope, 1e-300)
+    return _sigmoid(logit + bias[scenario])
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _labels(values: list[str], index: np.ndarray) -> pl.Series:
+    """The string values[index[i]] per row, gathered in polars."""
+    return pl.Series(values, dtype=pl.Utf8).gather(index)

@@ -1,0 +1,29 @@
+"""DNN backbone: field embeddings -> flattened -> MLP tower(s)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ssimctr.data.loaders import Batch
+from ssimctr.features.feature_map import FeatureMap
+from ssimctr.models.base import MultiScenarioModel
+from ssimctr.models.layers import FeatureEmbedding, ParallelTowers
+
+
+class DNN(MultiScenarioModel):
+    """Shared embedding and `num_towers` MLP towers (1 = single tower broadcast to every scenario).
+
+    z_k = MLP_k(flatten(E(x))), hidden sizes `hidden`, ReLU, optional dropout / batch norm.
+    """
+
+    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
+                 hidden: Sequence[int] = (256, 128, 64), dropout: float = 0.0,
+                 batch_norm: bool = False, scenario_feature: bool = True) -> None:
+        super().__init__(feature_map.num_scenarios)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        self.mlp = ParallelTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)
+
+    def towers(self, batch: Batch) -> torch.Tensor:
+        logits = self.mlp(self.embedding(batch).flatten(1))
+        return logits.expand(-1, self.num_scenarios)

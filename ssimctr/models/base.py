@@ -1,0 +1,34 @@
+"""The model contract: every model scores every row with every scenario's tower."""
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+
+import torch
+from torch import nn
+
+from ssimctr.data.loaders import Batch
+
+
+class MultiScenarioModel(nn.Module, metaclass=ABCMeta):
+    """Base class of every model.
+
+    Subclasses implement `towers(batch) -> [B, K]` logits, one per scenario tower (single-tower
+    models broadcast their one logit). `forward` picks each row's own scenario: [B] logits.
+    Returning every tower's logit is what lets one training loop run MT, MT-S and SSIM.
+    """
+
+    def __init__(self, num_scenarios: int) -> None:
+        super().__init__()
+        self.num_scenarios = num_scenarios
+
+    @abstractmethod
+    def towers(self, batch: Batch) -> torch.Tensor:
+        """Logits of every scenario's tower for every row: [B, K]."""
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return own_scenario(self.towers(batch), batch.scenario)
+
+
+def own_scenario(tower_logits: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+    """Each row's logit from its own scenario's tower: [B, K], [B] -> [B]."""
+    return tower_logits.gather(1, scenario.unsqueeze(1)).squeeze(1)

@@ -1,0 +1,110 @@
+"""The tracking interface the rest of ssimctr talks to, plus its mlflow-free helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+PARENT_RUN_ENV = "SSIMCTR_MLFLOW_PARENT_RUN_ID"
+RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """One tracked run: start it, log to it, end it."""
+
+    def start(
+        self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
+    ) -> str | None:
+        """Start a run (nested under `parent_run_id` when given); return its id."""
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the started run, None before `start` (always None when not tracking)."""
+
+    def log_params(self, params: dict[str, object]) -> None:
+        """Log parameters; nested dicts become dotted keys, values are stringified."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log metrics at one step (NaN allowed)."""
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Log a file, or a directory under its own name, into `artifact_path`."""
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Write `text` as the artifact `artifact_file` (e.g. "config/resolved.yaml")."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set run tags."""
+
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """Terminate the run as FINISHED, FAILED or KILLED; `error` goes to tag `error`."""
+
+
+class NullTracker:
+    """A tracker that records nothing (`tracking.backend=none`)."""
+
+    def start(
+        self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
+    ) -> str | None:
+        """Start nothing."""
+        return None
+
+    @property
+    def run_id(self) -> str | None:
+        """Always None."""
+        return None
+
+    def log_params(self, params: dict[str, object]) -> None:
+        """Do nothing."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Do nothing."""
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Do nothing."""
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Do nothing."""
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Do nothing."""
+
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """Do nothing."""
+
+
+def check_status(status: str) -> None:
+    """Raise ValueError unless `status` is a terminal run status."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+
+
+def parent_run_id_from_env() -> str | None:
+    """The sweep's parent run id exported by the multirun callback, if any."""
+    return os.environ.get(PARENT_RUN_ENV) or None
+
+
+def param_value(value: object) -> str:
+    """Render one param value: JSON for None, bools, lists and tuples; str() otherwise."""
+    if value is None or isinstance(value, bool | list | tuple):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def flatten_params(
+    config: Mapping[str, object], prefix: str = "", max_len: int | None = None
+) -> dict[str, str]:
+    """Flatten nested mappings to dotted keys with string values cut to `max_len` chars."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, f"{name}.", max_len))
+        else:
+            text = "{}" if isinstance(value, Mapping) else param_value(value)
+            flat[name] = text if max_len is None else text[:max_len]
+    return flat

@@ -1,0 +1,184 @@
+"""Tracker backed by an MLflow tracking store, through MlflowClient only (no fluent API)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from mlflow.entities import Experiment, LifecycleStage, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+from ssimctr.errors import UserError
+from ssimctr.tracking.base import NullTracker, Tracker, check_status, flatten_params
+
+BACKENDS = ("mlflow", "none")
+_T = TypeVar("_T")
+
+
+class MlflowTracker:
+    """One MLflow run in experiment `experiment` of the store at `uri`."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        self.client = connect(uri)
+        self.experiment_id = get_or_create_experiment(self.client, experiment, artifact_location)
+        self._run_id: str | None = None
+
+    @property
+    def run_id(self) -> str | None:
+        """The id of the started run, None before `start`."""
+        return self._run_id
+
+    def start(
+        self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
+    ) -> str | None:
+        """Create the run (linked to `parent_run_id` when given) and return its id."""
+        run_tags = _tag_values(tags)
+        if parent_run_id:
+            run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
+        self._run_id = run.info.run_id
+        return self._run_id
+
+    def log_params(self, params: dict[str, object]) -> None:
+        """Log flattened params in batches of at most 100."""
+        flat = flatten_params(params, max_len=MAX_PARAM_VAL_LENGTH)
+        items = [Param(key, value) for key, value in flat.items()]
+        for batch in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self._active(), params=batch, synchronous=True)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log metrics with one timestamp at `step` (0 when None); NaN is kept."""
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        for batch in _chunks(items, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self._active(), metrics=batch, synchronous=True)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Log a file, or a directory under its own name, into `artifact_path`."""
+        path = Path(path)
+        if path.is_dir():
+            target = f"{artifact_path}/{path.name}" if artifact_path else path.name
+            self.client.log_artifacts(self._active(), str(path), target)
+        elif path.is_file():
+            self.client.log_artifact(self._active(), str(path), artifact_path)
+        else:
+            raise FileNotFoundError(f"cannot log artifact {path}: no such file or directory")
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Write `text` as the artifact `artifact_file`."""
+        self.client.log_text(self._active(), text, artifact_file)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Set tags (values cut to MLflow's tag length limit)."""
+        items = [RunTag(key, value) for key, value in _tag_values(tags).items()]
+        for batch in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(self._active(), tags=batch, synchronous=True)
+
+    def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        """Terminate the run; no-op when no run was started."""
+        check_status(status)
+        if self._run_id is None:
+            return
+        if error is not None:
+            self.set_tags({"error": error})
+        self.client.set_terminated(self._run_id, status)
+
+    def _active(self) -> str:
+        """The run id, or RuntimeError when `start` was not called."""
+        if self._run_id is None:
+            raise RuntimeError("MlflowTracker: call start() before logging")
+        return self._run_id
+
+
+def make_tracker(
+    backend: str, uri: str, experiment: str, artifact_location: str | None
+) -> Tracker:
+    """Build the tracker for `tracking.backend` (mlflow | none)."""
+    if backend == "mlflow":
+        return MlflowTracker(uri, experiment, artifact_location)
+    if backend == "none":
+        return NullTracker()
+    raise UserError(
+        f"tracking.backend={backend!r} is not supported; use one of: {', '.join(BACKENDS)}"
+    )
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client for `uri`, creating the folder of a sqlite database file if missing."""
+    database = sqlite_file(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except MlflowException as exc:
+        raise UserError(f"tracking.uri={uri!r} is not a usable MLflow store: {exc.message}") from exc
+
+
+def get_or_create_experiment(
+    client: MlflowClient, name: str, artifact_location: str | None
+) -> str:
+    """The id of experiment `name`, created (with `artifact_location`) when missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        experiment = create_experiment(client, name, artifact_location)
+    if experiment.lifecycle_stage == LifecycleStage.DELETED:
+        raise UserError(
+            f"tracking.experiment={name!r} is a deleted MLflow experiment; restore it "
+            f"(`mlflow experiments restore`) or pick another name"
+        )
+    return experiment.experiment_id
+
+
+def artifact_uri(location: str) -> str:
+    """`location` as a URI: paths become absolute file:// URIs, URIs pass unchanged."""
+    if len(urlparse(location).scheme) > 1:
+        return location
+    return Path(location).expanduser().resolve().as_uri()
+
+
+def create_experiment(
+    client: MlflowClient, name: str, artifact_location: str | None
+) -> Experiment:
+    """Create experiment `name`; if another job created it meanwhile, read that one."""
+    location = artifact_uri(artifact_location) if artifact_location else None
+    try:
+        return client.get_experiment(client.create_experiment(name, artifact_location=location))
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise RuntimeError(f"MLflow experiment {name!r} exists but cannot be read")
+    return experiment
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` URI, None for other or in-memory URIs."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix) :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _tag_values(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as strings cut to MLflow's tag value limit."""
+    return {key: str(value)[:MAX_TAG_VAL_LENGTH] for key, value in tags.items()}
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    """Consecutive slices of `items` of at most `size` elements."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,142 @@
+"""Training and evaluation loops. The loop never knows which model it trains: it calls
+`loss_fn(model, batch)` to train and `model(batch)` (own-scenario logits) to evaluate."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ssimctr.data.loaders import Batch, InMemoryLoader
+from ssimctr.errors import UserError
+from ssimctr.models.base import MultiScenarioModel
+from ssimctr.train.metrics import scenario_metrics
+
+LossFn = Callable[[MultiScenarioModel, Batch], torch.Tensor]
+PROGRESS_EVERY = 10  # batches between progress updates (each update syncs the loss to the host)
+
+
+@dataclass
+class FitResult:
+    """What `fit` did: per-epoch validation metrics, the best epoch and training throughput."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_value: float = float("nan")
+    train_rows: int = 0
+    train_seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.train_rows / self.train_seconds if self.train_seconds else float("nan")
+
+
+def make_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam, fused where torch supports it for these parameters (much faster on CPU)."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+        train: InMemoryLoader, val: InMemoryLoader, scenario_names: Sequence[str], *,
+        epochs: int, monitor: str = "val/auc/mean", mode: str = "max", patience: int = 2,
+        limit_batches: int | None = None, progress: bool = True,
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train for up to `epochs`, validate after each, stop after `patience` epochs without
+    improvement of `monitor`, and restore the best weights."""
+    if mode not in ("max", "min"):
+        raise UserError(f"trainer.monitor_mode={mode}: use max or min")
+    result = FitResult()
+    best_state = None
+    stale = 0
+    for epoch in range(1, epochs + 1):
+        loss, rows, seconds = _train_epoch(model, loss_fn, optimizer, train, epoch, limit_batches, progress)
+        result.train_rows += rows
+        result.train_seconds += seconds
+        metrics = evaluate(model, val, "val", scenario_names)
+        metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
+        if monitor not in metrics:
+            raise UserError(f"trainer.monitor={monitor} is not a validation metric; choose one of "
+                            f"{', '.join(sorted(k for k in metrics if k.startswith('val/')))}")
+        result.history.append(metrics)
+        if on_epoch_end:
+            on_epoch_end(epoch, metrics)
+        value = metrics[monitor]
+        if _improved(value, result.best_value, mode):
+            result.best_epoch, result.best_value, stale = epoch, value, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result
+
+
+def _improved(value: float, best: float, mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def _train_epoch(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+                 loader: InMemoryLoader, epoch: int, limit_batches: int | None,
+                 show_progress: bool) -> tuple[float, int, float]:
+    """One pass over the training batches: (mean loss, rows seen, seconds)."""
+    model.train()
+    total = min(len(loader), limit_batches) if limit_batches else len(loader)
+    loss_sum = torch.zeros((), device=loader.data.label.device)
+    rows = 0
+    started = time.perf_counter()
+    with _progress(show_progress) as bar:
+        task = bar.add_task(f"epoch {epoch}", total=total, loss=float("nan"), speed=0.0)
+        for step, batch in enumerate(loader, start=1):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(batch)
+            rows += len(batch)
+            if step % PROGRESS_EVERY == 0 or step == total:
+                elapsed = time.perf_counter() - started
+                bar.update(task, completed=step, loss=loss_sum.item() / rows, speed=rows / elapsed)
+            if step == total:
+                break
+    seconds = time.perf_counter() - started
+    return loss_sum.item() / max(rows, 1), rows, seconds
+
+
+def _progress(show: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:,.0f} rows/s"),
+                    TimeElapsedColumn(), disable=not show, transient=False)
+
+
+@torch.inference_mode()
+def predict(model: MultiScenarioModel, loader: InMemoryLoader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, own-scenario logits, scenario) for every row of `loader`, in loader order."""
+    model.eval()
+    labels, logits, scenarios = [], [], []
+    for batch in loader:
+        logits.append(model(batch).float())
+        labels.append(batch.label)
+        scenarios.append(batch.scenario)
+    return tuple(torch.cat(parts).cpu().numpy() for parts in (labels, logits, scenarios))
+
+
+def evaluate(model: MultiScenarioModel, loader: InMemoryLoader, split: str,
+             scenario_names: Sequence[str]) -> dict[str, float]:
+    """Per-scenario, pooled and macro-mean AUC and logloss of `model` on `loader`."""
+    labels, logits, scenario = predict(model, loader)
+    return scenario_metrics(split, labels, logits, scenario, scenario_names)

@@ -1,0 +1,226 @@
+"""MlflowTracker, NullTracker and helpers, read back from a real sqlite store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+from ssimctr.errors import UserError
+from ssimctr.tracking import PARENT_RUN_ENV, NullTracker, Tracker, flatten_params
+from ssimctr.tracking.base import parent_run_id_from_env
+from ssimctr.tracking.mlflow_tracker import (
+    MlflowTracker,
+    create_experiment,
+    make_tracker,
+    sqlite_file,
+)
+
+EXPERIMENT = "tracker-tests"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """One migrated sqlite store and artifact root shared by the module."""
+    root = tmp_path_factory.mktemp("mlflow")
+    return f"sqlite:///{root}/mlflow.db", root / "artifacts"
+
+
+@pytest.fixture(scope="module")
+def client(store: tuple[str, Path]) -> MlflowClient:
+    return MlflowClient(tracking_uri=store[0])
+
+
+@pytest.fixture
+def new_tracker(store: tuple[str, Path]) -> Callable[..., MlflowTracker]:
+    def build(experiment: str = EXPERIMENT) -> MlflowTracker:
+        return MlflowTracker(store[0], experiment, str(store[1]))
+
+    return build
+
+
+@pytest.fixture
+def tracker(new_tracker: Callable[..., MlflowTracker]) -> MlflowTracker:
+    tracker = new_tracker()
+    tracker.start("unit", {"suite": "tracker"})
+    return tracker
+
+
+def test_flatten_params_dots_keys_and_renders_values() -> None:
+    config = {"a": {"b": 1, "c": {"d": "x"}}, "l": [1, "two", None], "n": None, "t": True, "e": {}}
+    assert flatten_params(config) == {
+        "a.b": "1",
+        "a.c.d": "x",
+        "l": '[1, "two", null]',
+        "n": "null",
+        "t": "true",
+        "e": "{}",
+    }
+    assert flatten_params({"k": "abcdef"}, prefix="p.", max_len=3) == {"p.k": "abc"}
+
+
+def test_params_round_trip_in_batches(tracker: MlflowTracker, client: MlflowClient) -> None:
+    params: dict[str, object] = {"model": {f"p{i}": i for i in range(150)}}
+    params["dims"] = [64, 32]
+    params["none"] = None
+    params["long"] = "x" * (MAX_PARAM_VAL_LENGTH + 10)
+    tracker.log_params(params)
+    logged = client.get_run(tracker.run_id).data.params
+    assert len(logged) == 153
+    assert logged["model.p0"] == "0" and logged["model.p149"] == "149"
+    assert logged["dims"] == "[64, 32]"
+    assert logged["none"] == "null"
+    assert len(logged["long"]) == MAX_PARAM_VAL_LENGTH
+
+
+def test_metrics_logged_per_step(tracker: MlflowTracker, client: MlflowClient) -> None:
+    for step in (1, 2, 3):
+        tracker.log_metrics({"val/auc/mean": 0.5 + step / 10, "loss": 1.0 / step}, step=step)
+    history = client.get_metric_history(tracker.run_id, "val/auc/mean")
+    assert [(m.step, m.value) for m in history] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+    assert len(client.get_metric_history(tracker.run_id, "loss")) == 3
+
+
+def test_nan_metric_is_stored(tracker: MlflowTracker, client: MlflowClient) -> None:
+    tracker.log_metrics({"val/auc/s0": math.nan})
+    (metric,) = client.get_metric_history(tracker.run_id, "val/auc/s0")
+    assert math.isnan(metric.value) and metric.step == 0
+
+
+def test_artifacts_file_directory_and_text(
+    tracker: MlflowTracker, client: MlflowClient, tmp_path: Path
+) -> None:
+    (tmp_path / "report.json").write_text("{}")
+    plots = tmp_path / "plots"
+    (plots / "sub").mkdir(parents=True)
+    (plots / "sub" / "roc.png").write_bytes(b"png")
+    tracker.log_artifact(tmp_path / "report.json")
+    tracker.log_artifact(plots, "figures")
+    tracker.log_text("seed: 1\n", "config/resolved.yaml")
+    run_id = tracker.run_id
+    assert {f.path for f in client.list_artifacts(run_id)} == {"report.json", "figures", "config"}
+    assert [f.path for f in client.list_artifacts(run_id, "figures/plots/sub")] == [
+        "figures/plots/sub/roc.png"
+    ]
+    assert [f.path for f in client.list_artifacts(run_id, "config")] == ["config/resolved.yaml"]
+    with pytest.raises(FileNotFoundError):
+        tracker.log_artifact(tmp_path / "missing")
+
+
+def test_tags_and_run_name(tracker: MlflowTracker, client: MlflowClient) -> None:
+    tracker.set_tags({"dataset": "ali-ccp", "regime": "ssim"})
+    run = client.get_run(tracker.run_id)
+    assert run.data.tags["dataset"] == "ali-ccp"
+    assert run.data.tags["suite"] == "tracker"
+    assert run.info.run_name == "unit"
+
+
+def test_end_failed_sets_status_and_truncated_error(
+    tracker: MlflowTracker, client: MlflowClient
+) -> None:
+    tracker.end("FAILED", error="Traceback\n" + "e" * MAX_TAG_VAL_LENGTH)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("Traceback")
+    assert len(run.data.tags["error"]) == MAX_TAG_VAL_LENGTH
+    assert run.info.end_time is not None
+
+
+def test_end_finished_and_rejects_unknown_status(
+    tracker: MlflowTracker, client: MlflowClient
+) -> None:
+    with pytest.raises(ValueError, match="FINISHED, FAILED, KILLED"):
+        tracker.end("DONE")
+    tracker.end()
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+
+
+def test_child_run_links_to_parent(
+    tracker: MlflowTracker, new_tracker: Callable[..., MlflowTracker], client: MlflowClient
+) -> None:
+    child = new_tracker()
+    child_id = child.start("child", {}, parent_run_id=tracker.run_id)
+    assert child_id == child.run_id
+    assert client.get_run(child_id).data.tags["mlflow.parentRunId"] == tracker.run_id
+
+
+def test_logging_before_start_is_an_error(new_tracker: Callable[..., MlflowTracker]) -> None:
+    tracker = new_tracker()
+    assert tracker.run_id is None
+    tracker.end()
+    with pytest.raises(RuntimeError, match="start"):
+        tracker.log_metrics({"x": 1.0})
+
+
+def test_experiment_is_reused_with_file_uri_artifact_location(
+    new_tracker: Callable[..., MlflowTracker], client: MlflowClient, store: tuple[str, Path]
+) -> None:
+    first, second = new_tracker("reuse"), new_tracker("reuse")
+    assert first.experiment_id == second.experiment_id
+    location = client.get_experiment(first.experiment_id).artifact_location
+    assert location == store[1].resolve().as_uri()
+
+
+def test_relative_artifact_location_resolves_against_cwd(
+    store: tuple[str, Path], client: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    tracker = MlflowTracker(store[0], "relative", "rel/artifacts")
+    location = client.get_experiment(tracker.experiment_id).artifact_location
+    assert location == (tmp_path / "rel" / "artifacts").resolve().as_uri()
+
+
+def test_create_experiment_tolerates_concurrent_creation(client: MlflowClient) -> None:
+    existing = client.create_experiment("raced")
+    assert create_experiment(client, "raced", None).experiment_id == existing
+
+
+def test_deleted_experiment_is_a_user_error(
+    new_tracker: Callable[..., MlflowTracker], client: MlflowClient
+) -> None:
+    client.delete_experiment(new_tracker("gone").experiment_id)
+    with pytest.raises(UserError, match="tracking.experiment='gone'"):
+        new_tracker("gone")
+
+
+def test_sqlite_file_of_uri() -> None:
+    assert sqlite_file("sqlite:///outputs/mlflow.db") == Path("outputs/mlflow.db")
+    assert sqlite_file("sqlite:////abs/m.db?timeout=5") == Path("/abs/m.db")
+    assert sqlite_file("sqlite:///:memory:") is None
+    assert sqlite_file("http://localhost:5000") is None
+
+
+def test_null_tracker_does_nothing(tmp_path: Path) -> None:
+    tracker = make_tracker("none", "unused://", "unused", None)
+    assert isinstance(tracker, NullTracker) and isinstance(tracker, Tracker)
+    assert tracker.start("x", {"a": "b"}, parent_run_id="p") is None
+    assert tracker.run_id is None
+    tracker.log_params({"a": 1})
+    tracker.log_metrics({"m": 1.0}, step=1)
+    tracker.log_artifact(tmp_path / "missing")
+    tracker.log_text("x", "x.txt")
+    tracker.set_tags({"a": "b"})
+    tracker.end("FAILED", error="boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_make_tracker_builds_mlflow_tracker(store: tuple[str, Path]) -> None:
+    tracker = make_tracker("mlflow", store[0], EXPERIMENT, str(store[1]))
+    assert isinstance(tracker, MlflowTracker) and isinstance(tracker, Tracker)
+
+
+def test_make_tracker_rejects_unknown_backend() -> None:
+    with pytest.raises(UserError, match=r"tracking\.backend='wandb'.*mlflow, none"):
+        make_tracker("wandb", "sqlite:///x.db", "e", None)
+
+
+def test_parent_run_id_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
+    assert parent_run_id_from_env() is None
+    monkeypatch.setenv(PARENT_RUN_ENV, "abc")
+    assert parent_run_id_from_env() == "abc"
