@@ -12,6 +12,9 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ssimctr.config.backbones import BACKBONE_SCHEMAS
+from ssimctr.config.backbones_msr import MSR_SCHEMAS
+
 
 @dataclass
 class PathsConfig:
@@ -89,19 +92,6 @@ class SplitConfig:
 
 
 @dataclass
-class BackboneConfig:
-    _target_: str = MISSING
-    embedding_dim: int = 16
-
-
-@dataclass
-class DNNConfig(BackboneConfig):
-    hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
-    dropout: float = 0.0
-    batch_norm: bool = False
-
-
-@dataclass
 class RegimeConfig:
     """towers: per_scenario (K towers) | single (one tower); share: own (each row trains its own
     tower) | all (every row trains every tower); scenario_feature: scenario id as an input field."""
@@ -167,7 +157,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "dataset": {"schema_files": DatasetConfig, "schema_synthetic": SyntheticConfig},
     "scenario": {"schema": ScenarioConfig},
     "split": {"schema": SplitConfig},
-    "backbone": {"schema_dnn": DNNConfig},
+    "backbone": {**BACKBONE_SCHEMAS, **MSR_SCHEMAS},
     "regime": {"schema": RegimeConfig},
     "task": {"schema": TaskConfig},
     "ssim": {"schema": SsimConfig},
