@@ -72,7 +72,7 @@ class ScenarioConfig:
 
     kind: str = "column"
     column: Optional[str] = None
-    mapping: Optional[dict[str, str]] = None
+    mapping: Any = None                   # {value: name}; typed Any so a CLI dict replaces it
     unmapped: str = "drop"               # mapping only: drop | error
     bins: Optional[list[float]] = None
     names: Optional[list[str]] = None     # bins only: one name per bin (len(bins) + 1)

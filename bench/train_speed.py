@@ -1,0 +1,98 @@
+"""Benchmark: preparation time, training rows/s and peak memory on synthetic data.
+
+    .venv/bin/python bench/train_speed.py                      # DNN, 1,000,000 rows, 2 threads
+    .venv/bin/python bench/train_speed.py --backbones all      # every conf/backbone option
+
+Training speed is measured on one epoch of the train split (validation excluded), batch 2048,
+embedding 16, MLP [256, 128, 64] (the backbone YAML defaults), Adam; figures go to the
+terminal and to outputs/bench/train_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+from rich.table import Table
+
+from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.data.loaders import InMemoryLoader, read_split
+from ssimctr.data.prepare import prepare
+from ssimctr.models.build import build_model
+from ssimctr.train.loop import fit, make_optimizer
+from ssimctr.train.sharing import FixedSharing
+from ssimctr.utils.seed import configure_torch, seed_everything
+from omegaconf import OmegaConf
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--backbones", default="dnn", help="comma-separated names, or 'all'")
+    parser.add_argument("--regimes", default="single,mt", help="comma-separated regime options")
+    parser.add_argument("--out", default="outputs/bench/train_speed.json")
+    args = parser.parse_args()
+    console = Console()
+    seed_everything(0)
+    configure_torch(args.threads)
+    backbones = (sorted(p.stem for p in (Path(CONFIG_DIR) / "backbone").glob("*.yaml"))
+                 if args.backbones == "all" else args.backbones.split(","))
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        base = compose("config", overrides=[f"dataset.rows={args.rows}"])
+        with tempfile.TemporaryDirectory() as cache:
+            started = time.perf_counter()
+            data = prepare(OmegaConf.to_object(base.dataset), OmegaConf.to_object(base.scenario),
+                           OmegaConf.to_object(base.split), Path(cache))
+            prepare_seconds = time.perf_counter() - started
+            prepare_peak = peak_rss_mb()
+            fm = data.feature_map
+            train = InMemoryLoader(read_split(data.split_path("train"), fm), args.batch_size, shuffle=True)
+            val = InMemoryLoader(read_split(data.split_path("val"), fm), 16384, shuffle=False)
+        console.print(f"prepared {args.rows:,} rows in {prepare_seconds:.1f}s "
+                      f"({args.rows / prepare_seconds:,.0f} rows/s), peak RSS {prepare_peak:,.0f} MiB")
+        results = []
+        for backbone in backbones:
+            for regime in args.regimes.split(","):
+                cfg = compose("config", overrides=[f"backbone={backbone}", f"regime={regime}"])
+                model = build_model(cfg.backbone, cfg.regime, fm)
+                optimizer = make_optimizer(model.parameters(), 1e-3, 0.0)
+                gate = 1.0 if cfg.regime.share == "all" else 0.0
+                history = fit(model, FixedSharing(gate), optimizer, train, val, fm.scenario_names, epochs=1,
+                              patience=1, progress=False)
+                results.append({"backbone": backbone, "regime": regime, "rows_per_s": history.rows_per_second,
+                                "val_auc_mean": history.history[0]["val/auc/mean"],
+                                "parameters": sum(p.numel() for p in model.parameters()),
+                                "peak_rss_mb": peak_rss_mb()})
+                console.print(f"{backbone:>14} {regime:>7}: {history.rows_per_second:,.0f} rows/s")
+
+    table = Table(title=f"training speed: {len(train.data):,} train rows, batch {args.batch_size}, "
+                        f"{args.threads} threads, torch {torch.__version__}")
+    for column in ("backbone", "regime", "rows/s", "val AUC (1 epoch)", "parameters", "peak RSS MiB"):
+        table.add_column(column, justify="left" if column in ("backbone", "regime") else "right")
+    for r in results:
+        table.add_row(r["backbone"], r["regime"], f"{r['rows_per_s']:,.0f}", f"{r['val_auc_mean']:.4f}",
+                      f"{r['parameters']:,}", f"{r['peak_rss_mb']:,.0f}")
+    console.print(table)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": args.rows, "threads": args.threads, "prepare_seconds": prepare_seconds,
+                               "prepare_peak_rss_mb": prepare_peak, "training": results}, indent=2))
+    console.print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The `ssimctr` command as a user runs it: composition, multirun lineage, clear errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from mlflow.tracking import MlflowClient
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from conftest import SHARED_DATA
+from ssimctr.cli.main import CONFIG_DIR
+
+REQUIRED = {  # options that need values from the user
+    ("dataset", "tabular"): ["dataset.path=x.csv", "dataset.label=y", "dataset.scenario=s"],
+    ("scenario", "mapping"): ["scenario.mapping={a: b}"],
+    ("scenario", "bins"): ["scenario.bins=[1]"],
+}
+OPTIONS = sorted((p.parent.name, p.stem) for p in Path(CONFIG_DIR).glob("*/*.yaml"))
+SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer=debug", "trainer.progress=false"]
+
+
+def ssimctr(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = [a for a in args if a.startswith("-")]
+    overrides = [a for a in args if not a.startswith("-")]
+    return subprocess.run([sys.executable, "-m", "ssimctr", *flags, f"paths.outputs={tmp_path}", *overrides],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
+def test_every_option_composes(group, option):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"{group}={option}", *REQUIRED.get((group, option), [])])
+    assert cfg[group] is not None
+
+
+def test_misspelt_key_fails_at_compose_time():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
+            compose("config", overrides=["trainer.epocs=3"])
+        with pytest.raises((ConfigCompositionException, ValidationError)):
+            compose("config", overrides=["trainer.epochs=many"])
+
+
+def test_unknown_option_is_a_short_clear_error(tmp_path):
+    result = ssimctr(tmp_path, "backbone=transformerzz")
+    assert result.returncode != 0
+    assert "transformerzz" in result.stderr and "Available options" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_is_one_clear_line(tmp_path):
+    result = ssimctr(tmp_path, "dataset=tabular", "dataset.path=nowhere.csv", "dataset.label=click",
+                     "dataset.scenario=domain", "tracking=none")
+    assert result.returncode == 2
+    assert "dataset.path: file not found: nowhere.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_default_run_prints_the_table_and_logs_to_mlflow(tmp_path):
+    result = ssimctr(tmp_path, *SMALL)
+    assert result.returncode == 0, result.stderr
+    for text in ("Scenario", "s0", "s1", "s2", "overall", "mean", "MLflow run"):
+        assert text in result.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [record] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {f"test/auc/s{k}" for k in range(3)} <= set(record.data.metrics)
+
+
+@pytest.mark.slow
+def test_multirun_makes_one_parent_and_a_child_per_job(tmp_path):
+    result = ssimctr(tmp_path, "-m", "regime=mt,single", "seed=1,2", *SMALL)
+    assert result.returncode == 0, result.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if r.data.tags.get("ssimctr.kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted((r.data.tags["regime"], r.data.tags["seed"]) for r in children) == [
+        ("mt", "1"), ("mt", "2"), ("single", "1"), ("single", "2")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "mind").is_dir(), reason="../shared/data/mind is not present")
+def test_bring_your_own_csv_on_the_mind_sample(tmp_path):
+    result = ssimctr(tmp_path, "dataset=tabular", f"dataset.path={SHARED_DATA}/mind/mind_sample.csv",
+                     "dataset.label=label", "dataset.scenario=Category",
+                     "dataset.categorical=[User_ID,News_ID,SubCategory]", "split=random", "trainer=debug",
+                     "trainer.progress=false")
+    assert result.returncode == 0, result.stderr
+    for name in ("news", "lifestyle", "sports", "finance"):
+        assert name in result.stdout

@@ -1,0 +1,82 @@
+"""One job end to end through `run`: metrics, MLflow contents, determinism, failures."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+
+from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.cli.runner import JobInfo, run
+from ssimctr.errors import UserError
+
+SCENARIOS = ("s0", "s1", "s2")
+
+
+def job_config(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=[f"paths.outputs={tmp_path}", "dataset.rows=20000",
+                                            "dataset.users=2000", "dataset.items=500", "trainer.progress=false",
+                                            "trainer.epochs=3", "trainer.patience=3", "trainer.batch_size=256",
+                                            *overrides])
+
+
+def run_job(cfg, tmp_path: Path) -> dict[str, float]:
+    job = JobInfo(choices={"dataset": "synthetic", "backbone": "dnn", "regime": cfg.regime.name},
+                  overrides=["test"], output_dir=tmp_path / "run")
+    return run(cfg, job, Console(record=True, width=120))
+
+
+def test_run_logs_every_metric_to_mlflow(tmp_path):
+    cfg = job_config(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    results = run_job(cfg, tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [experiment] = [e for e in client.search_experiments() if e.name == "ssimctr-synthetic"]
+    [record] = client.search_runs([experiment.experiment_id])
+    assert record.info.status == "FINISHED"
+    metrics = record.data.metrics
+    for metric in ("auc", "logloss"):
+        for name in (*SCENARIOS, "overall", "mean"):
+            key = f"test/{metric}/{name}"
+            assert metrics[key] == pytest.approx(results[key])
+    epochs = [m.step for m in client.get_metric_history(record.info.run_id, "val/auc/mean")]
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 2
+    assert record.data.params["trainer.epochs"] == "3"
+    assert record.data.tags["regime"] == "mt" and record.data.tags["seed"] == "2022"
+    artifacts = {a.path for a in client.list_artifacts(record.info.run_id)}
+    assert {"config.yaml", "feature_map.json", "manifest.json", "test_results.csv"} <= artifacts
+    assert 0.5 < results["test/auc/mean"] < 1.0
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    first = run_job(job_config(tmp_path, "tracking=none", "trainer.epochs=2"), tmp_path)
+    second = run_job(job_config(tmp_path, "tracking=none", "trainer.epochs=2"), tmp_path)
+    other = run_job(job_config(tmp_path, "tracking=none", "trainer.epochs=2", "seed=7"), tmp_path)
+    quality = [k for k in first if k.startswith(("val/", "test/"))]
+    assert {k: first[k] for k in quality} == {k: second[k] for k in quality}
+    assert first["test/auc/mean"] != other["test/auc/mean"]
+
+
+@pytest.mark.parametrize("regime", ["mt", "mt_s", "single"])
+def test_every_regime_trains(tmp_path, regime):
+    results = run_job(job_config(tmp_path, "tracking=none", f"regime={regime}", "trainer.epochs=2"), tmp_path)
+    assert all(not math.isnan(results[f"test/logloss/{s}"]) for s in SCENARIOS)
+    assert results["test/auc/mean"] > 0.55
+
+
+def test_user_error_ends_the_run_failed_with_the_message(tmp_path):
+    cfg = job_config(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "dataset.label=clik")
+    with pytest.raises(UserError, match="did you mean 'click'"):
+        run_job(cfg, tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    [record] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert record.info.status == "FAILED"
+    assert "clik" in record.data.tags["error"]
+
+
+def test_unknown_monitor_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="trainer.monitor"):
+        run_job(job_config(tmp_path, "tracking=none", "trainer.monitor=val/auc/nope"), tmp_path)

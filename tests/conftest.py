@@ -1,0 +1,70 @@
+"""Shared fixtures: a small prepared synthetic dataset, tiny batches, a short training helper."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssimctr.config.schema import ScenarioConfig, SplitConfig, SyntheticConfig
+from ssimctr.data import synthetic
+from ssimctr.data.loaders import Batch, InMemoryLoader, read_split
+from ssimctr.data.prepare import PreparedDataset, prepare
+from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
+from ssimctr.train.loop import evaluate, fit, make_optimizer
+from ssimctr.train.sharing import FixedSharing
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def synthetic_config(**overrides) -> SyntheticConfig:
+    """The synthetic dataset config of conf/dataset/synthetic.yaml, with overrides."""
+    values = dict(name="synthetic", label=synthetic.LABEL, scenario=synthetic.SCENARIO,
+                  categorical=list(synthetic.CATEGORICAL), numeric=list(synthetic.NUMERIC),
+                  text=list(synthetic.TEXT), time=synthetic.TIME, user="user_id", item="item_id",
+                  oracle=synthetic.ORACLE, rows=30_000, users=2_000, items=500)
+    values.update(overrides)
+    return SyntheticConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def prepared_synthetic(tmp_path_factory) -> PreparedDataset:
+    """30,000 synthetic rows, 3 scenarios, time split 80/10/10, prepared once per session."""
+    return prepare(synthetic_config(), ScenarioConfig(column="scenario"), SplitConfig(),
+                   tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def tiny_feature_map() -> FeatureMap:
+    """3 categorical fields, 2 numeric fields, 3 scenarios."""
+    return FeatureMap(categorical=(CategoricalField("a", 10), CategoricalField("b", 7), CategoricalField("c", 4)),
+                      numeric=(NumericField("x", 0.0, 1.0, -3.0, 3.0), NumericField("y", 0.0, 1.0, -3.0, 3.0)),
+                      scenario_names=("s0", "s1", "s2"), scenario_column="scenario", label_column="click")
+
+
+def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
+    """A random batch for `feature_map` (every scenario present when rows >= K)."""
+    g = torch.Generator().manual_seed(seed)
+    cat = torch.stack([torch.randint(0, f.vocab_size, (rows,), generator=g) for f in feature_map.categorical], 1)
+    k = feature_map.num_scenarios
+    return Batch(cat=cat, num=torch.randn(rows, len(feature_map.numeric), generator=g),
+                 scenario=torch.arange(rows) % k, label=(torch.rand(rows, generator=g) < 0.3).float(),
+                 row_id=torch.arange(rows))
+
+
+@pytest.fixture
+def tiny_batch(tiny_feature_map) -> Batch:
+    return make_batch(tiny_feature_map)
+
+
+def train_briefly(model, data: PreparedDataset, epochs: int = 2, gate: float = 0.0, lr: float = 3e-3,
+                  seed: int = 0) -> dict[str, float]:
+    """Train `model` on `data` for a few epochs; return val and test metrics."""
+    torch.manual_seed(seed)
+    fm = data.feature_map
+    loaders = {s: InMemoryLoader(read_split(data.split_path(s), fm), 512, shuffle=s == "train", seed=seed)
+               for s in ("train", "val", "test")}
+    fit(model, FixedSharing(gate), make_optimizer(model.parameters(), lr, 0.0), loaders["train"], loaders["val"],
+        fm.scenario_names, epochs=epochs, patience=epochs, progress=False)
+    return evaluate(model, loaders["test"], "test", fm.scenario_names)
