@@ -25,7 +25,7 @@ from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.models.build import build_model
-from ssimctr.train.loop import fit, make_optimizer
+from ssimctr.train.loop import fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing
 from ssimctr.utils.seed import configure_torch, seed_everything
 from omegaconf import OmegaConf
@@ -71,7 +71,7 @@ def main() -> None:
                 model = build_model(cfg.backbone, cfg.regime, fm)
                 optimizer = make_optimizer(model.parameters(), 1e-3, 0.0)
                 gate = 1.0 if cfg.regime.share == "all" else 0.0
-                history = fit(model, FixedSharing(gate), optimizer, train, val, fm.scenario_names, epochs=1,
+                history = fit(model, FixedSharing(gate), optimizer, train, validator(val, fm.scenario_names), epochs=1,
                               patience=1, progress=False)
                 results.append({"backbone": backbone, "regime": regime, "rows_per_s": history.rows_per_second,
                                 "val_auc_mean": history.history[0]["val/auc/mean"],

@@ -11,7 +11,7 @@ from ssimctr.data import synthetic
 from ssimctr.data.loaders import Batch, InMemoryLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
-from ssimctr.train.loop import evaluate, fit, make_optimizer
+from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +65,6 @@ def train_briefly(model, data: PreparedDataset, epochs: int = 2, gate: float = 0
     fm = data.feature_map
     loaders = {s: InMemoryLoader(read_split(data.split_path(s), fm), 512, shuffle=s == "train", seed=seed)
                for s in ("train", "val", "test")}
-    fit(model, FixedSharing(gate), make_optimizer(model.parameters(), lr, 0.0), loaders["train"], loaders["val"],
-        fm.scenario_names, epochs=epochs, patience=epochs, progress=False)
+    fit(model, FixedSharing(gate), make_optimizer(model.parameters(), lr, 0.0), loaders["train"],
+        validator(loaders["val"], fm.scenario_names), epochs=epochs, patience=epochs, progress=False)
     return evaluate(model, loaders["test"], "test", fm.scenario_names)

@@ -6,19 +6,22 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ssimctr.cli.console import print_results, results_rows, write_results_csv
-from ssimctr.data.loaders import InMemoryLoader, read_split
+from ssimctr.data.loaders import Batch, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
+from ssimctr.features.feature_map import FeatureMap
+from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.build import build_model
 from ssimctr.tracking.base import PARENT_RUN_ENV, Tracker, flatten_params
 from ssimctr.tracking.mlflow_tracker import make_tracker
-from ssimctr.train.loop import evaluate, fit, make_optimizer
 from ssimctr.train.metrics import scenario_summary
-from ssimctr.train.sharing import FixedSharing
+from ssimctr.train.regimes import (TRAININGS, Outcome, TrainSettings, train_jointly, train_separately,
+                                   train_then_finetune)
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 SHARE_GATES = {"own": 0.0, "all": 1.0}
@@ -72,38 +75,54 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     tracker.log_artifact(data.path / "manifest.json")
     feature_map = data.feature_map
     names = feature_map.scenario_names
-    splits = {name: read_split(data.split_path(name), feature_map) for name in ("train", "val", "test")}
-    loaders = {name: InMemoryLoader(batch, cfg.trainer.batch_size if name == "train" else cfg.trainer.eval_batch_size,
-                                    shuffle=name == "train", seed=cfg.seed, device=device)
-               for name, batch in splits.items()}
+    splits = {name: read_split(data.split_path(name), feature_map).to(device) for name in ("train", "val", "test")}
+    outcome = _train(cfg, feature_map, splits, device, tracker, console)
 
-    model = build_model(cfg.backbone, cfg.regime, feature_map).to(device)
-    if cfg.regime.share not in SHARE_GATES:
-        raise UserError(f"regime.share={cfg.regime.share} is not known: use one of {', '.join(SHARE_GATES)}")
-    optimizer = make_optimizer(model.parameters(), cfg.trainer.lr, cfg.trainer.weight_decay)
-    console.print(f"[bold]{job.choices.get('backbone', 'model')}[/] / regime {cfg.regime.name}: "
-                  f"{sum(p.numel() for p in model.parameters()):,} parameters on {device}")
-    history = fit(model, FixedSharing(SHARE_GATES[cfg.regime.share]), optimizer, loaders["train"], loaders["val"],
-                  names, epochs=cfg.trainer.epochs, monitor=cfg.trainer.monitor, mode=cfg.trainer.monitor_mode,
-                  patience=cfg.trainer.patience, limit_batches=cfg.trainer.limit_train_batches,
-                  progress=cfg.trainer.progress,
-                  on_epoch_end=lambda epoch, metrics: tracker.log_metrics(metrics, step=epoch))
-
-    results = dict(history.history[history.best_epoch - 1]) if history.best_epoch else {}
-    results.update(evaluate(model, loaders["test"], "test", names))
-    results.update({"best/epoch": float(history.best_epoch), "train/rows_per_s_mean": history.rows_per_second})
-    tracker.log_metrics({k: v for k, v in results.items() if k.startswith(("test/", "best/", "train/rows_per_s_mean"))})
+    results = {**outcome.val, **outcome.test, "best/epoch": outcome.best_epoch,
+               "train/rows_per_s_mean": outcome.rows_per_second}
+    tracker.log_metrics({k: v for k, v in results.items() if not k.startswith("val/")})
+    if cfg.regime.training != "joint":
+        tracker.log_metrics(outcome.val)
+    best = f"best epoch {outcome.best_epoch:g}"
 
     test = splits["test"]
-    rows = results_rows(results, scenario_summary(test.label.numpy(), test.scenario.numpy(), names), split="test")
+    summary = scenario_summary(test.label.cpu().numpy(), test.scenario.cpu().numpy(), names)
+    rows = results_rows(results, summary, split="test")
     write_results_csv(job.output_dir / "test_results.csv", rows)
     tracker.log_artifact(job.output_dir / "test_results.csv")
     hydra_dir = job.output_dir / ".hydra"
     if hydra_dir.is_dir():
         tracker.log_artifact(hydra_dir, "hydra")
     footer = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
-    print_results(console, rows, title=f"test, best epoch {history.best_epoch}", footer=footer)
+    print_results(console, rows, title=f"test, regime {cfg.regime.name}, {best}", footer=footer)
     return results
+
+
+def _train(cfg: DictConfig, feature_map: FeatureMap, splits: dict[str, Batch], device: torch.device,
+           tracker: Tracker, console: Console) -> Outcome:
+    """Dispatch on the regime's training kind."""
+    regime, trainer = cfg.regime, cfg.trainer
+    if regime.training not in TRAININGS:
+        raise UserError(f"regime.training={regime.training} is not known: use one of {', '.join(TRAININGS)}")
+    if regime.share not in SHARE_GATES:
+        raise UserError(f"regime.share={regime.share} is not known: use one of {', '.join(SHARE_GATES)}")
+    settings = TrainSettings(batch_size=trainer.batch_size, eval_batch_size=trainer.eval_batch_size,
+                             epochs=trainer.epochs, lr=trainer.lr, weight_decay=trainer.weight_decay,
+                             monitor=trainer.monitor, mode=trainer.monitor_mode, patience=trainer.patience,
+                             limit_batches=trainer.limit_train_batches, progress=trainer.progress, seed=cfg.seed)
+
+    def build() -> MultiScenarioModel:
+        return build_model(cfg.backbone, regime, feature_map).to(device)
+
+    model = build()
+    console.print(f"[bold]{cfg.backbone._target_.rsplit('.', 1)[-1]}[/] / regime {regime.name}: "
+                  f"{sum(p.numel() for p in model.parameters()):,} parameters on {device}")
+    names = feature_map.scenario_names
+    if regime.training == "separate":
+        return train_separately(build, splits, names, settings, tracker.log_metrics)
+    if regime.training == "finetune":
+        return train_then_finetune(model, splits, names, settings, tracker.log_metrics, regime.finetune_lr)
+    return train_jointly(model, SHARE_GATES[regime.share], splits, names, settings, tracker.log_metrics)
 
 
 def _describe(console: Console, data: PreparedDataset) -> None:

@@ -93,13 +93,17 @@ class SplitConfig:
 
 @dataclass
 class RegimeConfig:
-    """towers: per_scenario (K towers) | single (one tower); share: own (each row trains its own
-    tower) | all (every row trains every tower); scenario_feature: scenario id as an input field."""
+    """training: joint (one model, all rows) | separate (one model per scenario) | finetune (joint,
+    then a copy per scenario fine-tuned on its rows); towers: per_scenario (K towers) | single;
+    share: own (each row trains its own tower) | all (every row trains every tower);
+    scenario_feature: scenario id as an input field; finetune_lr: null = trainer.lr."""
 
     name: str = MISSING
+    training: str = "joint"
     towers: str = "per_scenario"
     share: str = "own"
     scenario_feature: bool = True
+    finetune_lr: Optional[float] = None
 
 
 @dataclass

@@ -45,13 +45,16 @@ def make_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float, weight_d
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+Validator = Callable[[MultiScenarioModel], dict[str, float]]
+
+
 def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-        train: InMemoryLoader, val: InMemoryLoader, scenario_names: Sequence[str], *,
+        train: InMemoryLoader, validate: Validator, *,
         epochs: int, monitor: str = "val/auc/mean", mode: str = "max", patience: int = 2,
         limit_batches: int | None = None, progress: bool = True,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
-    """Train for up to `epochs`, validate after each, stop after `patience` epochs without
-    improvement of `monitor`, and restore the best weights."""
+    """Train for up to `epochs`, call `validate(model)` after each, stop after `patience` epochs
+    without improvement of `monitor`, and restore the best weights."""
     if mode not in ("max", "min"):
         raise UserError(f"trainer.monitor_mode={mode}: use max or min")
     result = FitResult()
@@ -61,7 +64,7 @@ def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optim
         loss, rows, seconds = _train_epoch(model, loss_fn, optimizer, train, epoch, limit_batches, progress)
         result.train_rows += rows
         result.train_seconds += seconds
-        metrics = evaluate(model, val, "val", scenario_names)
+        metrics = validate(model)
         metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
         if monitor not in metrics:
             raise UserError(f"trainer.monitor={monitor} is not a validation metric; choose one of "
@@ -140,3 +143,8 @@ def evaluate(model: MultiScenarioModel, loader: InMemoryLoader, split: str,
     """Per-scenario, pooled and macro-mean AUC and logloss of `model` on `loader`."""
     labels, logits, scenario = predict(model, loader)
     return scenario_metrics(split, labels, logits, scenario, scenario_names)
+
+
+def validator(loader: InMemoryLoader, scenario_names: Sequence[str], split: str = "val") -> Validator:
+    """A `fit` validator: the metrics of `evaluate` on `loader`."""
+    return lambda model: evaluate(model, loader, split, scenario_names)

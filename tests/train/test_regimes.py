@@ -1,0 +1,104 @@
+"""Which rows reach which tower, per regime."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_batch
+from ssimctr.data.loaders import Batch
+from ssimctr.models.base import MultiScenarioModel
+from ssimctr.train.regimes import TrainSettings, scenario_rows, train_jointly, train_separately, train_then_finetune
+from ssimctr.train.sharing import sharing_loss
+
+SETTINGS = TrainSettings(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, weight_decay=0.0,
+                         monitor="val/auc/mean", mode="max", patience=2, limit_batches=None, progress=False, seed=0)
+
+
+class RecordingModel(MultiScenarioModel):
+    """K bias-only towers; remembers the scenarios of the rows it was trained on."""
+
+    def __init__(self, num_scenarios: int) -> None:
+        super().__init__(num_scenarios)
+        self.bias = nn.Parameter(torch.zeros(num_scenarios))
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.seen: set[int] = set()
+
+    def towers(self, batch: Batch) -> torch.Tensor:
+        if self.training:
+            self.seen.update(batch.scenario.tolist())
+        return self.bias.expand(len(batch), -1) + self.weight * batch.num[:, :1]
+
+
+def tower_gradients(gate) -> torch.Tensor:
+    logits = torch.zeros(6, 3, requires_grad=True)
+    scenario = torch.tensor([0, 1, 2, 0, 1, 2])
+    sharing_loss(logits, torch.tensor([1.0, 0, 1, 0, 1, 0]), scenario, gate).backward()
+    return logits.grad != 0
+
+
+def test_mt_rows_reach_only_their_own_tower():
+    assert tower_gradients(0.0).tolist() == [[k == s for k in range(3)] for s in [0, 1, 2, 0, 1, 2]]
+
+
+def test_mt_s_rows_reach_every_tower():
+    assert tower_gradients(1.0).all()
+
+
+def test_a_per_row_gate_shares_only_the_gated_rows():
+    reached = tower_gradients(torch.tensor([1.0, 0, 0, 0, 0, 1]))
+    assert reached[0].all() and reached[5].all()
+    assert reached[1:5].sum(1).tolist() == [1, 1, 1, 1]
+
+
+def test_sharing_loss_values():
+    logits = torch.tensor([[0.5, -1.0], [2.0, 0.0]])
+    label, scenario = torch.tensor([1.0, 0.0]), torch.tensor([1, 0])
+    bce = nn.functional.binary_cross_entropy_with_logits
+    own = bce(torch.tensor([-1.0, 2.0]), label)
+    every = bce(logits, label[:, None].expand(2, 2))
+    assert sharing_loss(logits, label, scenario, 0.0) == pytest.approx(own.item())
+    assert sharing_loss(logits, label, scenario, 1.0) == pytest.approx(every.item())
+
+
+@pytest.fixture
+def splits(tiny_feature_map):
+    return {name: make_batch(tiny_feature_map, rows=60, seed=i) for i, name in enumerate(("train", "val", "test"))}
+
+
+def test_scenario_rows_keeps_exactly_that_scenario(splits):
+    part = scenario_rows(splits["train"], 1)
+    assert len(part) == 20 and (part.scenario == 1).all()
+
+
+def test_joint_training_sees_every_scenario(splits, tiny_feature_map):
+    model = RecordingModel(3)
+    outcome = train_jointly(model, 0.0, splits, tiny_feature_map.scenario_names, SETTINGS, lambda m, e: None)
+    assert model.seen == {0, 1, 2}
+    assert {"test/auc/s0", "test/auc/mean", "val/auc/mean"} <= set(outcome.test) | set(outcome.val)
+
+
+def test_separate_training_gives_each_scenario_its_own_model(splits, tiny_feature_map):
+    models: list[RecordingModel] = []
+
+    def build() -> RecordingModel:
+        models.append(RecordingModel(3))
+        return models[-1]
+
+    logged: list[dict] = []
+    outcome = train_separately(build, splits, tiny_feature_map.scenario_names, SETTINGS, lambda m, e: logged.append(m))
+    assert [m.seen for m in models] == [{0}, {1}, {2}]
+    assert set(outcome.test) == {f"test/{m}/{s}" for m in ("auc", "logloss") for s in ("s0", "s1", "s2", "overall", "mean")}
+    assert all(key.startswith("st/") for entry in logged for key in entry)
+
+
+def test_finetune_pretrains_on_all_rows_then_one_copy_per_scenario(splits, tiny_feature_map):
+    model = RecordingModel(3)
+    logged: list[dict] = []
+    outcome = train_then_finetune(model, splits, tiny_feature_map.scenario_names, SETTINGS,
+                                  lambda m, e: logged.append(m), finetune_lr=None)
+    assert model.seen == {0, 1, 2}
+    keys = {key for entry in logged for key in entry}
+    assert any(k.startswith("pretrain/val/") for k in keys)
+    assert {f"finetune/val/auc/s{k}" for k in range(3)} <= keys
+    assert len(outcome.fits) == 4
