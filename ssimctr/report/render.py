@@ -1,0 +1,143 @@
+"""Render a ReportTable: rich tables for the terminal, a markdown table, CSV text (all pure)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping
+
+from rich.table import Table
+from rich.text import Text
+
+from ssimctr.report.table import Cell, Column, PairedTest, ReportTable, Row
+
+METRIC_LABELS = {"auc": "AUC", "gauc": "GAUC", "logloss": "Logloss"}
+Tests = Mapping[Column, PairedTest]
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def describe(table: ReportTable) -> str:
+    """"ssimctr-synthetic · split test · 6 runs in 2 groups" (what the report covers)."""
+    experiments = ", ".join(table.experiments) or "(no experiment name)"
+    groups = len(table.rows)
+    return (f"{experiments} · split {table.split} · {table.n_runs} run{'s' * (table.n_runs != 1)} "
+            f"in {groups} group{'s' * (groups != 1)}")
+
+
+def legend(alpha: float, markdown: bool = False) -> str:
+    """What the numbers and the marks mean."""
+    bold, star = ("**bold**", "\\*") if markdown else ("bold", "*")
+    return (f"mean ± std (sample, ddof=1) over the runs of each group, n = runs; {bold} = best per column; "
+            f"{star} = best beats the runner-up in a one-sided paired t-test over seeds, p < {alpha:g}")
+
+
+def format_value(value: float, digits: int = 4) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def format_cell(cell: Cell, row_n: int | None = None, digits: int = 4) -> str:
+    """"0.7512 ± 0.0031"; just the mean for one run; "(n=k)" appended when k differs from the row's n."""
+    if cell.n == 0:
+        return ""
+    text = format_value(cell.mean, digits)
+    if cell.n > 1:
+        text += f" ± {format_value(cell.std, digits)}"
+    if row_n is not None and cell.n != row_n:
+        text += f" (n={cell.n})"
+    return text
+
+
+def marks(table: ReportTable, tests: Tests | None) -> dict[tuple[int, Column], tuple[bool, bool]]:
+    """(row index, column) -> (is best, significant) for every best cell."""
+    out: dict[tuple[int, Column], tuple[bool, bool]] = {}
+    for column in table.columns:
+        test = (tests or {}).get(column)
+        for index in table.best(column):
+            out[(index, column)] = (True, bool(test and test.best == index and test.significant))
+    return out
+
+
+def render_terminal(table: ReportTable, tests: Tests | None = None, digits: int = 4) -> list[Table]:
+    """One rich table per metric; best cells bold, significant ones with a trailing `*`.
+
+    Print `legend(alpha)` below them (the tables carry no caption, to say it once).
+    """
+    marked = marks(table, tests)
+    out = []
+    for metric in table.metrics:
+        columns = table.columns_of(metric)
+        direction = "higher" if columns[0].higher_is_better else "lower"
+        rich_table = Table(title=Text(f"{metric_label(metric)} ({direction} is better) · {describe(table)}",
+                                      style="table.title"))
+        for name in table.group_by:
+            rich_table.add_column(name, overflow="fold")
+        rich_table.add_column("n", justify="right", no_wrap=True)
+        for column in columns:  # a narrow terminal wraps "0.7512 ± 0.0031" at the spaces, never cuts digits
+            rich_table.add_column(column.scenario, justify="right", overflow="fold",
+                                  style="italic" if column.scenario in ("mean", "overall") else None)
+        for index, row in enumerate(table.rows):
+            cells = []
+            for column in columns:
+                best, star = marked.get((index, column), (False, False))
+                text = format_cell(row.cell(column), row.n, digits) + ("*" if star else "")
+                cells.append(Text(text, style="bold" if best else ""))
+            rich_table.add_row(*map(Text, row.group), str(row.n), *cells)  # Text: tag values are not markup
+        out.append(rich_table)
+    return out
+
+
+def render_markdown(table: ReportTable, tests: Tests | None = None, command: str | None = None,
+                    alpha: float = 0.05, digits: int = 4) -> str:
+    """A caption line (command, experiments, split, runs, legend), a blank line, one markdown table."""
+    marked = marks(table, tests)
+    source = f"`{command}` — " if command else ""
+    lines = [f"Table: {source}{describe(table)}. {legend(alpha, markdown=True)}.", ""]
+    header = [*table.group_by, "n", *(column.key for column in table.columns)]
+    lines.append(_md_row(header))
+    lines.append(_md_row(["---"] * len(table.group_by) + ["--:"] * (1 + len(table.columns))))
+    for index, row in enumerate(table.rows):
+        cells = []
+        for column in table.columns:
+            text = format_cell(row.cell(column), row.n, digits)
+            best, star = marked.get((index, column), (False, False))
+            if best and text:
+                text = f"**{text}**" + ("\\*" if star else "")
+            cells.append(text)
+        lines.append(_md_row([*row.group, str(row.n), *cells]))
+    return "\n".join(lines) + "\n"
+
+
+def csv_header(table: ReportTable) -> list[str]:
+    fields = [*table.group_by, "n"]
+    for column in table.columns:
+        fields += [f"{column.key}/mean", f"{column.key}/std", f"{column.key}/n"]
+    return fields
+
+
+def render_csv(table: ReportTable) -> str:
+    """One row per group: tag values, n, then mean, std, n per column (full precision, NaN empty)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_header(table))
+    for row in table.rows:
+        writer.writerow(_csv_row(row, table))
+    return buffer.getvalue()
+
+
+def _csv_row(row: Row, table: ReportTable) -> list[str]:
+    fields = [*row.group, str(row.n)]
+    for column in table.columns:
+        cell = row.cell(column)
+        fields += [_raw(cell.mean), _raw(cell.std), str(cell.n)]
+    return fields
+
+
+def _raw(value: float) -> str:
+    return "" if math.isnan(value) else repr(value)
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
