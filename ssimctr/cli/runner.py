@@ -18,13 +18,16 @@ from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.build import build_model
 from ssimctr.tracking.base import PARENT_RUN_ENV, Tracker, flatten_params
-from ssimctr.tracking.mlflow_tracker import make_tracker
+from ssimctr.config.schema import SsimConfig
+from ssimctr.ssim import phases
+from ssimctr.tracking.mlflow_tracker import download_run_artifacts, make_tracker
 from ssimctr.train.metrics import scenario_summary
 from ssimctr.train.regimes import (TRAININGS, Outcome, TrainSettings, train_jointly, train_separately,
                                    train_then_finetune)
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 SHARE_GATES = {"own": 0.0, "all": 1.0}
+SSIM_PHASES = ("disabled", "search", "retrain")
 
 
 @dataclass
@@ -76,7 +79,7 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     feature_map = data.feature_map
     names = feature_map.scenario_names
     splits = {name: read_split(data.split_path(name), feature_map).to(device) for name in ("train", "val", "test")}
-    outcome = _train(cfg, feature_map, splits, device, tracker, console)
+    outcome = _train(cfg, data, splits, device, tracker, console, job)
 
     results = {**outcome.val, **outcome.test, "best/epoch": outcome.best_epoch,
                "train/rows_per_s_mean": outcome.rows_per_second}
@@ -98,10 +101,10 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     return results
 
 
-def _train(cfg: DictConfig, feature_map: FeatureMap, splits: dict[str, Batch], device: torch.device,
-           tracker: Tracker, console: Console) -> Outcome:
-    """Dispatch on the regime's training kind."""
-    regime, trainer = cfg.regime, cfg.trainer
+def _train(cfg: DictConfig, data: PreparedDataset, splits: dict[str, Batch], device: torch.device,
+           tracker: Tracker, console: Console, job: JobInfo) -> Outcome:
+    """Dispatch on the SSIM phase and the regime's training kind."""
+    regime, trainer, feature_map = cfg.regime, cfg.trainer, data.feature_map
     if regime.training not in TRAININGS:
         raise UserError(f"regime.training={regime.training} is not known: use one of {', '.join(TRAININGS)}")
     if regime.share not in SHARE_GATES:
@@ -111,18 +114,64 @@ def _train(cfg: DictConfig, feature_map: FeatureMap, splits: dict[str, Batch], d
                              monitor=trainer.monitor, mode=trainer.monitor_mode, patience=trainer.patience,
                              limit_batches=trainer.limit_train_batches, progress=trainer.progress, seed=cfg.seed)
 
+    ssim = OmegaConf.to_object(cfg.ssim)
+    backbone = cfg.backbone
+    if ssim.phase == "retrain" and ssim.retrain_dropout is not None:
+        backbone = OmegaConf.merge(backbone, {"dropout": ssim.retrain_dropout})
+
     def build() -> MultiScenarioModel:
-        return build_model(cfg.backbone, regime, feature_map).to(device)
+        return build_model(backbone, regime, feature_map).to(device)
 
     model = build()
-    console.print(f"[bold]{cfg.backbone._target_.rsplit('.', 1)[-1]}[/] / regime {regime.name}: "
+    console.print(f"[bold]{backbone._target_.rsplit('.', 1)[-1]}[/] / regime {regime.name}"
+                  f"{'' if ssim.phase == 'disabled' else ' / ssim ' + ssim.phase}: "
                   f"{sum(p.numel() for p in model.parameters()):,} parameters on {device}")
     names = feature_map.scenario_names
+    if ssim.phase != "disabled":
+        return _ssim(cfg, ssim, data, splits, settings, build, model, tracker, job)
     if regime.training == "separate":
         return train_separately(build, splits, names, settings, tracker.log_metrics)
     if regime.training == "finetune":
         return train_then_finetune(model, splits, names, settings, tracker.log_metrics, regime.finetune_lr)
     return train_jointly(model, SHARE_GATES[regime.share], splits, names, settings, tracker.log_metrics)
+
+
+def _ssim(cfg: DictConfig, ssim: SsimConfig, data: PreparedDataset, splits: dict[str, Batch],
+          settings: TrainSettings, build, model: MultiScenarioModel, tracker: Tracker, job: JobInfo) -> Outcome:
+    """SSIM search or retrain (K towers trained jointly)."""
+    if ssim.phase not in SSIM_PHASES:
+        raise UserError(f"ssim.phase={ssim.phase} is not known: use one of {', '.join(SSIM_PHASES)}")
+    if cfg.regime.training != "joint" or cfg.regime.towers != "per_scenario":
+        raise UserError(f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt "
+                        f"(not regime={cfg.regime.name})")
+    phases.check_options(ssim)
+    folder = job.output_dir / "ssim"
+    if ssim.phase == "search":
+        summary = {"dataset": cfg.dataset.name, "data_key": data.manifest["cache_key"],
+                   "backbone": OmegaConf.to_container(cfg.backbone, resolve=True), "seed": cfg.seed}
+        outcome = phases.search(model, splits, data.feature_map.scenario_names, settings, ssim,
+                                tracker.log_metrics, folder, summary)
+        tracker.log_artifact(folder)
+        tracker.set_tags({"ssim.phase": "search"})
+        return outcome
+    source, tags = _search_folder(cfg, ssim, job)
+    outcome, info = phases.retrain(build, splits, data.feature_map, settings, ssim, tracker.log_metrics, source,
+                                   data.manifest["cache_key"])
+    tracker.set_tags({**tags, "ssim.phase": "retrain", "ssim.initial_weights": info.initial_weights,
+                      "ssim.selection": info.selection})
+    return outcome
+
+
+def _search_folder(cfg: DictConfig, ssim: SsimConfig, job: JobInfo) -> tuple[Path | None, dict[str, str]]:
+    """The search artifacts a retrain reads, and the lineage tags for its run."""
+    if ssim.from_run and ssim.from_path:
+        raise UserError("set one of ssim.from_run and ssim.from_path, not both")
+    if ssim.from_run:
+        folder = download_run_artifacts(cfg.tracking.uri, ssim.from_run, "ssim", job.output_dir / "search")
+        return folder, {"ssim.search_run_id": ssim.from_run}
+    if ssim.from_path:
+        return Path(ssim.from_path), {"ssim.search_path": str(ssim.from_path)}
+    return None, {}
 
 
 def _describe(console: Console, data: PreparedDataset) -> None:

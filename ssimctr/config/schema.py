@@ -113,7 +113,26 @@ class TaskConfig:
 
 @dataclass
 class SsimConfig:
-    phase: str = "disabled"
+    """SSIM (methods.md §1). Defaults are the official code's AliCCP values; see
+    conf/experiment/ssim_*_reference.yaml for both reference presets."""
+
+    phase: str = "disabled"               # disabled | search | retrain
+    epsilon: float = 0.55                 # search: g = 1 where sigmoid(τ m) > ε
+    lambda_kl: float = 0.4                # weight of e·(1 − mean g); 0 = SSIM-NK
+    final_temperature: float = 1000.0     # τ goes 1 -> final over the search steps
+    search_epochs: int = 1
+    selector_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    selector_lr: float = 1e-5
+    selector_dropout: float = 0.0
+    heads: str = "per_scenario"           # per_scenario | shared (SSIM-ND)
+    gate: str = "hard"                    # hard | soft (SSIM-P: p as continuous weights)
+    ratio: float = 0.95                   # r: share of rows selected as shared
+    selection: str = "batch_topk"         # retrain: batch_topk (top r of each batch) | global (saved top r)
+    selector: str = "learned"             # retrain: learned | random (SSIM-R)
+    retrain_dropout: Optional[float] = None  # retrain: backbone.dropout override (AliMama: 0.3)
+    from_run: Optional[str] = None        # retrain: MLflow run id of a search run
+    from_path: Optional[str] = None       # retrain: or its ssim/ artifact folder on disk
+    log_every: int = 10                   # search: steps between gate statistics
 
 
 @dataclass

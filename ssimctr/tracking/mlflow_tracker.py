@@ -182,3 +182,18 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     """Consecutive slices of `items` of at most `size` elements."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def download_run_artifacts(uri: str, run_id: str, artifact_path: str, destination: Path) -> Path:
+    """Copy the artifact folder `artifact_path` of run `run_id` into `destination`; return its local path."""
+    client = connect(uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"ssim.from_run={run_id}: no such run in {uri} (copy the run id from the search "
+                        "run's output or the MLflow UI, and use the same tracking.uri)") from None
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(client.download_artifacts(run_id, artifact_path, str(destination)))
+    except (MlflowException, OSError):
+        raise UserError(f"run {run_id} has no '{artifact_path}' artifacts: is it an ssim=search run?") from None

@@ -36,8 +36,9 @@ class FitResult:
         return self.train_rows / self.train_seconds if self.train_seconds else float("nan")
 
 
-def make_optimizer(parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Adam:
-    """Adam, fused where torch supports it for these parameters (much faster on CPU)."""
+def make_optimizer(parameters: Iterable, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam, fused where torch supports it for these parameters (much faster on CPU).
+    `parameters` may be parameters or Adam parameter groups (dicts with their own lr / weight_decay)."""
     parameters = list(parameters)
     try:
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
@@ -51,10 +52,10 @@ Validator = Callable[[MultiScenarioModel], dict[str, float]]
 def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
         train: InMemoryLoader, validate: Validator, *,
         epochs: int, monitor: str = "val/auc/mean", mode: str = "max", patience: int = 2,
-        limit_batches: int | None = None, progress: bool = True,
+        limit_batches: int | None = None, progress: bool = True, restore_best: bool = True,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
     """Train for up to `epochs`, call `validate(model)` after each, stop after `patience` epochs
-    without improvement of `monitor`, and restore the best weights."""
+    without improvement of `monitor`, and (unless restore_best is False) restore the best weights."""
     if mode not in ("max", "min"):
         raise UserError(f"trainer.monitor_mode={mode}: use max or min")
     result = FitResult()
@@ -75,7 +76,7 @@ def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optim
         value = metrics[monitor]
         if _improved(value, result.best_value, mode):
             result.best_epoch, result.best_value, stale = epoch, value, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(model.state_dict()) if restore_best else None
         else:
             stale += 1
             if stale >= patience:

@@ -15,9 +15,10 @@ from ssimctr.models.base import MultiScenarioModel, own_scenario
 
 
 def sharing_loss(tower_logits: torch.Tensor, label: torch.Tensor, scenario: torch.Tensor,
-                 gate: torch.Tensor | float) -> torch.Tensor:
+                 gate: torch.Tensor | float, own_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over rows of the gated own-tower / all-tower BCE. tower_logits [B, K], label [B],
-    scenario [B], gate a float or [B]."""
+    scenario [B], gate a float or [B]; own_weight [B] replaces the own-tower weight 1 − gate
+    (SSIM's search uses the gradient-free mask 1(g = 0) there)."""
     if isinstance(gate, float) and gate == 0.0:
         return F.binary_cross_entropy_with_logits(own_scenario(tower_logits, scenario), label)
     every = F.binary_cross_entropy_with_logits(
@@ -25,7 +26,7 @@ def sharing_loss(tower_logits: torch.Tensor, label: torch.Tensor, scenario: torc
     if isinstance(gate, float) and gate == 1.0:
         return every.mean()
     own = F.binary_cross_entropy_with_logits(own_scenario(tower_logits, scenario), label, reduction="none")
-    return ((1 - gate) * own + gate * every).mean()
+    return ((1 - gate if own_weight is None else own_weight) * own + gate * every).mean()
 
 
 class FixedSharing:

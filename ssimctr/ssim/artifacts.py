@@ -1,0 +1,136 @@
+"""What a search leaves behind, and how a retrain reads it back (the folder `ssim/` of a run).
+
+initial_state.pt    the backbone's weights before search (retrain starts from them when it matches)
+selector.pt         the selector's weights and shape
+embedding.pt        the frozen search-phase embedding the selector reads in retrain
+selection.parquet   every train row: row_id, scenario, score m, shared (global top r)
+summary.json        data key, scenario names, ratio, shared fraction per scenario, search settings
+score_histogram.png selector scores per scenario
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+import torch
+
+from ssimctr.data.loaders import Batch, InMemoryLoader
+from ssimctr.errors import UserError
+from ssimctr.features.feature_map import FeatureMap
+from ssimctr.models.layers import FeatureEmbedding
+from ssimctr.ssim.selector import FrozenSelector, Selector
+
+FILES = ("initial_state.pt", "selector.pt", "embedding.pt", "selection.parquet", "summary.json")
+
+
+def save_search(folder: Path, *, initial_state: dict, selector: Selector, selector_shape: dict,
+                embedding: FeatureEmbedding, selection: pl.DataFrame, summary: dict) -> None:
+    """Write the search artifacts into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(_cpu(initial_state), folder / "initial_state.pt")
+    torch.save({"state": _cpu(selector.state_dict()), **selector_shape}, folder / "selector.pt")
+    torch.save({"state": _cpu(embedding.state_dict()), "dim": embedding.dim,
+                "scenario_feature": embedding.scenario_feature}, folder / "embedding.pt")
+    selection.write_parquet(folder / "selection.parquet")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def check_search_folder(folder: Path, data_key: str) -> dict:
+    """The summary of a search folder, after checking it is complete and made on the same data."""
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"{folder} is not an SSIM search folder (missing {', '.join(missing)}): point "
+                        "ssim.from_path at the ssim/ folder of a search run, or use ssim.from_run=<run id>")
+    summary = json.loads((folder / "summary.json").read_text())
+    if summary["data_key"] != data_key:
+        raise UserError(f"the search in {folder} was made on other prepared data ({summary['dataset']}, "
+                        f"key {summary['data_key'][:12]}); retrain with the same dataset, scenario and split options")
+    return summary
+
+
+def load_frozen_selector(folder: Path, feature_map: FeatureMap, device: torch.device) -> FrozenSelector:
+    """The search's selector on a frozen copy of the search-phase embedding."""
+    saved_embedding = torch.load(folder / "embedding.pt", map_location="cpu")
+    embedding = FeatureEmbedding(feature_map, saved_embedding["dim"], saved_embedding["scenario_feature"])
+    embedding.load_state_dict(saved_embedding["state"])
+    saved = torch.load(folder / "selector.pt", map_location="cpu")
+    selector = Selector(saved["in_dim"], saved["hidden"], saved["num_scenarios"], saved["shared_head"],
+                        saved["dropout"])
+    selector.load_state_dict(saved["state"])
+    return FrozenSelector(embedding, selector).to(device)
+
+
+def load_initial_state(folder: Path, model: torch.nn.Module) -> bool:
+    """Load the search's initial weights into `model` when they fit it exactly; True if loaded."""
+    state = torch.load(folder / "initial_state.pt", map_location="cpu")
+    own = model.state_dict()
+    if state.keys() != own.keys() or any(state[k].shape != own[k].shape for k in own):
+        return False
+    model.load_state_dict(state)
+    return True
+
+
+def score_rows(selector: FrozenSelector, rows: Batch, batch_size: int = 16384) -> np.ndarray:
+    """The selector score m of every row, in row order."""
+    loader = InMemoryLoader(rows, batch_size, shuffle=False)
+    return torch.cat([selector(batch) for batch in loader]).cpu().numpy()
+
+
+def global_top_ratio(scores: np.ndarray, ratio: float) -> np.ndarray:
+    """A boolean mask of the ⌊ratio·N⌋ highest scores (ties broken by position)."""
+    shared = np.zeros(len(scores), dtype=bool)
+    count = math.floor(ratio * len(scores))
+    if count:
+        shared[np.argsort(-scores, kind="stable")[:count]] = True
+    return shared
+
+
+def selection_frame(rows: Batch, scores: np.ndarray, ratio: float) -> pl.DataFrame:
+    return pl.DataFrame({"row_id": rows.row_id.cpu().numpy(), "scenario": rows.scenario.cpu().numpy().astype(np.int32),
+                         "score": scores.astype(np.float32), "shared": global_top_ratio(scores, ratio)})
+
+
+def shared_fractions(selection: pl.DataFrame, names: Sequence[str]) -> dict[str, float]:
+    """Share of each scenario's train rows marked shared."""
+    by = selection.group_by("scenario").agg(pl.col("shared").mean()).sort("scenario")
+    fractions = dict(zip(by["scenario"].to_list(), by["shared"].to_list()))
+    return {name: float(fractions.get(k, float("nan"))) for k, name in enumerate(names)}
+
+
+def shared_by_row(folder: Path, ratio: float, num_rows_hint: int, device: torch.device) -> torch.Tensor:
+    """A float tensor indexed by row_id: 1.0 for rows in the global top r of the saved scores."""
+    selection = pl.read_parquet(folder / "selection.parquet")
+    shared = global_top_ratio(selection["score"].to_numpy(), ratio)
+    table = torch.zeros(max(int(selection["row_id"].max()) + 1, num_rows_hint), device=device)
+    table[torch.from_numpy(selection["row_id"].to_numpy()).to(device)] = torch.from_numpy(shared).float().to(device)
+    return table
+
+
+def plot_scores(selection: pl.DataFrame, names: Sequence[str], path: Path) -> None:
+    """Histogram of selector scores per scenario, with the global top-r threshold."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4))
+    axes = figure.subplots()
+    scores = selection["score"].to_numpy()
+    for k, name in enumerate(names):
+        part = scores[selection["scenario"].to_numpy() == k]
+        if len(part):
+            axes.hist(part, bins=50, density=True, histtype="step", label=f"{name} ({len(part):,} rows)")
+    shared = selection.filter(pl.col("shared"))["score"]
+    if len(shared):
+        axes.axvline(float(shared.min()), color="black", linestyle="--", label="shared threshold")
+    axes.set_xlabel("selector score m(x)")
+    axes.set_ylabel("density")
+    axes.set_title("SSIM selector scores on the train rows")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def _cpu(state: dict) -> dict:
+    return {key: value.detach().cpu() for key, value in state.items()}

@@ -1,0 +1,103 @@
+"""Loss callables for the two SSIM phases (methods.md §1.3–§1.4).
+
+Search:  L = mean_i[1(g_i = 0) · BCE(own tower) + g_i · mean_k BCE(tower k)] + λ · e · (1 − mean g),
+         g = STE(relu(sigmoid(τ m) − ε)), τ annealed 1 → final over the search steps.
+         The own-tower mask 1(g = 0) carries no gradient (as in the official code), so a shared row's
+         selector gradient is (1/B)[mean_k BCE_k − λe]: rows that are hard for the other scenarios
+         drop out of sharing. gate="soft" (SSIM-P): g = p, continuous, no threshold.
+Retrain: the same loss without the KL term, g from a frozen selection (top ⌊r·B⌋ of each batch by m,
+         the global selection saved by search, random rows at the same ratio (SSIM-R), or soft
+         sigmoid(m) weights (SSIM-P)).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+
+from ssimctr.data.loaders import Batch
+from ssimctr.models.base import MultiScenarioModel
+from ssimctr.ssim.selector import FrozenSelector, Selector, hard_gate, temperature, top_ratio_gate
+from ssimctr.train.sharing import sharing_loss
+
+StepLogger = Callable[[dict[str, float], int], None]
+
+
+class SearchLoss:
+    """Joint training of backbone and selector; the selector reads the backbone's live embedding."""
+
+    def __init__(self, selector: Selector, *, epsilon: float, lambda_kl: float, final_temperature: float,
+                 total_steps: int, gate: str, scenario_names: Sequence[str], log: StepLogger,
+                 log_every: int = 10) -> None:
+        if gate not in ("hard", "soft"):
+            raise ValueError(f"gate must be hard or soft, got {gate}")
+        self.selector = selector
+        self.epsilon, self.lambda_kl, self.gate = epsilon, lambda_kl, gate
+        self.final_temperature, self.total_steps = final_temperature, total_steps
+        self.names, self.log, self.log_every = list(scenario_names), log, log_every
+        self.step = 0
+
+    @property
+    def temperature(self) -> float:
+        return temperature(self.step, self.total_steps, self.final_temperature)
+
+    def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
+        scores = self.selector(model.embedding(batch).flatten(1), batch.scenario)
+        p = torch.sigmoid(self.temperature * scores)
+        if self.gate == "hard":
+            g = hard_gate(p, self.epsilon)
+            own_weight = (g == 0).float()
+        else:
+            g = p
+            own_weight = 1 - g
+        loss = sharing_loss(model.towers(batch), batch.label, batch.scenario, g, own_weight=own_weight)
+        loss = loss + self.lambda_kl * math.e * (1 - g.mean())
+        if self.step % self.log_every == 0 or self.step == self.total_steps - 1:
+            self.log(self._stats(g.detach(), batch.scenario), self.step)
+        self.step += 1
+        return loss
+
+    def _stats(self, g: torch.Tensor, scenario: torch.Tensor) -> dict[str, float]:
+        k = len(self.names)
+        shared = torch.zeros(k, device=g.device).index_add_(0, scenario, g)
+        rows = torch.bincount(scenario, minlength=k).clamp(min=1)
+        values = (shared / rows).tolist()
+        stats = {f"ssim/search/shared/{name}": value for name, value in zip(self.names, values)}
+        stats.update({"ssim/search/gate_mean": g.mean().item(), "ssim/search/temperature": self.temperature})
+        return stats
+
+
+class RetrainLoss:
+    """Retraining with a fixed selection: `gate_of(batch)` gives g [B]; no KL term."""
+
+    def __init__(self, gate_of: Callable[[Batch], torch.Tensor]) -> None:
+        self.gate_of = gate_of
+
+    def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
+        return sharing_loss(model.towers(batch), batch.label, batch.scenario, self.gate_of(batch))
+
+
+def batch_top_ratio(selector: FrozenSelector, ratio: float) -> Callable[[Batch], torch.Tensor]:
+    """The official code's retrain: the top ⌊r·B⌋ rows of each batch by m are shared."""
+    return lambda batch: top_ratio_gate(selector(batch), ratio)
+
+
+def soft_weights(selector: FrozenSelector) -> Callable[[Batch], torch.Tensor]:
+    """SSIM-P: sigmoid(m) as a continuous sharing weight."""
+    return lambda batch: torch.sigmoid(selector(batch))
+
+
+def global_selection(shared_by_row: torch.Tensor) -> Callable[[Batch], torch.Tensor]:
+    """The selection saved by search: shared_by_row[row_id] (a float 0/1 tensor indexed by row id)."""
+    return lambda batch: shared_by_row[batch.row_id]
+
+
+def random_selection(ratio: float, seed: int) -> Callable[[Batch], torch.Tensor]:
+    """SSIM-R: ⌊r·B⌋ rows of each batch chosen uniformly at random (seeded)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def gate(batch: Batch) -> torch.Tensor:
+        scores = torch.rand(len(batch), generator=generator).to(batch.label.device)
+        return top_ratio_gate(scores, ratio)
+    return gate
