@@ -106,7 +106,7 @@ def shared_by_row(folder: Path, ratio: float, num_rows_hint: int, device: torch.
     selection = pl.read_parquet(folder / "selection.parquet")
     shared = global_top_ratio(selection["score"].to_numpy(), ratio)
     table = torch.zeros(max(int(selection["row_id"].max()) + 1, num_rows_hint), device=device)
-    table[torch.from_numpy(selection["row_id"].to_numpy()).to(device)] = torch.from_numpy(shared).float().to(device)
+    table[torch.tensor(selection["row_id"].to_numpy(), device=device)] = torch.tensor(shared, device=device).float()
     return table
 
 

@@ -1,0 +1,216 @@
+"""SSIM mechanics (methods.md §1.9 checklist) and the search -> retrain round trip."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from conftest import make_batch, synthetic_config
+from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig
+from ssimctr.data.loaders import read_split
+from ssimctr.data.prepare import prepare
+from ssimctr.models.backbones.dnn import DNN
+from ssimctr.ssim import artifacts, phases
+from ssimctr.ssim.gates import RetrainLoss, SearchLoss, batch_top_ratio
+from ssimctr.ssim.selector import FrozenSelector, Selector, hard_gate, temperature, top_ratio_gate
+from ssimctr.train.regimes import TrainSettings
+
+SETTINGS = TrainSettings(batch_size=256, eval_batch_size=4096, epochs=2, lr=3e-3, weight_decay=0.0,
+                         monitor="val/auc/mean", mode="max", patience=2, limit_batches=None, progress=False, seed=0)
+SMALL_SSIM = dict(selector_hidden=[32, 16], selector_lr=1e-3, epsilon=0.5, lambda_kl=0.4, ratio=0.5, log_every=5)
+
+
+def test_ste_forward_is_the_hard_gate_and_backward_passes_the_gradient():
+    p = torch.tensor([0.2, 0.49, 0.51, 0.9], requires_grad=True)
+    g = hard_gate(p, 0.5)
+    assert g.tolist() == [0.0, 0.0, 1.0, 1.0]
+    (g * torch.tensor([3.0, 3.0, 0.25, -4.0])).sum().backward()
+    assert p.grad.tolist() == [0.0, 0.0, 0.25, -1.0]  # relu blocks p < eps; STE clamps to [-1, 1]
+
+
+def test_temperature_goes_from_one_to_final_on_the_last_step():
+    assert temperature(0, 50, 1000.0) == 1.0
+    assert temperature(49, 50, 1000.0) == pytest.approx(1000.0)
+    ratios = [temperature(s + 1, 50, 1000.0) / temperature(s, 50, 1000.0) for s in range(49)]
+    assert ratios == pytest.approx([1000.0 ** (1 / 49)] * 49)
+
+
+@pytest.mark.parametrize("batch", [7, 10, 64])
+@pytest.mark.parametrize("ratio", [0.0, 0.3, 0.95, 1.0])
+def test_top_ratio_selects_exactly_floor_r_b_rows(batch, ratio):
+    scores = torch.randn(batch)
+    gate = top_ratio_gate(scores, ratio)
+    assert int(gate.sum()) == math.floor(ratio * batch)
+    if 0 < gate.sum() < batch:
+        assert scores[gate == 1].min() >= scores[gate == 0].max()
+
+
+@pytest.fixture
+def search_setup(tiny_feature_map):
+    torch.manual_seed(0)
+    model = DNN(tiny_feature_map, 3, hidden=[16])
+    selector = Selector(model.embedding.output_dim, [16], 3)
+    logged = []
+    loss = SearchLoss(selector, epsilon=0.5, lambda_kl=0.4, final_temperature=1000.0, total_steps=4, gate="hard",
+                      scenario_names=tiny_feature_map.scenario_names, log=lambda m, s: logged.append((s, m)))
+    return model, selector, loss, make_batch(tiny_feature_map, rows=32), logged
+
+
+def test_search_loss_is_sharing_loss_plus_the_linear_kl_term(search_setup):
+    model, selector, loss, batch, _ = search_setup
+    value = loss(model, batch)
+    with torch.no_grad():
+        p = torch.sigmoid(1.0 * selector(model.embedding(batch).flatten(1), batch.scenario))
+        g = (p > 0.5).float()
+        towers = model.towers(batch)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        own = bce(towers.gather(1, batch.scenario[:, None]).squeeze(1), batch.label, reduction="none")
+        every = bce(towers, batch.label[:, None].expand_as(towers), reduction="none").mean(1)
+        expected = ((1 - g) * own + g * every).mean() + 0.4 * math.e * (1 - g.mean())
+    assert 0 < g.sum() < len(g)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_unselected_rows_give_the_selector_no_gradient(search_setup):
+    model, selector, loss, batch, _ = search_setup
+    scores = selector(model.embedding(batch).flatten(1), batch.scenario)
+    unselected = torch.nonzero(torch.sigmoid(scores) <= 0.5).squeeze(1)
+    assert len(unselected) > 0
+    captured = {}
+    handle = selector.heads.register_forward_hook(lambda mod, inp, out: captured.update(out=out))
+    out = loss(model, batch)
+    captured["out"].retain_grad()
+    handle.remove()
+    out.backward()
+    row_grads = captured["out"].grad.gather(1, batch.scenario[:, None]).squeeze(1)
+    assert torch.all(row_grads[unselected] == 0)
+    assert torch.any(row_grads != 0)
+
+
+def test_search_logs_gate_statistics_and_reaches_the_final_temperature(search_setup):
+    model, _, loss, batch, logged = search_setup
+    for _ in range(4):
+        loss(model, batch)
+    steps = [s for s, _ in logged]
+    assert steps[0] == 0 and steps[-1] == 3
+    assert logged[-1][1]["ssim/search/temperature"] == pytest.approx(1000.0)
+    assert {"ssim/search/gate_mean", "ssim/search/shared/s0"} <= set(logged[-1][1])
+
+
+def test_shared_rows_reach_every_tower_unshared_rows_only_their_own(tiny_feature_map):
+    model = DNN(tiny_feature_map, 3, hidden=[8])
+    batch = make_batch(tiny_feature_map, rows=6)
+    gate = torch.tensor([1.0, 0, 0, 0, 0, 0])
+    towers = model.towers(batch)
+    towers.retain_grad()
+    RetrainLoss(lambda b: gate)(type("M", (), {"towers": lambda self, b: towers})(), batch).backward()
+    reached = towers.grad != 0
+    assert reached[0].all()
+    assert reached[1:].sum(1).tolist() == [1] * 5
+    assert all(reached[i, batch.scenario[i]] for i in range(6))
+
+
+@pytest.fixture(scope="module", params=[2, 3, 5], ids=lambda k: f"K{k}")
+def prepared(request, tmp_path_factory):
+    config = synthetic_config(rows=8000, users=800, items=300, num_scenarios=request.param)
+    return prepare(config, ScenarioConfig(column="scenario"), SplitConfig(), tmp_path_factory.mktemp("cache"))
+
+
+def load_splits(data, device):
+    return {s: read_split(data.split_path(s), data.feature_map).to(device) for s in ("train", "val", "test")}
+
+
+def run_search(data, folder: Path, device="cpu"):
+    torch.manual_seed(0)
+    model = DNN(data.feature_map, data.feature_map.num_scenarios, hidden=[32, 16]).to(device)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    outcome = phases.search(model, load_splits(data, device), data.feature_map.scenario_names, SETTINGS,
+                            SsimConfig(phase="search", **SMALL_SSIM), lambda m, s: None, folder,
+                            {"dataset": "synthetic", "data_key": data.manifest["cache_key"]})
+    return outcome, initial
+
+
+def test_search_then_retrain_for_any_number_of_scenarios(prepared, tmp_path):
+    folder = tmp_path / "ssim"
+    outcome, initial = run_search(prepared, folder)
+    names = prepared.feature_map.scenario_names
+    assert {f"test/auc/{n}" for n in names} <= set(outcome.test)
+    selection = pl.read_parquet(folder / "selection.parquet")
+    train_rows = read_split(prepared.split_path("train"), prepared.feature_map)
+    assert selection["row_id"].to_list() == train_rows.row_id.tolist()
+    assert selection["shared"].sum() == math.floor(0.5 * len(selection))
+    summary = artifacts.check_search_folder(folder, prepared.manifest["cache_key"])
+    assert set(summary["shared_fraction"]) == set(names)
+    assert (folder / "score_histogram.png").stat().st_size > 0
+
+    frozen = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    loaded = []
+
+    def build():
+        model = DNN(prepared.feature_map, len(names), hidden=[32, 16])
+        loaded.append(model)
+        return model
+
+    retrained, info = phases.retrain(build, load_splits(prepared, "cpu"), prepared.feature_map, SETTINGS,
+                                     SsimConfig(phase="retrain", **SMALL_SSIM), lambda m, s: None, folder,
+                                     prepared.manifest["cache_key"])
+    assert info.initial_weights == "search"
+    assert {f"test/auc/{n}" for n in names} <= set(retrained.test)
+    reloaded = build()
+    assert artifacts.load_initial_state(folder, reloaded)
+    assert all(torch.equal(reloaded.state_dict()[k], initial[k]) for k in initial)  # bit-identical init
+    frozen_after = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
+    assert all(torch.equal(before[k], frozen_after.state_dict()[k]) for k in before)
+    assert not any(p.requires_grad for p in frozen_after.parameters())
+
+
+def test_retrain_never_updates_the_frozen_selector(prepared, tmp_path):
+    folder = tmp_path / "ssim"
+    run_search(prepared, folder)
+    frozen = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    gate_of = batch_top_ratio(frozen, 0.5)
+    model = DNN(prepared.feature_map, prepared.feature_map.num_scenarios, hidden=[8])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    batch = read_split(prepared.split_path("train"), prepared.feature_map).slice(0, 256)
+    for _ in range(3):
+        optimizer.zero_grad()
+        RetrainLoss(gate_of)(model, batch).backward()
+        optimizer.step()
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+    assert int(gate_of(batch).sum()) == 128
+
+
+def test_a_saved_selection_retrains_a_different_model_globally(tmp_path, prepared_synthetic):
+    from ssimctr.models.msr.star import STAR
+
+    folder = tmp_path / "ssim"
+    run_search(prepared_synthetic, folder)
+    names = prepared_synthetic.feature_map.scenario_names
+    build = lambda: STAR(feature_map=prepared_synthetic.feature_map, num_towers=3, scenario_feature=True)  # noqa: E731
+    outcome, info = phases.retrain(build, load_splits(prepared_synthetic, "cpu"), prepared_synthetic.feature_map,
+                                   SETTINGS, SsimConfig(phase="retrain", selection="global", **SMALL_SSIM),
+                                   lambda m, s: None, folder, prepared_synthetic.manifest["cache_key"])
+    assert info.initial_weights == "fresh" and info.selection.startswith("global")
+    assert outcome.test["test/auc/mean"] > 0.5
+    assert set(outcome.test) >= {f"test/auc/{n}" for n in names}
+
+
+def test_retrain_refuses_a_search_made_on_other_data(tmp_path, prepared_synthetic):
+    folder = tmp_path / "ssim"
+    run_search(prepared_synthetic, folder)
+    from ssimctr.errors import UserError
+    with pytest.raises(UserError, match="other prepared data"):
+        artifacts.check_search_folder(folder, "another-key")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_search_and_retrain_on_cuda(tmp_path, prepared_synthetic):
+    outcome, _ = run_search(prepared_synthetic, tmp_path / "ssim", device="cuda")
+    assert outcome.test["test/auc/mean"] > 0.5
+    frozen = artifacts.load_frozen_selector(tmp_path / "ssim", prepared_synthetic.feature_map, torch.device("cuda"))
+    assert next(frozen.parameters()).device.type == "cuda"
