@@ -81,13 +81,18 @@ def time_expression(frame: pl.LazyFrame, dataset: DatasetConfig, origin: str) ->
     if dtype in (pl.Date,) or isinstance(dtype, pl.Datetime):
         return column.cast(pl.Datetime("us")).dt.epoch("s")
     if dtype == pl.String:
-        sample = frame.select(column.drop_nulls().head(1)).collect().to_series().to_list()
         try:
             frame.select(column.head(1000).str.to_datetime(format=dataset.time_format, strict=True)).collect()
         except pl.exceptions.PolarsError:
+            head = frame.select(column.head(1000).drop_nulls()).collect().to_series()
+            try:  # show a value that does not parse, not merely the first one
+                parsed = head.str.to_datetime(format=dataset.time_format, strict=False)
+                sample = head.filter(parsed.is_null()).head(1).to_list() or head.head(1).to_list()
+            except pl.exceptions.PolarsError:
+                sample = head.head(1).to_list()
             raise UserError(f"dataset.time column '{dataset.time}' in {origin} holds text that is not a date/time "
-                            f"(e.g. {sample[:1]}): set dataset.time_format (strptime, e.g. '%Y-%m-%d %H:%M:%S')"
-                            ) from None
+                            f"(e.g. {sample}): set dataset.time_format (strptime, e.g. '%Y-%m-%d %H:%M:%S') "
+                            "or fix the file") from None
         return column.str.to_datetime(format=dataset.time_format, strict=False, time_zone=None).dt.epoch("s")
     raise UserError(f"dataset.time column '{dataset.time}' in {origin} has type {dtype}: expected unix seconds "
                     "or a date/time")

@@ -65,14 +65,18 @@ def _move(t: torch.Tensor | None, device) -> torch.Tensor | None:
 def read_split(path: Path, feature_map: FeatureMap) -> Batch:
     """Load one prepared split (a parquet file or a folder of parquet shards) as one Batch."""
     frame = pl.read_parquet(path)
-    cat = frame.select(feature_map.categorical_names).to_numpy().astype(np.int64, copy=False)
+    if feature_map.categorical:
+        cat = frame.select(feature_map.categorical_names).to_numpy().astype(np.int64, copy=False)
+    else:  # a frame of no columns has no rows: keep one row per label
+        cat = np.zeros((frame.height, 0), dtype=np.int64)
     if feature_map.numeric:
         num = frame.select(feature_map.numeric_names).to_numpy().astype(np.float32, copy=False)
     else:
         num = np.zeros((frame.height, 0), dtype=np.float32)
     return Batch(
-        cat=torch.from_numpy(np.ascontiguousarray(cat)),
-        num=torch.from_numpy(np.ascontiguousarray(num)),
+        # writable and contiguous: a single-column frame may hand out its own read-only buffer
+        cat=torch.from_numpy(np.require(cat, requirements=["C", "W"])),
+        num=torch.from_numpy(np.require(num, requirements=["C", "W"])),
         scenario=torch.from_numpy(frame["scenario"].to_numpy().astype(np.int64)),
         label=torch.from_numpy(frame["label"].to_numpy().astype(np.float32)),
         row_id=torch.from_numpy(frame["row_id"].to_numpy().astype(np.int64)),

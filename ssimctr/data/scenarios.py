@@ -1,6 +1,7 @@
 """Scenario assignment: which scenario (0..K-1) each row belongs to, and the scenarios' names."""
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -28,8 +29,12 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
         raise UserError(f"scenario.kind={spec.kind} is not known: use one of {', '.join(KINDS)}")
     if not spec.column:
         raise UserError("no scenario column: set dataset.scenario=COLUMN (or scenario.column=COLUMN)")
-    if spec.column not in frame.collect_schema().names():
-        raise UserError(f"scenario.column '{spec.column}' is not in {origin}")
+    available = frame.collect_schema().names()
+    if spec.column not in available:
+        close = difflib.get_close_matches(spec.column, available, n=3)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise UserError(f"scenario.column '{spec.column}' is not in {origin}. {hint}"
+                        f"Set dataset.scenario (or scenario.column) to one of: {', '.join(available)}")
     counts = (frame.group_by(pl.col(spec.column).alias("value")).agg(pl.len().alias("rows"))
               .drop_nulls("value").sort("value").collect())
     values = counts["value"].to_list()
@@ -42,11 +47,15 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
     else:
         assignment = _lookup(spec.column, {v: i for i, v in enumerate(values)}, [str(v) for v in values],
                              "scenario_missing")
-    if len(assignment.names) < 2:
-        shown = f" ('{assignment.names[0]}')" if assignment.names else ""
-        raise UserError(f"scenario column '{spec.column}' in {origin} gives {len(assignment.names)} scenario"
-                        f"{shown}: a multi-scenario run needs at least 2. Choose another column with "
-                        "dataset.scenario=COLUMN, or cut a numeric column with scenario=bins scenario.bins=[...]")
+    # scenarios that hold rows (a mapping name or a bin may match none)
+    used = sorted(counts.rename({"value": spec.column}).select(assignment.expression.drop_nulls().unique())
+                  .to_series().to_list())
+    if len(used) < 2:
+        shown = f" ('{assignment.names[used[0]]}')" if used else ""
+        raise UserError(f"scenario column '{spec.column}' in {origin} gives {len(used)} scenario"
+                        f"{shown} with rows (scenario={spec.kind}): a multi-scenario run needs at least 2. Choose "
+                        "another column with dataset.scenario=COLUMN, or cut a numeric column with scenario=bins "
+                        "scenario.bins=[...]")
     assignment.names = unique_metric_names(assignment.names)
     return assignment
 
@@ -83,7 +92,8 @@ def _by_bins(spec: ScenarioConfig, counts: pl.DataFrame) -> ScenarioAssignment:
         raise UserError(f"scenario.names needs len(scenario.bins) + 1 = {len(bins) + 1} names, got {len(names)}")
     column = pl.col(spec.column)
     expression = pl.sum_horizontal([(column >= edge).cast(pl.Int32) for edge in bins])
-    expression = pl.when(column.is_null()).then(None).otherwise(expression).cast(pl.Int32)
+    missing = column.is_null() | column.cast(pl.Float64).is_nan()  # NaN would compare above every edge
+    expression = pl.when(missing).then(None).otherwise(expression).cast(pl.Int32)
     return ScenarioAssignment(expression, names, "scenario_missing")
 
 

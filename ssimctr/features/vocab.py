@@ -17,6 +17,9 @@ def fit_vocabularies(train: pl.LazyFrame, columns: list[str], min_freq: int) -> 
     vocabularies = {}
     for column, counts in zip(columns, pl.collect_all(queries)):
         kept = counts.filter(pl.col("count") >= min_freq).sort(["count", "value"], descending=[True, False])
+        if counts.height == 0:
+            raise UserError(f"categorical column '{column}' has no values in the train split (all missing): "
+                            "fill it in the file or remove it from dataset.categorical")
         if kept.height == 0:
             raise UserError(f"dataset.min_freq={min_freq} removes every value of column '{column}' "
                             f"(its most frequent value occurs {counts['count'].max() or 0} times in train): "

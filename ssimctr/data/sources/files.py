@@ -26,8 +26,17 @@ def read_files(dataset: DatasetConfig, split: SplitConfig) -> Source:
             data_files(path, dataset.format, option)
 
         def load() -> pl.LazyFrame:
-            frames = [scan(path, dataset, option).with_columns(pl.lit(index, pl.Int8).alias(SPLIT_COLUMN))
-                      for index, (option, path) in enumerate(zip(named, paths))]
+            scans = [scan(path, dataset, option) for option, path in zip(named, paths)]
+            columns = [lazy.collect_schema().names() for lazy in scans]
+            for option, path, names in zip(named, paths, columns):
+                missing = [c for c in columns[0] if c not in names]
+                extra = [c for c in names if c not in columns[0]]
+                if missing or extra:
+                    raise UserError(f"split=given: {option} {path} has other columns than dataset.path "
+                                    f"{paths[0]} (missing: {missing}, extra: {extra}): the train, val and test "
+                                    "files need the same header")
+            frames = [lazy.select(columns[0]).with_columns(pl.lit(index, pl.Int8).alias(SPLIT_COLUMN))
+                      for index, lazy in enumerate(scans)]
             return pl.concat(frames, how="vertical_relaxed")
     else:
         if not dataset.path:
