@@ -27,7 +27,7 @@ from ssimctr.train.regimes import (TRAININGS, Outcome, TrainSettings, train_join
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 SHARE_GATES = {"own": 0.0, "all": 1.0}
-SSIM_PHASES = ("disabled", "search", "retrain")
+SSIM_PHASES = ("disabled", "search", "retrain", "pipeline")
 
 
 @dataclass
@@ -146,18 +146,28 @@ def _ssim(cfg: DictConfig, ssim: SsimConfig, data: PreparedDataset, splits: dict
                         f"(not regime={cfg.regime.name})")
     phases.check_options(ssim)
     folder = job.output_dir / "ssim"
-    if ssim.phase == "search":
+    if ssim.phase in ("search", "pipeline"):
+        searcher = model
+        if ssim.phase == "pipeline" and ssim.search_backbone is not None:
+            searcher = build_model(OmegaConf.create(ssim.search_backbone), cfg.regime, data.feature_map)
+            searcher = searcher.to(splits["train"].label.device)
+        log = tracker.log_metrics if ssim.phase == "search" else (
+            lambda metrics, step: tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step))
         summary = {"dataset": cfg.dataset.name, "data_key": data.manifest["cache_key"],
-                   "backbone": OmegaConf.to_container(cfg.backbone, resolve=True), "seed": cfg.seed}
-        outcome = phases.search(model, splits, data.feature_map.scenario_names, settings, ssim,
-                                tracker.log_metrics, folder, summary)
+                   "backbone": ssim.search_backbone or OmegaConf.to_container(cfg.backbone, resolve=True),
+                   "seed": cfg.seed}
+        outcome = phases.search(searcher, splits, data.feature_map.scenario_names, settings, ssim, log, folder,
+                                summary)
         tracker.log_artifact(folder)
-        tracker.set_tags({"ssim.phase": "search"})
-        return outcome
-    source, tags = _search_folder(cfg, ssim, job)
+        if ssim.phase == "search":
+            tracker.set_tags({"ssim.phase": "search"})
+            return outcome
+        source, tags = folder, {"ssim.search_run_id": tracker.run_id or "this run"}
+    else:
+        source, tags = _search_folder(cfg, ssim, job)
     outcome, info = phases.retrain(build, splits, data.feature_map, settings, ssim, tracker.log_metrics, source,
                                    data.manifest["cache_key"])
-    tracker.set_tags({**tags, "ssim.phase": "retrain", "ssim.initial_weights": info.initial_weights,
+    tracker.set_tags({**tags, "ssim.phase": ssim.phase, "ssim.initial_weights": info.initial_weights,
                       "ssim.selection": info.selection})
     return outcome
 

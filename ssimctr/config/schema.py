@@ -116,7 +116,7 @@ class SsimConfig:
     """SSIM (methods.md §1). Defaults are the official code's AliCCP values; see
     conf/experiment/ssim_*_reference.yaml for both reference presets."""
 
-    phase: str = "disabled"               # disabled | search | retrain
+    phase: str = "disabled"               # disabled | search | retrain | pipeline (search, then retrain)
     epsilon: float = 0.55                 # search: g = 1 where sigmoid(τ m) > ε
     lambda_kl: float = 0.4                # weight of e·(1 − mean g); 0 = SSIM-NK
     final_temperature: float = 1000.0     # τ goes 1 -> final over the search steps
@@ -130,6 +130,7 @@ class SsimConfig:
     selection: str = "batch_topk"         # retrain: batch_topk (top r of each batch) | global (saved top r)
     selector: str = "learned"             # retrain: learned | random (SSIM-R)
     retrain_dropout: Optional[float] = None  # retrain: backbone.dropout override (AliMama: 0.3)
+    search_backbone: Any = None           # pipeline: the backbone config to search with (null = the job's)
     from_run: Optional[str] = None        # retrain: MLflow run id of a search run
     from_path: Optional[str] = None       # retrain: or its ssim/ artifact folder on disk
     log_every: int = 10                   # search: steps between gate statistics
