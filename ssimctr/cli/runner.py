@@ -17,10 +17,9 @@ from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.build import build_model
-from ssimctr.tracking.base import PARENT_RUN_ENV, Tracker, flatten_params
+from ssimctr.tracking.base import PARENT_RUN_ENV, Tracker, flatten_params, make_tracker
 from ssimctr.config.schema import SsimConfig
 from ssimctr.ssim import phases
-from ssimctr.tracking.mlflow_tracker import download_run_artifacts, make_tracker
 from ssimctr.train.metrics import scenario_summary
 from ssimctr.train.regimes import (TRAININGS, Outcome, TrainSettings, train_jointly, train_separately,
                                    train_then_finetune)
@@ -177,6 +176,8 @@ def _search_folder(cfg: DictConfig, ssim: SsimConfig, job: JobInfo) -> tuple[Pat
     if ssim.from_run and ssim.from_path:
         raise UserError("set one of ssim.from_run and ssim.from_path, not both")
     if ssim.from_run:
+        from ssimctr.tracking.mlflow_tracker import download_run_artifacts
+
         folder = download_run_artifacts(cfg.tracking.uri, ssim.from_run, "ssim", job.output_dir / "search")
         return folder, {"ssim.search_run_id": ssim.from_run}
     if ssim.from_path:

@@ -1,7 +1,7 @@
 """Experiment tracking: the only package that imports mlflow.
 
-This module re-exports the mlflow-free interface only; build a tracker with
-`ssimctr.tracking.mlflow_tracker.make_tracker` (importing mlflow takes about a second).
+This module re-exports the mlflow-free interface; `make_tracker` imports mlflow only for
+tracking.backend=mlflow (importing mlflow takes about a second).
 """
 
 from ssimctr.tracking.base import (
@@ -9,7 +9,8 @@ from ssimctr.tracking.base import (
     NullTracker,
     Tracker,
     flatten_params,
+    make_tracker,
     parent_run_id_from_env,
 )
 
-__all__ = ["PARENT_RUN_ENV", "NullTracker", "Tracker", "flatten_params", "parent_run_id_from_env"]
+__all__ = ["PARENT_RUN_ENV", "NullTracker", "Tracker", "flatten_params", "make_tracker", "parent_run_id_from_env"]

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ssimctr.errors import UserError
+
 PARENT_RUN_ENV = "SSIMCTR_MLFLOW_PARENT_RUN_ID"
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
@@ -108,3 +110,17 @@ def flatten_params(
             text = "{}" if isinstance(value, Mapping) else param_value(value)
             flat[name] = text if max_len is None else text[:max_len]
     return flat
+
+
+BACKENDS = ("mlflow", "none")
+
+
+def make_tracker(backend: str, uri: str, experiment: str, artifact_location: str | None) -> Tracker:
+    """Build the tracker for `tracking.backend` (mlflow | none); mlflow is imported only when used."""
+    if backend == "mlflow":
+        from ssimctr.tracking.mlflow_tracker import MlflowTracker
+
+        return MlflowTracker(uri, experiment, artifact_location)
+    if backend == "none":
+        return NullTracker()
+    raise UserError(f"tracking.backend={backend!r} is not supported; use one of: {', '.join(BACKENDS)}")

@@ -21,9 +21,8 @@ from mlflow.utils.validation import (
 )
 
 from ssimctr.errors import UserError
-from ssimctr.tracking.base import NullTracker, Tracker, check_status, flatten_params
+from ssimctr.tracking.base import check_status, flatten_params
 
-BACKENDS = ("mlflow", "none")
 _T = TypeVar("_T")
 
 
@@ -100,19 +99,6 @@ class MlflowTracker:
         if self._run_id is None:
             raise RuntimeError("MlflowTracker: call start() before logging")
         return self._run_id
-
-
-def make_tracker(
-    backend: str, uri: str, experiment: str, artifact_location: str | None
-) -> Tracker:
-    """Build the tracker for `tracking.backend` (mlflow | none)."""
-    if backend == "mlflow":
-        return MlflowTracker(uri, experiment, artifact_location)
-    if backend == "none":
-        return NullTracker()
-    raise UserError(
-        f"tracking.backend={backend!r} is not supported; use one of: {', '.join(BACKENDS)}"
-    )
 
 
 def connect(uri: str) -> MlflowClient:

@@ -11,12 +11,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from ssimctr.errors import UserError
-from ssimctr.tracking import PARENT_RUN_ENV, NullTracker, Tracker, flatten_params
+from ssimctr.tracking import PARENT_RUN_ENV, NullTracker, Tracker, flatten_params, make_tracker
 from ssimctr.tracking.base import parent_run_id_from_env
 from ssimctr.tracking.mlflow_tracker import (
     MlflowTracker,
     create_experiment,
-    make_tracker,
     sqlite_file,
 )
 
