@@ -27,7 +27,7 @@ from ssimctr.data.prepare import prepare
 from ssimctr.models.build import build_model
 from ssimctr.train.loop import fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing
-from ssimctr.utils.seed import configure_torch, seed_everything
+from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 from omegaconf import OmegaConf
 
 
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--backbones", default="dnn", help="comma-separated names, or 'all'")
     parser.add_argument("--regimes", default="single,mt", help="comma-separated regime options")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--out", default="outputs/bench/train_speed.json")
     args = parser.parse_args()
     console = Console()
@@ -60,15 +61,17 @@ def main() -> None:
             prepare_seconds = time.perf_counter() - started
             prepare_peak = peak_rss_mb()
             fm = data.feature_map
-            train = InMemoryLoader(read_split(data.split_path("train"), fm), args.batch_size, shuffle=True)
-            val = InMemoryLoader(read_split(data.split_path("val"), fm), 16384, shuffle=False)
+            device = resolve_device(args.device)
+            train = InMemoryLoader(read_split(data.split_path("train"), fm), args.batch_size, shuffle=True,
+                                   device=device)
+            val = InMemoryLoader(read_split(data.split_path("val"), fm), 16384, shuffle=False, device=device)
         console.print(f"prepared {args.rows:,} rows in {prepare_seconds:.1f}s "
                       f"({args.rows / prepare_seconds:,.0f} rows/s), peak RSS {prepare_peak:,.0f} MiB")
         results = []
         for backbone in backbones:
             for regime in args.regimes.split(","):
                 cfg = compose("config", overrides=[f"backbone={backbone}", f"regime={regime}"])
-                model = build_model(cfg.backbone, cfg.regime, fm)
+                model = build_model(cfg.backbone, cfg.regime, fm).to(device)
                 optimizer = make_optimizer(model.parameters(), 1e-3, 0.0)
                 gate = 1.0 if cfg.regime.share == "all" else 0.0
                 history = fit(model, FixedSharing(gate), optimizer, train, validator(val, fm.scenario_names), epochs=1,
@@ -80,7 +83,7 @@ def main() -> None:
                 console.print(f"{backbone:>14} {regime:>7}: {history.rows_per_second:,.0f} rows/s")
 
     table = Table(title=f"training speed: {len(train.data):,} train rows, batch {args.batch_size}, "
-                        f"{args.threads} threads, torch {torch.__version__}")
+                        f"{args.threads} threads, {device}, torch {torch.__version__}")
     for column in ("backbone", "regime", "rows/s", "val AUC (1 epoch)", "parameters", "peak RSS MiB"):
         table.add_column(column, justify="left" if column in ("backbone", "regime") else "right")
     for r in results:
