@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
-from mlflow.entities import Run
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
 from ssimctr.tracking.base import PARENT_RUN_ENV
-from ssimctr.tracking.mlflow_tracker import MlflowTracker
+
+if TYPE_CHECKING:  # mlflow is imported only when a multirun tracks with it
+    from mlflow.entities import Run
+
+    from ssimctr.tracking.mlflow_tracker import MlflowTracker
+
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 
 
 class MlflowParentRunCallback(Callback):
@@ -29,6 +33,8 @@ class MlflowParentRunCallback(Callback):
         """Start the parent run named after the sweep dir and export its id."""
         if _select(config, "tracking.backend") != "mlflow":
             return
+        from ssimctr.tracking.mlflow_tracker import MlflowTracker
+
         self.tracker = MlflowTracker(
             str(_select(config, "tracking.uri")),
             str(_select(config, "tracking.experiment")),
