@@ -86,15 +86,17 @@ def read_split(path: Path, feature_map: FeatureMap) -> Batch:
 class InMemoryLoader:
     """Iterates over `data` in batches; shuffled loaders draw a new seeded permutation per epoch.
 
+    The batches live where `data` lives, or on `device` when one is given.
+
     The permutation is applied once per epoch (one gather per tensor) and batches are
     contiguous views of the permuted tensors.
     """
 
     def __init__(self, data: Batch, batch_size: int, shuffle: bool, seed: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.data = data.to(device)
+        self.data = data if device is None else data.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
