@@ -23,4 +23,21 @@ class DNNConfig(BackboneConfig):
     batch_norm: bool = False
 
 
-BACKBONE_SCHEMAS: dict[str, type] = {"schema_dnn": DNNConfig}
+@dataclass
+class DeepFMConfig(DNNConfig):
+    first_order: bool = False
+
+
+@dataclass
+class DCNConfig(DNNConfig):
+    cross_layers: int = 3
+
+
+@dataclass
+class DCNv2Config(DCNConfig):
+    structure: str = "parallel"
+    rank: int | None = None
+
+
+BACKBONE_SCHEMAS: dict[str, type] = {"schema_dnn": DNNConfig, "schema_deepfm": DeepFMConfig,
+                                     "schema_dcn": DCNConfig, "schema_dcnv2": DCNv2Config}

@@ -1,0 +1,138 @@
+"""Mixture-of-experts layers: batched experts, softmax gates, batched towers and a PLE CGC level.
+
+Every layer here holds G independent maps as one weight with a leading G dimension and runs them
+as one batched matrix product (methods.md §3.4, §3.6). Map g's parameters are slice g of each
+weight, so a loss that never reaches map g leaves slice g's gradient at exactly zero.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class GroupedLinear(nn.Module):
+    """G independent linear maps: x [B, H] (shared by all maps) or [G', B, H] -> [G, B, O].
+
+    With a grouped input, G' must divide G and input g feeds the G/G' consecutive maps
+    g·G/G' ... (g+1)·G/G' - 1 (e.g. scenario k's input feeds scenario k's S experts).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, groups: int, bias: bool = True) -> None:
+        super().__init__()
+        self.groups = groups
+        bound = 1.0 / math.sqrt(in_dim)
+        self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, 1, out_dim).uniform_(-bound, bound)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        inputs, batch, _ = x.shape
+        if inputs == self.groups:
+            if self.bias is None:
+                return torch.bmm(x, self.weight)
+            return torch.baddbmm(self.bias, x, self.weight)
+        if self.groups % inputs:
+            raise ValueError(f"{inputs} input groups do not divide {self.groups} maps")
+        per = self.groups // inputs
+        _, in_dim, out_dim = self.weight.shape
+        weight = self.weight.view(inputs, per, in_dim, out_dim).permute(0, 2, 1, 3).reshape(inputs, in_dim, -1)
+        out = torch.bmm(x, weight).view(inputs, batch, per, out_dim).transpose(1, 2).reshape(self.groups, batch, out_dim)
+        return out if self.bias is None else out + self.bias
+
+
+class Experts(nn.Module):
+    """M expert MLPs computed together: x [B, H] or [G', B, H] -> [M, B, W].
+
+    f_j(x) = ReLU(... ReLU(W_{j,1} x + b_{j,1}) ...), hidden sizes `hidden` (the expert output is
+    the last hidden layer, activated, as in MMoE/PLE), optional batch norm / dropout per layer;
+    with `output_dim` a final linear layer without activation follows (used for towers).
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], num_experts: int, dropout: float = 0.0,
+                 batch_norm: bool = False, output_dim: int | None = None) -> None:
+        super().__init__()
+        widths = [in_dim, *hidden]
+        self.hidden = nn.ModuleList(GroupedLinear(a, b, num_experts) for a, b in zip(widths[:-1], widths[1:]))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(num_experts * w) for w in hidden) if batch_norm else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.output = GroupedLinear(widths[-1], output_dim, num_experts) if output_dim is not None else None
+        self.output_dim = output_dim if output_dim is not None else widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.hidden):
+            x = self._activate(layer(x), i)
+        return x if self.output is None else self.output(x)
+
+    def _activate(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        if self.norms is not None:
+            m, batch, width = h.shape
+            h = self.norms[layer](h.transpose(0, 1).reshape(batch, m * width))
+            h = h.view(batch, m, width).transpose(0, 1)
+        return self.dropout(torch.relu(h))
+
+
+class GroupedTowers(nn.Module):
+    """K MLP towers, each on its own input: h [K, B, H] -> logits [B, K] (tower k reads h[k])."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], num_towers: int, dropout: float = 0.0,
+                 batch_norm: bool = False) -> None:
+        super().__init__()
+        self.mlp = Experts(in_dim, hidden, num_towers, dropout, batch_norm, output_dim=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mlp(h).squeeze(2).transpose(0, 1)
+
+
+class Gates(nn.Module):
+    """G softmax gates over M experts: G_g(x) = softmax(W_g x [+ b_g]); x [B, H] or [G, B, H] -> [G, B, M]."""
+
+    def __init__(self, in_dim: int, num_experts: int, num_gates: int, bias: bool = False) -> None:
+        super().__init__()
+        self.linear = GroupedLinear(in_dim, num_experts, num_gates, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.linear(x), dim=-1)
+
+
+def mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """h_g = Σ_j G_{g,j} f_j: gates [G, B, M], experts [M, B, W] -> [G, B, W]."""
+    return torch.einsum("gbm,mbw->gbw", gates, experts)
+
+
+class CGCLevel(nn.Module):
+    """One Customized Gate Control level of PLE (methods.md §3.4) for K scenarios.
+
+    Scenario k has S specific experts E_k; there are S_h shared experts E_s. Scenario k's gate
+    mixes [E_k ; E_s]: h_k = Σ_{j ∈ E_k ∪ E_s} softmax(W_k x_k)_j f_j. With `shared_gate` (every
+    level but the last) a shared gate over all K·S + S_h experts gives the next shared input
+    h_s = Σ_j softmax(W_s x_s)_j f_j. Specific experts and gate k read x_k; shared ones read x_s.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], num_scenarios: int, specific: int, shared: int,
+                 dropout: float = 0.0, batch_norm: bool = False, gate_bias: bool = False,
+                 shared_gate: bool = False) -> None:
+        super().__init__()
+        self.num_scenarios = num_scenarios
+        self.specific = specific
+        self.specific_experts = Experts(in_dim, hidden, num_scenarios * specific, dropout, batch_norm)
+        self.shared_experts = Experts(in_dim, hidden, shared, dropout, batch_norm)
+        self.gates = Gates(in_dim, specific + shared, num_scenarios, gate_bias)
+        self.shared_gate = Gates(in_dim, num_scenarios * specific + shared, 1, gate_bias) if shared_gate else None
+        self.output_dim = self.shared_experts.output_dim
+
+    def forward(self, x_specific: torch.Tensor, x_shared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x_specific [B, H] or [K, B, H], x_shared [B, H] -> (h_k [K, B, W], h_s [B, W] or None)."""
+        specific = self.specific_experts(x_specific)
+        shared = self.shared_experts(x_shared)
+        k, s = self.num_scenarios, self.specific
+        gates = self.gates(x_specific)
+        per_scenario = specific.view(k, s, *specific.shape[1:])
+        h = torch.einsum("kbs,ksbw->kbw", gates[..., :s], per_scenario) + mix(gates[..., s:], shared)
+        if self.shared_gate is None:
+            return h, None
+        h_shared = mix(self.shared_gate(x_shared), torch.cat([specific, shared], dim=0)).squeeze(0)
+        return h, h_shared

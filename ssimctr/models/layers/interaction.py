@@ -1,0 +1,148 @@
+"""Feature-interaction layers of the CTR backbones: FM, cross networks v1 / v2, K-tower MLP.
+
+Per-scenario layers keep every tower's parameters in one tensor with a leading K dimension and
+run all towers together (batched matrix products), tower-major: activations are [K, B, H].
+Tower k's parameters are slice k of each tensor, so a loss that reads only tower k leaves
+the other slices' gradients at exactly zero. methods.md §3.2, §3.3.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _uniform(shape: Sequence[int], fan_in: int) -> nn.Parameter:
+    """A parameter drawn like nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
+def _per_tower(x: torch.Tensor, num_towers: int) -> torch.Tensor:
+    """[B, H] (shared by every tower) or [K, B, H] -> [K, B, H] (a view when shared)."""
+    return x.expand(num_towers, *x.shape) if x.dim() == 2 else x
+
+
+class FactorizationMachine(nn.Module):
+    """FM second-order term, no parameters: [B, F, D] -> [B, 1].
+
+    ½ Σ_d [(Σ_i E_id)² − Σ_i E_id²] = Σ_{i<j} <E_i, E_j> (methods.md §3.2).
+    """
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        square_of_sum = fields.sum(dim=1).pow(2)
+        sum_of_square = fields.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
+
+
+class CrossNetV1(nn.Module):
+    """DCN cross network, one per tower: x_{l+1} = x0 · (x_lᵀ w_l) + b_l + x_l (methods.md §3.3).
+
+    w_l, b_l ∈ R^H per tower and layer. Input x0 [B, H] (shared by the towers) or [K, B, H];
+    output x_L [K, B, H]. Computed in closed form: by induction x_l = α_l x0 + β_l with a scalar
+    α_l per row and β_l = Σ_{j<l} b_j, so α_0 = 1 and α_{l+1} = α_l (1 + x0ᵀw_l) + β_lᵀw_l.
+    Exactly the layer equation, but all x0ᵀw_l come from one matrix product and no layer
+    materialises a [K, B, H] tensor.
+    """
+
+    def __init__(self, in_dim: int, num_layers: int, num_towers: int = 1) -> None:
+        super().__init__()
+        self.num_towers = num_towers
+        self.weights = _uniform((num_layers, num_towers, in_dim), in_dim)
+        self.biases = nn.Parameter(torch.zeros(num_layers, num_towers, in_dim))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        shared = "bh" if x0.dim() == 2 else "kbh"
+        projections = torch.einsum(f"{shared},lkh->lkb", x0, self.weights)  # x0ᵀ w_l: [L, K, B]
+        offsets = self.biases.cumsum(0) - self.biases  # β_l: [L, K, H]
+        shifts = (offsets * self.weights).sum(2, keepdim=True)  # β_lᵀ w_l: [L, K, 1]
+        alpha = projections.new_ones(projections.shape[1:])  # α_0 = 1: [K, B]
+        for projection, shift in zip(projections, shifts):
+            alpha = alpha * (1 + projection) + shift
+        return torch.addcmul(self.biases.sum(0).unsqueeze(1), x0, alpha.unsqueeze(2))
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2 cross network, one per tower: x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l (methods.md §3.3).
+
+    W_l ∈ R^{H×H} (full rank, `rank=None`) or W_l = U_l V_lᵀ with U_l, V_l ∈ R^{H×r} (`rank=r`).
+    Input x0 [B, H] (shared by the towers) or [K, B, H]; output [K, B, H].
+    """
+
+    def __init__(self, in_dim: int, num_layers: int, num_towers: int = 1, rank: int | None = None) -> None:
+        super().__init__()
+        self.num_towers = num_towers
+        self.rank = rank
+        if rank is None:
+            self.weights = _uniform((num_layers, num_towers, in_dim, in_dim), in_dim)  # W_lᵀ
+        else:
+            self.v = _uniform((num_layers, num_towers, in_dim, rank), in_dim)
+            self.u = _uniform((num_layers, num_towers, rank, in_dim), rank)  # U_lᵀ
+        self.biases = nn.Parameter(torch.zeros(num_layers, num_towers, 1, in_dim))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x0 = _per_tower(x0, self.num_towers)
+        x = x0
+        for layer, b in enumerate(self.biases):
+            if self.rank is None:
+                projected = torch.baddbmm(b, x, self.weights[layer])
+            else:
+                projected = torch.baddbmm(b, torch.bmm(x, self.v[layer]), self.u[layer])
+            x = torch.addcmul(x, x0, projected)
+        return x
+
+
+class TowerMLP(nn.Module):
+    """K hidden-only MLPs computed together: [B, H] (shared) or [K, B, H] -> [K, B, hidden[-1]].
+
+    h_{l+1} = Dropout(ReLU(BN?(W_l h_l + b_l))) per tower; no output layer (the backbone's head
+    reads the last hidden layer). A shared input goes through one wide matrix product.
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], num_towers: int,
+                 dropout: float = 0.0, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.num_towers = num_towers
+        widths = [in_dim, *hidden]
+        self.weights = nn.ParameterList(_uniform((num_towers, fan_in, fan_out), fan_in)
+                                        for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+        self.biases = nn.ParameterList(_uniform((num_towers, 1, fan_out), fan_in)
+                                       for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(num_towers * w) for w in hidden) if batch_norm else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.output_dim = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if x.dim() == 2:
+                k, fan_in, fan_out = w.shape
+                x = (x @ w.permute(1, 0, 2).reshape(fan_in, k * fan_out)).view(-1, k, fan_out).transpose(0, 1) + b
+            else:
+                x = torch.baddbmm(b, x, w)
+            x = self._activate(x, layer)
+        return _per_tower(x, self.num_towers)
+
+    def _activate(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+        if self.norms is not None:
+            k, batch, width = h.shape
+            h = self.norms[layer](h.transpose(0, 1).reshape(batch, k * width))
+            h = h.view(batch, k, width).transpose(0, 1)
+        return self.dropout(torch.relu(h))
+
+
+class TowerHead(nn.Module):
+    """Per-tower linear read-out without bias: z_k = w_kᵀ [h_k^1 ; h_k^2 ; ...], [K, B, H_i]... -> [B, K].
+
+    The parts are read through matching slices of w_k instead of being concatenated.
+    """
+
+    def __init__(self, in_dim: int, num_towers: int) -> None:
+        super().__init__()
+        self.weight = _uniform((num_towers, in_dim, 1), in_dim)
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        weights = self.weight.split([part.shape[2] for part in parts], dim=1)
+        logits = sum(torch.bmm(part, w) for part, w in zip(parts, weights))
+        return logits.squeeze(2).transpose(0, 1)

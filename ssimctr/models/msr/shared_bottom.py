@@ -1,0 +1,30 @@
+"""Shared-Bottom as a multi-scenario model (methods.md §3.4)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ssimctr.data.loaders import Batch
+from ssimctr.features.feature_map import FeatureMap
+from ssimctr.models.base import MultiScenarioModel
+from ssimctr.models.layers import MLP, FeatureEmbedding, ParallelTowers
+
+
+class SharedBottom(MultiScenarioModel):
+    """One shared bottom MLP and `num_towers` scenario towers on its output.
+
+    h = MLP_shared(e), z_k = Tower_k(h), with e the flattened field embeddings.
+    """
+
+    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
+                 bottom: Sequence[int] = (256,), tower: Sequence[int] = (128, 64), dropout: float = 0.0,
+                 batch_norm: bool = False, scenario_feature: bool = True) -> None:
+        super().__init__(feature_map.num_scenarios)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        self.bottom = MLP(self.embedding.output_dim, bottom, dropout, batch_norm)
+        self.tower = ParallelTowers(self.bottom.output_dim, tower, num_towers, dropout, batch_norm)
+
+    def towers(self, batch: Batch) -> torch.Tensor:
+        logits = self.tower(self.bottom(self.embedding(batch).flatten(1)))
+        return logits.expand(-1, self.num_scenarios)

@@ -1,0 +1,102 @@
+"""The required tests for the CTR backbones DeepFM, DCN (v1) and DCN-V2."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from conftest import make_batch, train_briefly
+from ssimctr.errors import UserError
+from ssimctr.models.backbones.dcn import DCN
+from ssimctr.models.backbones.dcnv2 import DCNv2
+from ssimctr.models.backbones.deepfm import DeepFM
+from ssimctr.train.sharing import sharing_loss
+
+SMALL = dict(embedding_dim=8, hidden=[32, 16])
+CASES = {
+    "deepfm": (DeepFM, {}),
+    "deepfm_first_order_bn": (DeepFM, dict(first_order=True, batch_norm=True)),
+    "dcn": (DCN, {}),
+    "dcn_bn": (DCN, dict(batch_norm=True, cross_layers=2)),
+    "dcnv2_parallel": (DCNv2, {}),
+    "dcnv2_stacked_low_rank": (DCNv2, dict(structure="stacked", rank=4)),
+}
+PRIVATE = ("mlp.", "cross.", "head.")  # per-tower parameters; cross nets hold [L, K, ...]
+
+
+def build(case: str, feature_map, num_towers: int, **extra):
+    cls, params = CASES[case]
+    return cls(feature_map=feature_map, num_towers=num_towers, scenario_feature=True, **{**SMALL, **params, **extra})
+
+
+def per_tower(name: str, grad: torch.Tensor, k: int) -> torch.Tensor:
+    """A private parameter's gradient as [K, -1] (batch-norm features are laid out tower-major)."""
+    return (grad.transpose(0, 1) if name.startswith("cross.") else grad).reshape(k, -1)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_shapes_and_logits(case, tiny_feature_map):
+    torch.manual_seed(0)
+    model = build(case, tiny_feature_map, 3)
+    batch = make_batch(tiny_feature_map, rows=32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(5):
+        optimizer.zero_grad()
+        sharing_loss(model.towers(batch), batch.label, batch.scenario, 1.0).backward()
+        optimizer.step()
+    towers = model.towers(batch)
+    assert towers.shape == (32, 3)
+    assert ((towers < 0) | (towers > 1)).any()
+    own = model(batch)
+    assert own.shape == (32,)
+    torch.testing.assert_close(own, towers[torch.arange(32), batch.scenario])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("scenario", [0, 2])
+def test_gradients_stay_in_own_tower(case, scenario, tiny_feature_map):
+    torch.manual_seed(0)
+    k = tiny_feature_map.num_scenarios
+    model = build(case, tiny_feature_map, k)
+    batch = make_batch(tiny_feature_map, rows=32)
+    batch = dataclasses.replace(batch, scenario=torch.full_like(batch.scenario, scenario))
+    for gate in (0.0, 1.0):
+        model.zero_grad(set_to_none=True)
+        sharing_loss(model.towers(batch), batch.label, batch.scenario, gate).backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+            if not name.startswith(PRIVATE):
+                continue
+            grads = per_tower(name, p.grad, k).abs().sum(1)
+            for tower in range(k):
+                if gate == 1.0 or tower == scenario:
+                    assert grads[tower] > 0, (name, tower)
+                else:
+                    assert grads[tower] == 0, (name, tower)
+
+
+@pytest.mark.parametrize(("case", "embedding_dim"),
+                         [("deepfm", 16), ("dcn", 16), ("dcnv2_parallel", 8), ("dcnv2_stacked_low_rank", 8)])
+def test_learns(case, embedding_dim, prepared_synthetic):
+    model = build(case, prepared_synthetic.feature_map, 3, embedding_dim=embedding_dim)
+    assert train_briefly(model, prepared_synthetic)["test/auc/mean"] > 0.55
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_single_tower_broadcasts(case, tiny_feature_map):
+    torch.manual_seed(0)
+    model = build(case, tiny_feature_map, 1)
+    batch = make_batch(tiny_feature_map, rows=16)
+    towers = model.towers(batch)
+    assert towers.shape == (16, 3)
+    torch.testing.assert_close(towers, towers[:, :1].expand(-1, 3))
+    sharing_loss(towers, batch.label, batch.scenario, 0.0).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_dcnv2_rejects_bad_options(tiny_feature_map):
+    with pytest.raises(UserError, match="structure"):
+        build("dcnv2_parallel", tiny_feature_map, 3, structure="diagonal")
+    with pytest.raises(UserError, match="rank"):
+        build("dcnv2_parallel", tiny_feature_map, 3, rank=0)
