@@ -13,6 +13,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from ssimctr.config.backbones import BACKBONE_SCHEMAS
+from ssimctr.config.datasets import DatasetConfig, SyntheticConfig
+from ssimctr.config.datasets_alibaba import ALIBABA_SCHEMAS
+from ssimctr.config.datasets_public import PUBLIC_SCHEMAS
 from ssimctr.config.backbones_msr import MSR_SCHEMAS
 
 
@@ -20,46 +23,6 @@ from ssimctr.config.backbones_msr import MSR_SCHEMAS
 class PathsConfig:
     outputs: str = "outputs"
     cache: str = "${paths.outputs}/cache"
-
-
-@dataclass
-class DatasetConfig:
-    """A dataset read from files: which columns play which role."""
-
-    name: str = MISSING
-    path: Optional[str] = None            # a file or a folder of files (train file for split=given)
-    val_path: Optional[str] = None        # split=given only
-    test_path: Optional[str] = None       # split=given only
-    format: str = "auto"                  # auto | csv | parquet
-    separator: str = ","
-    label: str = MISSING
-    label_threshold: Optional[float] = None  # label = 1 where value >= threshold (e.g. a rating)
-    scenario: Optional[str] = None        # the column that names each row's scenario
-    categorical: list[str] = field(default_factory=list)
-    numeric: list[str] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
-    time: Optional[str] = None
-    time_format: Optional[str] = None     # strptime format when the time column is a string
-    user: Optional[str] = None
-    item: Optional[str] = None
-    min_freq: int = 1                     # categorical values seen fewer times in train -> OOV (0)
-    oracle: Optional[str] = None          # a column of true click probabilities (synthetic data)
-
-
-@dataclass
-class SyntheticConfig(DatasetConfig):
-    """The built-in generator with a known hidden click model (ssimctr.data.synthetic)."""
-
-    rows: int = 500_000
-    num_scenarios: int = 3
-    scenario_weights: Optional[list[float]] = None  # relative sizes; default: geometric, unequal
-    users: int = 20_000
-    items: int = 5_000
-    latent_dim: int = 8
-    zipf_exponent: float = 1.1
-    shared_weight: float = 0.8            # share of the click logit common to all scenarios
-    days: int = 30
-    generator_seed: int = 7
 
 
 @dataclass
@@ -178,7 +141,8 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"schema_files": DatasetConfig, "schema_synthetic": SyntheticConfig},
+    "dataset": {"schema_files": DatasetConfig, "schema_synthetic": SyntheticConfig, **ALIBABA_SCHEMAS,
+                **PUBLIC_SCHEMAS},
     "scenario": {"schema": ScenarioConfig},
     "split": {"schema": SplitConfig},
     "backbone": {**BACKBONE_SCHEMAS, **MSR_SCHEMAS},

@@ -5,17 +5,27 @@ vocabularies) is shared and lives in ssimctr.data.prepare.
 """
 from __future__ import annotations
 
-from ssimctr.config.schema import DatasetConfig, SplitConfig, SyntheticConfig
+from typing import Callable
+
+from ssimctr.config.schema import DatasetConfig, SplitConfig
 from ssimctr.data.sources.base import Source
 from ssimctr.data.sources.files import read_files
 from ssimctr.data.sources.synthetic import read_synthetic
+from ssimctr.errors import UserError
+
+Reader = Callable[[DatasetConfig, SplitConfig], Source]
+READERS: dict[str, Reader] = {
+    "files": read_files,
+    "synthetic": read_synthetic,
+}
 
 
 def load_source(dataset: DatasetConfig, split: SplitConfig) -> Source:
     """The rows of `dataset`; with split=given, a `_split` column says which file each row came from."""
-    if isinstance(dataset, SyntheticConfig):
-        return read_synthetic(dataset, split)
-    return read_files(dataset, split)
+    reader = READERS.get(dataset.source)
+    if reader is None:
+        raise UserError(f"dataset.source={dataset.source} is not a reader: use one of {', '.join(READERS)}")
+    return reader(dataset, split)
 
 
-__all__ = ["Source", "load_source"]
+__all__ = ["READERS", "Source", "load_source"]

@@ -1,0 +1,4 @@
+"""Schemas of the public academic datasets (KuaiRand, MovieLens, Douban, MIND) in the dataset group."""
+from __future__ import annotations
+
+PUBLIC_SCHEMAS: dict[str, type] = {}
