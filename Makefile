@@ -27,8 +27,9 @@ sweep: $(STAMP)  ## a small multirun: regimes x seeds, one parent MLflow run
 ui: $(STAMP)  ## MLflow UI on the local store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --port 5000
 
-bench: $(STAMP)  ## preparation time, training rows/s and peak memory
-	$(BIN)/python bench/train_speed.py
+bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cost, peak memory
+	$(BIN)/python bench/train_speed.py --regimes single,mt
+	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
 
 clean:  ## remove outputs (runs, MLflow store, data cache); keeps .venv
 	rm -rf outputs multirun mlruns .pytest_cache

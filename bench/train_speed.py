@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/train_speed.py                      # DNN, 1,000,000 rows, 2 threads
     .venv/bin/python bench/train_speed.py --backbones all      # every conf/backbone option
+    .venv/bin/python bench/train_speed.py --ssim               # + SSIM search epoch vs mt epoch
 
 Training speed is measured on one epoch of the train split (validation excluded), batch 2048,
 embedding 16, MLP [256, 128, 64] (the backbone YAML defaults), Adam; figures go to the
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -25,15 +27,38 @@ from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.models.build import build_model
-from ssimctr.train.loop import fit, make_optimizer, validator
+from ssimctr.ssim.gates import SearchLoss
+from ssimctr.ssim.selector import Selector
+from ssimctr.train.loop import FitResult, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
-from omegaconf import OmegaConf
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fit_once(cfg, fm, train, val, device, gate: float) -> tuple[FitResult, int]:
+    """One training epoch of the configured model: its FitResult and parameter count."""
+    model = build_model(cfg.backbone, cfg.regime, fm).to(device)
+    history = fit(model, FixedSharing(gate), make_optimizer(model.parameters(), 1e-3, 0.0), train,
+                  validator(val, fm.scenario_names), epochs=1, patience=1, progress=False)
+    return history, sum(p.numel() for p in model.parameters())
+
+
+def _search_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
+    """One SSIM search epoch (backbone + selector, two Adam groups): its FitResult and parameter count."""
+    model = build_model(cfg.backbone, cfg.regime, fm).to(device)
+    selector = Selector(model.embedding.output_dim, cfg.ssim.selector_hidden, fm.num_scenarios).to(device)
+    loss = SearchLoss(selector, epsilon=cfg.ssim.epsilon, lambda_kl=cfg.ssim.lambda_kl,
+                      final_temperature=cfg.ssim.final_temperature, total_steps=len(train), gate="hard",
+                      scenario_names=fm.scenario_names, log=lambda metrics, step: None, log_every=len(train))
+    optimizer = make_optimizer([{"params": list(model.parameters())},
+                                {"params": list(selector.parameters()), "lr": cfg.ssim.selector_lr}], 1e-3, 0.0)
+    history = fit(model, loss, optimizer, train, validator(val, fm.scenario_names), epochs=1, patience=1,
+                  progress=False, restore_best=False)
+    return history, sum(p.numel() for p in [*model.parameters(), *selector.parameters()])
 
 
 def main() -> None:
@@ -44,6 +69,8 @@ def main() -> None:
     parser.add_argument("--backbones", default="dnn", help="comma-separated names, or 'all'")
     parser.add_argument("--regimes", default="single,mt", help="comma-separated regime options")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--ssim", action="store_true",
+                        help="also time an SSIM search epoch against a plain mt epoch (DNN, two tower sizes)")
     parser.add_argument("--out", default="outputs/bench/train_speed.json")
     args = parser.parse_args()
     console = Console()
@@ -71,16 +98,29 @@ def main() -> None:
         for backbone in backbones:
             for regime in args.regimes.split(","):
                 cfg = compose("config", overrides=[f"backbone={backbone}", f"regime={regime}"])
-                model = build_model(cfg.backbone, cfg.regime, fm).to(device)
-                optimizer = make_optimizer(model.parameters(), 1e-3, 0.0)
-                gate = 1.0 if cfg.regime.share == "all" else 0.0
-                history = fit(model, FixedSharing(gate), optimizer, train, validator(val, fm.scenario_names), epochs=1,
-                              patience=1, progress=False)
+                history, parameters = _fit_once(cfg, fm, train, val, device,
+                                                gate=1.0 if cfg.regime.share == "all" else 0.0)
                 results.append({"backbone": backbone, "regime": regime, "rows_per_s": history.rows_per_second,
                                 "val_auc_mean": history.history[0]["val/auc/mean"],
-                                "parameters": sum(p.numel() for p in model.parameters()),
-                                "peak_rss_mb": peak_rss_mb()})
+                                "parameters": parameters, "peak_rss_mb": peak_rss_mb()})
                 console.print(f"{backbone:>14} {regime:>7}: {history.rows_per_second:,.0f} rows/s")
+
+        if args.ssim:
+            for hidden in ("[256,128,64]", "[1024,512,256]"):
+                cfg = compose("config", overrides=["regime=mt", "ssim=search", f"backbone.hidden={hidden}"])
+                mt, parameters = _fit_once(cfg, fm, train, val, device, gate=0.0)
+                search, search_parameters = _search_once(cfg, fm, train, val, device)
+                results.append({"backbone": f"dnn {hidden}", "regime": "mt", "rows_per_s": mt.rows_per_second,
+                                "val_auc_mean": mt.history[0]["val/auc/mean"], "parameters": parameters,
+                                "peak_rss_mb": peak_rss_mb()})
+                results.append({"backbone": f"dnn {hidden}", "regime": "ssim search",
+                                "rows_per_s": search.rows_per_second,
+                                "val_auc_mean": search.history[0]["val/auc/mean"],
+                                "parameters": search_parameters,
+                                "peak_rss_mb": peak_rss_mb(),
+                                "search_cost_vs_mt": search.train_seconds / mt.train_seconds})
+                console.print(f"dnn {hidden}: search epoch costs {search.train_seconds / mt.train_seconds:.2f}x "
+                              f"a plain mt epoch (selector {list(cfg.ssim.selector_hidden)})")
 
     table = Table(title=f"training speed: {len(train.data):,} train rows, batch {args.batch_size}, "
                         f"{args.threads} threads, {device}, torch {torch.__version__}")
