@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ssimctr.models.layers import CrossNetV1, CrossNetV2, FactorizationMachine, TowerHead, TowerMLP
+from ssimctr.models.layers import CrossNetV1, CrossNetV2, Experts, FactorizationMachine, TowerHead
 
 K, B, H, L = 3, 5, 6, 3
 
@@ -84,15 +84,15 @@ def test_cross_nets_accept_per_tower_input():
 
 def test_tower_mlp_equals_loop_and_head():
     torch.manual_seed(0)
-    mlp = TowerMLP(H, [4, 3], num_towers=K)
+    mlp = Experts(H, [4, 3], K)
     x = torch.randn(B, H)
     out = mlp(x)
     assert out.shape == (K, B, 3) and mlp.output_dim == 3
     torch.testing.assert_close(out, mlp(x.expand(K, B, H).clone()))
     for k in range(K):
         h = x
-        for w, b in zip(mlp.weights, mlp.biases):
-            h = torch.relu(h @ w[k] + b[k])
+        for layer in mlp.hidden:
+            h = torch.relu(h @ layer.weight[k] + layer.bias[k])
         torch.testing.assert_close(out[k], h)
     head = TowerHead(3, K)
     logits = head(out)
@@ -103,8 +103,8 @@ def test_tower_mlp_equals_loop_and_head():
 def test_tower_mlp_batch_norm_and_empty_hidden():
     torch.manual_seed(0)
     x = torch.randn(8, H)
-    assert TowerMLP(H, [4], K, dropout=0.1, batch_norm=True)(x).shape == (K, 8, 4)
-    torch.testing.assert_close(TowerMLP(H, [], K)(x), x.expand(K, 8, H))
+    assert Experts(H, [4], K, dropout=0.1, batch_norm=True)(x).shape == (K, 8, 4)
+    torch.testing.assert_close(Experts(H, [], K)(x), x.expand(K, 8, H))
 
 
 def test_tower_head_reads_parts_as_concatenation():

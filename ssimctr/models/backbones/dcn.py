@@ -8,7 +8,7 @@ import torch
 from ssimctr.data.loaders import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import CrossNetV1, FeatureEmbedding, TowerHead, TowerMLP
+from ssimctr.models.layers import CrossNetV1, Experts, FeatureEmbedding, TowerHead
 
 
 class DCN(MultiScenarioModel):
@@ -27,7 +27,7 @@ class DCN(MultiScenarioModel):
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.cross = CrossNetV1(in_dim, cross_layers, num_towers)
-        self.mlp = TowerMLP(in_dim, hidden, num_towers, dropout, batch_norm)
+        self.mlp = Experts(in_dim, hidden, num_towers, dropout, batch_norm)
         self.head = TowerHead(in_dim + self.mlp.output_dim, num_towers)
 
     def towers(self, batch: Batch) -> torch.Tensor:

@@ -9,7 +9,7 @@ from ssimctr.data.loaders import Batch
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import CrossNetV2, FeatureEmbedding, TowerHead, TowerMLP
+from ssimctr.models.layers import CrossNetV2, Experts, FeatureEmbedding, TowerHead
 
 STRUCTURES = ("parallel", "stacked")
 
@@ -37,7 +37,7 @@ class DCNv2(MultiScenarioModel):
         in_dim = self.embedding.output_dim
         self.parallel = structure == "parallel"
         self.cross = CrossNetV2(in_dim, cross_layers, num_towers, rank)
-        self.mlp = TowerMLP(in_dim, hidden, num_towers, dropout, batch_norm)
+        self.mlp = Experts(in_dim, hidden, num_towers, dropout, batch_norm)
         self.head = TowerHead(self.mlp.output_dim + (in_dim if self.parallel else 0), num_towers)
 
     def towers(self, batch: Batch) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from ssimctr.data.loaders import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import FactorizationMachine, FeatureEmbedding, ParallelTowers
+from ssimctr.models.layers import FactorizationMachine, FeatureEmbedding, GroupedTowers
 
 
 class DeepFM(MultiScenarioModel):
@@ -27,7 +27,7 @@ class DeepFM(MultiScenarioModel):
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.fm = FactorizationMachine()
-        self.mlp = ParallelTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)
+        self.mlp = GroupedTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)
         self.linear = FeatureEmbedding(feature_map, 1, scenario_feature) if first_order else None
 
     def towers(self, batch: Batch) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from ssimctr.data.loaders import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import FeatureEmbedding, ParallelTowers
+from ssimctr.models.layers import FeatureEmbedding, GroupedTowers
 
 
 class DNN(MultiScenarioModel):
@@ -22,7 +22,7 @@ class DNN(MultiScenarioModel):
                  batch_norm: bool = False, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
-        self.mlp = ParallelTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)
+        self.mlp = GroupedTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)
 
     def towers(self, batch: Batch) -> torch.Tensor:
         logits = self.mlp(self.embedding(batch).flatten(1))

@@ -1,7 +1,6 @@
-"""Building blocks shared by every model: field embeddings, MLPs, parallel towers."""
+"""Field embeddings and the plain MLP."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -67,44 +66,3 @@ class MLP(nn.Sequential):
             layers.append(nn.Linear(in_dim, output_dim))
         super().__init__(*layers)
         self.output_dim = output_dim if output_dim is not None else in_dim
-
-
-class ParallelTowers(nn.Module):
-    """K independent MLP towers applied to the same input, computed together: [B, H] -> [B, K].
-
-    The first layer of all towers is one wide matrix product; deeper layers are one batched
-    matrix product over towers. Tower k's parameters are slice k of each weight, so a row
-    whose loss uses only tower k leaves the other towers' gradients at exactly zero.
-    """
-
-    def __init__(self, in_dim: int, hidden: Sequence[int], num_towers: int,
-                 dropout: float = 0.0, batch_norm: bool = False) -> None:
-        super().__init__()
-        self.num_towers = num_towers
-        widths = [in_dim, *hidden, 1]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            bound = 1.0 / math.sqrt(fan_in)
-            self.weights.append(nn.Parameter(torch.empty(num_towers, fan_in, fan_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(num_towers, 1, fan_out).uniform_(-bound, bound)))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(num_towers * w) for w in hidden) if batch_norm else None
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[0]
-        k = self.num_towers
-        first = self.weights[0]
-        h = (x @ first.permute(1, 0, 2).reshape(first.shape[1], -1)).view(batch, k, -1).transpose(0, 1)
-        h = h + self.biases[0]
-        for i in range(1, len(self.weights)):
-            h = self._activate(h, i - 1)
-            h = torch.baddbmm(self.biases[i], h, self.weights[i])
-        return h.squeeze(2).transpose(0, 1)
-
-    def _activate(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        if self.norms is not None:
-            k, batch, width = h.shape
-            h = self.norms[layer](h.transpose(0, 1).reshape(batch, k * width))
-            h = h.view(batch, k, width).transpose(0, 1)
-        return self.dropout(torch.relu(h))

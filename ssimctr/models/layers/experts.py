@@ -45,11 +45,12 @@ class GroupedLinear(nn.Module):
 
 
 class Experts(nn.Module):
-    """M expert MLPs computed together: x [B, H] or [G', B, H] -> [M, B, W].
+    """M MLPs computed together (experts, or per-scenario towers): x [B, H] or [G', B, H] -> [M, B, W].
 
-    f_j(x) = ReLU(... ReLU(W_{j,1} x + b_{j,1}) ...), hidden sizes `hidden` (the expert output is
-    the last hidden layer, activated, as in MMoE/PLE), optional batch norm / dropout per layer;
-    with `output_dim` a final linear layer without activation follows (used for towers).
+    f_j(x) = ReLU(... ReLU(W_{j,1} x + b_{j,1}) ...), hidden sizes `hidden` (the output is the
+    last hidden layer, activated, as in MMoE/PLE), optional batch norm / dropout per layer; with
+    `output_dim` a final linear layer without activation follows (used for towers). A shared
+    input [B, H] goes through each layer's M maps as one wide matrix product.
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], num_experts: int, dropout: float = 0.0,
@@ -61,11 +62,14 @@ class Experts(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.output = GroupedLinear(widths[-1], output_dim, num_experts) if output_dim is not None else None
         self.output_dim = output_dim if output_dim is not None else widths[-1]
+        self.num_experts = num_experts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.hidden):
             x = self._activate(layer(x), i)
-        return x if self.output is None else self.output(x)
+        if self.output is not None:
+            return self.output(x)
+        return x if x.dim() == 3 else x.expand(self.num_experts, *x.shape)
 
     def _activate(self, h: torch.Tensor, layer: int) -> torch.Tensor:
         if self.norms is not None:
@@ -76,7 +80,11 @@ class Experts(nn.Module):
 
 
 class GroupedTowers(nn.Module):
-    """K MLP towers, each on its own input: h [K, B, H] -> logits [B, K] (tower k reads h[k])."""
+    """K MLP towers: h [B, H] (one input for all) or [K, B, H] (tower k reads h[k]) -> logits [B, K].
+
+    Tower k's parameters are slice k of each weight, so a row whose loss uses only tower k
+    leaves the other towers' gradients at exactly zero.
+    """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], num_towers: int, dropout: float = 0.0,
                  batch_norm: bool = False) -> None:

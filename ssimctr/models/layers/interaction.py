@@ -94,44 +94,6 @@ class CrossNetV2(nn.Module):
         return x
 
 
-class TowerMLP(nn.Module):
-    """K hidden-only MLPs computed together: [B, H] (shared) or [K, B, H] -> [K, B, hidden[-1]].
-
-    h_{l+1} = Dropout(ReLU(BN?(W_l h_l + b_l))) per tower; no output layer (the backbone's head
-    reads the last hidden layer). A shared input goes through one wide matrix product.
-    """
-
-    def __init__(self, in_dim: int, hidden: Sequence[int], num_towers: int,
-                 dropout: float = 0.0, batch_norm: bool = False) -> None:
-        super().__init__()
-        self.num_towers = num_towers
-        widths = [in_dim, *hidden]
-        self.weights = nn.ParameterList(_uniform((num_towers, fan_in, fan_out), fan_in)
-                                        for fan_in, fan_out in zip(widths[:-1], widths[1:]))
-        self.biases = nn.ParameterList(_uniform((num_towers, 1, fan_out), fan_in)
-                                       for fan_in, fan_out in zip(widths[:-1], widths[1:]))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(num_towers * w) for w in hidden) if batch_norm else None
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.output_dim = widths[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if x.dim() == 2:
-                k, fan_in, fan_out = w.shape
-                x = (x @ w.permute(1, 0, 2).reshape(fan_in, k * fan_out)).view(-1, k, fan_out).transpose(0, 1) + b
-            else:
-                x = torch.baddbmm(b, x, w)
-            x = self._activate(x, layer)
-        return _per_tower(x, self.num_towers)
-
-    def _activate(self, h: torch.Tensor, layer: int) -> torch.Tensor:
-        if self.norms is not None:
-            k, batch, width = h.shape
-            h = self.norms[layer](h.transpose(0, 1).reshape(batch, k * width))
-            h = h.view(batch, k, width).transpose(0, 1)
-        return self.dropout(torch.relu(h))
-
-
 class TowerHead(nn.Module):
     """Per-tower linear read-out without bias: z_k = w_kᵀ [h_k^1 ; h_k^2 ; ...], [K, B, H_i]... -> [B, K].
 

@@ -8,7 +8,7 @@ import torch
 from ssimctr.data.loaders import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import MLP, FeatureEmbedding, ParallelTowers
+from ssimctr.models.layers import MLP, FeatureEmbedding, GroupedTowers
 
 
 class SharedBottom(MultiScenarioModel):
@@ -23,7 +23,7 @@ class SharedBottom(MultiScenarioModel):
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.bottom = MLP(self.embedding.output_dim, bottom, dropout, batch_norm)
-        self.tower = ParallelTowers(self.bottom.output_dim, tower, num_towers, dropout, batch_norm)
+        self.tower = GroupedTowers(self.bottom.output_dim, tower, num_towers, dropout, batch_norm)
 
     def towers(self, batch: Batch) -> torch.Tensor:
         logits = self.tower(self.bottom(self.embedding(batch).flatten(1)))
