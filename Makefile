@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the default experiment on the built-in synthetic data
 	$(BIN)/ssimctr
 
-test: $(STAMP)  ## the test suite (slow end-to-end tests included)
-	$(BIN)/pytest -q
+test: $(STAMP)  ## the test suite (slow end-to-end tests included); pytest's 5 (nothing selected) is not a failure
+	$(BIN)/pytest -q || [ $$? -eq 5 ]
 
 test-fast: $(STAMP)  ## without the tests marked slow
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" || [ $$? -eq 5 ]
 
 sweep: $(STAMP)  ## a small multirun: regimes x seeds, one parent MLflow run
 	$(BIN)/ssimctr -m regime=mt,mt_s,single seed=1,2,3
