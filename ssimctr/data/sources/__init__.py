@@ -9,7 +9,12 @@ from typing import Callable
 
 from ssimctr.config.schema import DatasetConfig, SplitConfig
 from ssimctr.data.sources.base import Source
+from ssimctr.data.sources.aliccp import read_aliccp
+from ssimctr.data.sources.alimama import read_alimama
+from ssimctr.data.sources.antm2c import read_antm2c
 from ssimctr.data.sources.files import read_files
+from ssimctr.data.sources.kuairand import read_kuairand
+from ssimctr.data.sources.movielens import read_movielens
 from ssimctr.data.sources.synthetic import read_synthetic
 from ssimctr.errors import UserError
 
@@ -17,6 +22,11 @@ Reader = Callable[[DatasetConfig, SplitConfig], Source]
 READERS: dict[str, Reader] = {
     "files": read_files,
     "synthetic": read_synthetic,
+    "aliccp": read_aliccp,
+    "alimama": read_alimama,
+    "antm2c": read_antm2c,
+    "kuairand": read_kuairand,
+    "movielens": read_movielens,
 }
 
 
