@@ -99,6 +99,7 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
 
     assignment = assign_scenarios(frame, scenario, source.origin)
     columns = [pl.col("row_id"), assignment.expression.alias("scenario"),
+               pl.col(scenario.column).is_null().alias("_scenario_null"),
                label_expression(frame, dataset, source.origin).alias("label"),
                *[pl.col(c) for c in roles["categorical"]],
                *numeric_expressions(frame, roles["numeric"], source.origin),
@@ -111,10 +112,12 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
         columns.append(pl.col(SPLIT_COLUMN))
     frame = frame.select(columns)
 
-    drop_rules = {"label_missing": pl.col("label").is_null(), assignment.drop_reason: pl.col("scenario").is_null()}
+    drop_rules = [("label_missing", pl.col("label").is_null()), ("scenario_missing", pl.col("_scenario_null")),
+                  (assignment.drop_reason, pl.col("scenario").is_null())]
     if split.kind == "time" and dataset.time:
-        drop_rules["time_missing"] = pl.col("ts").is_null()
+        drop_rules.append(("time_missing", pl.col("ts").is_null()))
     dropped, frame = _drop_counted(frame, drop_rules)
+    frame = frame.drop("_scenario_null")
     frame = frame.with_columns(split_expression(frame, split, has_time=bool(dataset.time)).alias(SPLIT_COLUMN))
     table = frame.collect(engine="streaming")
     _check_splits(table, split, source.origin)
@@ -139,14 +142,18 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
     return _manifest(encoded, feature_map, dropped, source, dataset, scenario, split)
 
 
-def _drop_counted(frame: pl.LazyFrame, rules: dict[str, pl.Expr]) -> tuple[dict[str, int], pl.LazyFrame]:
-    """Drop the rows matching any rule; count each dropped row once, under its first rule."""
-    exclusive, earlier = {}, pl.lit(False)
-    for reason, condition in rules.items():
-        exclusive[reason] = condition & ~earlier
+def _drop_counted(frame: pl.LazyFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[dict[str, int], pl.LazyFrame]:
+    """Drop the rows matching any rule; count each dropped row once, under its first rule's reason."""
+    exclusive, earlier = [], pl.lit(False)
+    for reason, condition in rules:
+        exclusive.append(condition & ~earlier)
         earlier = earlier | condition
-    counts = frame.select([cond.sum().alias(reason) for reason, cond in exclusive.items()]).collect().row(0, named=True)
-    return {reason: int(n) for reason, n in counts.items() if n}, frame.filter(~earlier)
+    sums = frame.select([cond.sum().alias(str(i)) for i, cond in enumerate(exclusive)]).collect().row(0)
+    counts: dict[str, int] = {}
+    for (reason, _), n in zip(rules, sums):
+        if n:
+            counts[reason] = counts.get(reason, 0) + int(n)
+    return counts, frame.filter(~earlier)
 
 
 def _check_splits(table: pl.DataFrame, split: SplitConfig, origin: str) -> None:
@@ -192,7 +199,8 @@ def _oracle_auc(encoded: pl.DataFrame, names: tuple[str, ...]) -> dict:
     result = {}
     for index, split_name in enumerate(SPLITS):
         part = encoded.filter(pl.col(SPLIT_COLUMN) == index)
+        groups = sorted(part.group_by("scenario"), key=lambda item: item[0][0])
         result[split_name] = {names[k]: auc(group["label"].to_numpy(), group["_oracle"].to_numpy())
-                              for (k,), group in part.group_by("scenario")}
+                              for (k,), group in groups}
         result[split_name]["overall"] = auc(part["label"].to_numpy(), part["_oracle"].to_numpy())
     return result

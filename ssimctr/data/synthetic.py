@@ -27,7 +27,9 @@ Users (attributes first, latent factors built from them)
                    + sqrt(1 - ATTRIBUTE_SHARE^2) * e_user, every vector ~ N(0, I/d):
                    the attributes explain ATTRIBUTE_SHARE^2 = 64% of a user's taste, the user id
                    the rest, so a model learns from attributes what rare ids cannot teach it.
-    user_activity  log1p(number of rows of that user in the generated frame).
+    user_activity  log1p(number of rows of that user in the generated frame): a profile-style
+                   statistic over the whole log (val and test rows included), like an activity
+                   level taken from a user table.
 
 Items
     item_category  uniform over 20 categories; item_brand: 10 brands per category (200 in all),

@@ -82,6 +82,13 @@ def test_mapping_drops_unmapped_values_and_counts_them(tmp_path):
     assert names == [MEDIA[v] for v in values if v in MEDIA]
 
 
+def test_mapping_counts_missing_values_apart_from_unmapped_ones(tmp_path):
+    values = ["movie", None, "book", "radio"] * 10
+    data, _, _ = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)],
+                          ScenarioConfig(kind="mapping", column="s", mapping=MEDIA))
+    assert data.manifest["dropped"] == {"scenario_missing": 10, "scenario_unmapped": 10}
+
+
 def test_mapping_with_unmapped_error_names_the_values_and_the_fix():
     spec = ScenarioConfig(kind="mapping", column="s", mapping=MEDIA, unmapped="error")
     with pytest.raises(UserError) as err:
