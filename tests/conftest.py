@@ -1,6 +1,7 @@
 """Shared fixtures: a small prepared synthetic dataset, tiny batches, a short training helper."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from ssimctr.data.loaders import Batch, InMemoryLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
 from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
-from ssimctr.train.sharing import FixedSharing
+from ssimctr.train.sharing import FixedSharing, sharing_loss
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -56,6 +57,30 @@ def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
 @pytest.fixture
 def tiny_batch(tiny_feature_map) -> Batch:
     return make_batch(tiny_feature_map)
+
+
+def one_scenario_batch(feature_map: FeatureMap, scenario: int, rows: int = 32) -> Batch:
+    """A random batch whose rows all belong to `scenario`."""
+    batch = make_batch(feature_map, rows=rows)
+    return dataclasses.replace(batch, scenario=torch.full_like(batch.scenario, scenario))
+
+
+def assert_tower_contract(model, feature_map: FeatureMap, rows: int = 32) -> None:
+    """After a few training steps on random rows: towers() gives [B, K] logits (not probabilities)
+    and forward() is each row's own tower."""
+    batch = make_batch(feature_map, rows=rows)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(5):
+        optimizer.zero_grad()
+        sharing_loss(model.towers(batch), batch.label, batch.scenario, 1.0).backward()
+        optimizer.step()
+    model.eval()
+    towers = model.towers(batch)
+    assert towers.shape == (rows, feature_map.num_scenarios)
+    assert ((towers < 0) | (towers > 1)).any()
+    own = model(batch)
+    assert own.shape == (rows,)
+    torch.testing.assert_close(own, towers[torch.arange(rows), batch.scenario])
 
 
 def train_briefly(model, data: PreparedDataset, epochs: int = 2, gate: float = 0.0, lr: float = 3e-3,

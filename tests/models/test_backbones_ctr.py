@@ -1,20 +1,21 @@
-"""The required tests for the CTR backbones DeepFM, DCN (v1) and DCN-V2."""
+"""The required tests for the CTR backbones DNN, DeepFM, DCN (v1) and DCN-V2."""
 from __future__ import annotations
-
-import dataclasses
 
 import pytest
 import torch
 
-from conftest import make_batch, train_briefly
+from conftest import assert_tower_contract, make_batch, one_scenario_batch, train_briefly
 from ssimctr.errors import UserError
 from ssimctr.models.backbones.dcn import DCN
 from ssimctr.models.backbones.dcnv2 import DCNv2
 from ssimctr.models.backbones.deepfm import DeepFM
+from ssimctr.models.backbones.dnn import DNN
 from ssimctr.train.sharing import sharing_loss
 
 SMALL = dict(embedding_dim=8, hidden=[32, 16])
 CASES = {
+    "dnn": (DNN, {}),
+    "dnn_bn_dropout": (DNN, dict(batch_norm=True, dropout=0.1)),
     "deepfm": (DeepFM, {}),
     "deepfm_first_order_bn": (DeepFM, dict(first_order=True, batch_norm=True)),
     "dcn": (DCN, {}),
@@ -37,20 +38,7 @@ def per_tower(name: str, grad: torch.Tensor, k: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("case", CASES)
 def test_shapes_and_logits(case, tiny_feature_map):
-    torch.manual_seed(0)
-    model = build(case, tiny_feature_map, 3)
-    batch = make_batch(tiny_feature_map, rows=32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(5):
-        optimizer.zero_grad()
-        sharing_loss(model.towers(batch), batch.label, batch.scenario, 1.0).backward()
-        optimizer.step()
-    towers = model.towers(batch)
-    assert towers.shape == (32, 3)
-    assert ((towers < 0) | (towers > 1)).any()
-    own = model(batch)
-    assert own.shape == (32,)
-    torch.testing.assert_close(own, towers[torch.arange(32), batch.scenario])
+    assert_tower_contract(build(case, tiny_feature_map, 3), tiny_feature_map)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -59,8 +47,7 @@ def test_gradients_stay_in_own_tower(case, scenario, tiny_feature_map):
     torch.manual_seed(0)
     k = tiny_feature_map.num_scenarios
     model = build(case, tiny_feature_map, k)
-    batch = make_batch(tiny_feature_map, rows=32)
-    batch = dataclasses.replace(batch, scenario=torch.full_like(batch.scenario, scenario))
+    batch = one_scenario_batch(tiny_feature_map, scenario)
     for gate in (0.0, 1.0):
         model.zero_grad(set_to_none=True)
         sharing_loss(model.towers(batch), batch.label, batch.scenario, gate).backward()

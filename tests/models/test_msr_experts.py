@@ -2,12 +2,10 @@
 gate isolation and HMoE's stop-gradient label-space mixture."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from conftest import make_batch, train_briefly
+from conftest import assert_tower_contract, make_batch, one_scenario_batch, train_briefly
 from ssimctr.models.layers import CGCLevel, Experts, Gates, GroupedTowers, mix
 from ssimctr.models.msr.hmoe import HMoE
 from ssimctr.models.msr.mmoe import MMoE
@@ -38,26 +36,9 @@ def build(case: str, feature_map, num_towers: int, **extra):
     return cls(feature_map=feature_map, num_towers=num_towers, scenario_feature=True, **{**params, **extra})
 
 
-def one_scenario(feature_map, scenario: int, rows: int = 32):
-    batch = make_batch(feature_map, rows=rows)
-    return dataclasses.replace(batch, scenario=torch.full_like(batch.scenario, scenario))
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_shapes_and_logits(case, tiny_feature_map):
-    model = build(case, tiny_feature_map, 3)
-    batch = make_batch(tiny_feature_map, rows=32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(5):
-        optimizer.zero_grad()
-        sharing_loss(model.towers(batch), batch.label, batch.scenario, 1.0).backward()
-        optimizer.step()
-    towers = model.towers(batch)
-    assert towers.shape == (32, 3)
-    assert ((towers < 0) | (towers > 1)).any()
-    own = model(batch)
-    assert own.shape == (32,)
-    torch.testing.assert_close(own, towers[torch.arange(32), batch.scenario])
+    assert_tower_contract(build(case, tiny_feature_map, 3), tiny_feature_map)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -65,7 +46,7 @@ def test_shapes_and_logits(case, tiny_feature_map):
 def test_gradients_stay_in_own_scenario(case, scenario, tiny_feature_map):
     k = tiny_feature_map.num_scenarios
     model = build(case, tiny_feature_map, k)
-    batch = one_scenario(tiny_feature_map, scenario)
+    batch = one_scenario_batch(tiny_feature_map, scenario)
     private = CASES[case][2]
     for gate in (0.0, 1.0):
         model.zero_grad(set_to_none=True)
@@ -104,7 +85,7 @@ def test_shared_experts_train_under_every_scenario(case, tiny_feature_map):
     model = build(case, tiny_feature_map, 3)
     for scenario in range(3):
         model.zero_grad(set_to_none=True)
-        batch = one_scenario(tiny_feature_map, scenario)
+        batch = one_scenario_batch(tiny_feature_map, scenario)
         sharing_loss(model.towers(batch), batch.label, batch.scenario, 0.0).backward()
         shared = [p for name, p in model.named_parameters() if name.startswith(SHARED_EXPERTS[case])]
         assert shared and all(p.grad.abs().sum() > 0 for p in shared)
@@ -180,7 +161,7 @@ def test_cgc_level_equals_loop():
 @pytest.mark.parametrize("scenario", [0, 1, 2])
 def test_hmoe_stop_gradient(scenario, tiny_feature_map):
     model = build("hmoe", tiny_feature_map, 3)
-    batch = one_scenario(tiny_feature_map, scenario)
+    batch = one_scenario_batch(tiny_feature_map, scenario)
     sharing_loss(model.towers(batch), batch.label, batch.scenario, 0.0).backward()
     # without the stop-gradient scenario t's loss would reach every tower k through s_k
     for name in ("tower.mlp.hidden.0.weight", "tower.mlp.output.weight", "gates.linear.weight",

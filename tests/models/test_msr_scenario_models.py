@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import make_batch, train_briefly
+from conftest import assert_tower_contract, make_batch, one_scenario_batch, train_briefly
 from ssimctr.models.layers import GeneratedLinear, PartitionedNorm, StarLinear
 from ssimctr.models.msr.dffm import DFFM
 from ssimctr.models.msr.m2m import M2M
@@ -46,27 +46,9 @@ def build(case: str, feature_map, num_towers: int):
     return cls(feature_map=feature_map, num_towers=num_towers, scenario_feature=True, **params)
 
 
-def one_scenario(feature_map, scenario: int, rows: int = 32):
-    batch = make_batch(feature_map, rows=rows)
-    return dataclasses.replace(batch, scenario=torch.full_like(batch.scenario, scenario))
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_shapes_and_logits(case, tiny_feature_map):
-    model = build(case, tiny_feature_map, 3)
-    batch = make_batch(tiny_feature_map, rows=32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(5):
-        optimizer.zero_grad()
-        sharing_loss(model.towers(batch), batch.label, batch.scenario, 1.0).backward()
-        optimizer.step()
-    model.eval()
-    towers = model.towers(batch)
-    assert towers.shape == (32, 3)
-    assert ((towers < 0) | (towers > 1)).any()
-    own = model(batch)
-    assert own.shape == (32,)
-    torch.testing.assert_close(own, towers[torch.arange(32), batch.scenario])
+    assert_tower_contract(build(case, tiny_feature_map, 3), tiny_feature_map)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -74,7 +56,7 @@ def test_shapes_and_logits(case, tiny_feature_map):
 def test_gradients_stay_in_own_scenario(case, scenario, tiny_feature_map):
     k = tiny_feature_map.num_scenarios
     model = build(case, tiny_feature_map, k)
-    batch = one_scenario(tiny_feature_map, scenario)
+    batch = one_scenario_batch(tiny_feature_map, scenario)
     private = CASES[case][2]
     for gate in (0.0, 1.0):
         model.zero_grad(set_to_none=True)
@@ -117,7 +99,7 @@ def test_single_tower_broadcasts(case, tiny_feature_map):
 def test_star_scenario_embedding_rows_of_other_scenarios_stay_untouched(tiny_feature_map):
     """The input's scenario field: only the batch's scenario row of the shared table trains under mt."""
     model = build("star", tiny_feature_map, 3)
-    sharing_loss(model.towers(one_scenario(tiny_feature_map, 1)), torch.ones(32), torch.full((32,), 1), 0.0).backward()
+    sharing_loss(model.towers(one_scenario_batch(tiny_feature_map, 1)), torch.ones(32), torch.full((32,), 1), 0.0).backward()
     offset = model.embedding.offsets[-1]
     grads = model.embedding.table.weight.grad[offset:offset + 3].abs().sum(1)
     assert grads[1] > 0 and grads[0] == 0 and grads[2] == 0
