@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast sweep ui bench clean
+.PHONY: run test test-fast sweep ui bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ ui: $(STAMP)  ## MLflow UI on the local store: http://127.0.0.1:5000
 bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cost, peak memory
 	$(BIN)/python bench/train_speed.py --regimes single,mt
 	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
+
+bench-scale: $(STAMP)  ## preparation of 5M, 10M and 20M-row CSV files: wall time, rows/s, peak RSS
+	$(BIN)/python bench/scale.py
 
 clean:  ## remove outputs (runs, MLflow store, data cache); keeps .venv
 	rm -rf outputs multirun mlruns .pytest_cache

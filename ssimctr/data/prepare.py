@@ -1,5 +1,9 @@
 """Preparation: source -> validation -> scenarios -> split -> vocab (train only) -> encode -> cache.
 
+Streaming: the source is read in streaming passes (drop counts, time quantiles) and sunk once to a
+staged parquet file; vocabularies, statistics and the encoded splits are computed from it with
+streaming queries and sinks, so memory grows with the vocabularies, not with the rows.
+
 The prepared dataset is a folder under the cache: train/val/test parquet, feature_map.json,
 manifest.json and vocab/<field>.parquet. Its name carries a hash of the dataset, scenario and
 split config plus the source fingerprint, so a repeated run reuses it (a cache hit).
@@ -119,19 +123,20 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
     dropped, frame = _drop_counted(frame, drop_rules)
     frame = frame.drop("_scenario_null")
     frame = frame.with_columns(split_expression(frame, split, has_time=bool(dataset.time)).alias(SPLIT_COLUMN))
-    table = frame.collect(engine="streaming")
+    staged = out / "staged.parquet"  # one streaming pass over the source; every later pass reads this
+    frame.sink_parquet(staged)
+    table = pl.scan_parquet(staged)
     _check_splits(table, split, source.origin)
 
-    train = table.lazy().filter(pl.col(SPLIT_COLUMN) == 0)
+    train = table.filter(pl.col(SPLIT_COLUMN) == 0)
     vocabularies = fit_vocabularies(train, roles["categorical"], dataset.min_freq)
     numeric = fit_numeric(train, roles["numeric"])
-    encoded = standardize(encode(table.lazy(), vocabularies), numeric).collect()
+    encoded = standardize(encode(table, vocabularies), numeric)
     for column, vocab in vocabularies.items():
         vocab.write_parquet(out / "vocab" / f"{column}.parquet")
-
-    keep = [c for c in encoded.columns if c not in (SPLIT_COLUMN, "_oracle")]
+    keep = [c for c in encoded.collect_schema().names() if c not in (SPLIT_COLUMN, "_oracle")]
     for index, name in enumerate(SPLITS):
-        encoded.filter(pl.col(SPLIT_COLUMN) == index).select(keep).write_parquet(out / f"{name}.parquet")
+        encoded.filter(pl.col(SPLIT_COLUMN) == index).select(keep).sink_parquet(out / f"{name}.parquet")
 
     feature_map = FeatureMap(
         categorical=tuple(CategoricalField(c, vocabularies[c].height + 1) for c in roles["categorical"]),
@@ -139,7 +144,11 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
         scenario_column=scenario.column or "", label_column=dataset.label,
         user=dataset.user, item=dataset.item, time="ts" if dataset.time else None)
     feature_map.to_json(out / "feature_map.json")
-    return _manifest(encoded, feature_map, dropped, source, dataset, scenario, split)
+    manifest = _manifest(out, feature_map, dropped, source, dataset, scenario, split)
+    if dataset.oracle:
+        manifest["oracle_auc"] = _oracle_auc(table, feature_map.scenario_names)
+    staged.unlink()
+    return manifest
 
 
 def _drop_counted(frame: pl.LazyFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[dict[str, int], pl.LazyFrame]:
@@ -156,29 +165,32 @@ def _drop_counted(frame: pl.LazyFrame, rules: list[tuple[str, pl.Expr]]) -> tupl
     return counts, frame.filter(~earlier)
 
 
-def _check_splits(table: pl.DataFrame, split: SplitConfig, origin: str) -> None:
-    if table.height == 0:
-        raise UserError(f"no rows left in {origin} after dropping rows with a missing label, scenario or time")
-    sizes = table.group_by(SPLIT_COLUMN).len()
+def _check_splits(table: pl.LazyFrame, split: SplitConfig, origin: str) -> None:
+    """Every split has rows, or a clear error naming the empty one and the fix."""
+    sizes = table.group_by(SPLIT_COLUMN).agg(pl.len()).collect()
     present = dict(zip(sizes[SPLIT_COLUMN].to_list(), sizes["len"].to_list()))
+    total = sum(present.values())
+    if total == 0:
+        raise UserError(f"no rows left in {origin} after dropping rows with a missing label, scenario or time")
     for index, name in enumerate(SPLITS):
         if not present.get(index):
             fix = {"time": "adjust split.fractions or split.cutoffs", "random": "adjust split.fractions",
                    "given": f"check dataset.{'path' if index == 0 else name + '_path'}"}[split.kind]
-            raise UserError(f"split={split.kind} leaves the {name} split empty (0 of {table.height} rows in "
+            raise UserError(f"split={split.kind} leaves the {name} split empty (0 of {total} rows in "
                             f"{origin}): {fix}")
 
 
-def _manifest(encoded: pl.DataFrame, feature_map: FeatureMap, dropped: dict, source, dataset: DatasetConfig,
+def _manifest(out: Path, feature_map: FeatureMap, dropped: dict, source, dataset: DatasetConfig,
               scenario: ScenarioConfig, split: SplitConfig) -> dict:
+    """Rows and positives per split × scenario (read back from the written files), drops, provenance."""
     names = feature_map.scenario_names
     counts = {}
-    for index, split_name in enumerate(SPLITS):
-        part = encoded.filter(pl.col(SPLIT_COLUMN) == index)
-        per = part.group_by("scenario").agg(pl.len().alias("rows"), pl.col("label").sum().alias("positives"))
+    for split_name in SPLITS:
+        per = (pl.scan_parquet(out / f"{split_name}.parquet").group_by("scenario")
+               .agg(pl.len().alias("rows"), pl.col("label").cast(pl.Int64).sum().alias("positives")).collect())
         by_index = {row["scenario"]: row for row in per.iter_rows(named=True)}
         counts[split_name] = {
-            "rows": part.height, "positives": int(part["label"].sum()),
+            "rows": int(per["rows"].sum()), "positives": int(per["positives"].sum()),
             "scenarios": {names[k]: {"rows": int(by_index.get(k, {}).get("rows", 0)),
                                      "positives": int(by_index.get(k, {}).get("positives", 0))}
                           for k in range(len(names))}}
@@ -189,16 +201,15 @@ def _manifest(encoded: pl.DataFrame, feature_map: FeatureMap, dropped: dict, sou
         "versions": {"ssimctr": ssimctr.__version__, "preparation_code": code_digest(), "polars": pl.__version__},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if "_oracle" in encoded.columns:
-        manifest["oracle_auc"] = _oracle_auc(encoded, names)
     return manifest
 
 
-def _oracle_auc(encoded: pl.DataFrame, names: tuple[str, ...]) -> dict:
+def _oracle_auc(table: pl.LazyFrame, names: tuple[str, ...]) -> dict:
     """AUC of the true click probability per split and scenario: the ceiling any model can reach."""
+    columns = table.select(SPLIT_COLUMN, "scenario", "label", "_oracle").collect()
     result = {}
     for index, split_name in enumerate(SPLITS):
-        part = encoded.filter(pl.col(SPLIT_COLUMN) == index)
+        part = columns.filter(pl.col(SPLIT_COLUMN) == index)
         groups = sorted(part.group_by("scenario"), key=lambda item: item[0][0])
         result[split_name] = {names[k]: auc(group["label"].to_numpy(), group["_oracle"].to_numpy())
                               for (k,), group in groups}

@@ -1,0 +1,82 @@
+"""Benchmark: preparation at scale, from raw CSV files, with bounded memory.
+
+    .venv/bin/python bench/scale.py                          # 5M, 10M and 20M rows
+    .venv/bin/python bench/scale.py --sizes 1000000          # a quick check
+
+Writes synthetic logs as CSV (outputs/bench/scale/rows_<n>.csv, kept for reruns), prepares each
+through `dataset=tabular` in a fresh process and reports wall time, rows/s and peak RSS of that
+process; figures go to the terminal and outputs/bench/scale.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from ssimctr.data import synthetic
+from ssimctr.data.prepare import prepare
+
+
+def write_csv(rows: int, folder: Path) -> Path:
+    """The synthetic log of `rows` rows as CSV (generated once)."""
+    path = folder / f"rows_{rows}.csv"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        synthetic.generate(rows=rows, users=max(20_000, rows // 50), items=max(5_000, rows // 200)).write_csv(path)
+    return path
+
+
+def prepare_once(path: Path) -> dict:
+    """Prepare one CSV (in this process) and report seconds and peak RSS."""
+    dataset = DatasetConfig(name="scale", path=str(path), label=synthetic.LABEL, scenario=synthetic.SCENARIO,
+                            categorical=list(synthetic.CATEGORICAL), numeric=list(synthetic.NUMERIC),
+                            time=synthetic.TIME, user="user_id", item="item_id")
+    with tempfile.TemporaryDirectory() as cache:
+        started = time.perf_counter()
+        data = prepare(dataset, ScenarioConfig(column=synthetic.SCENARIO), SplitConfig(), Path(cache))
+        seconds = time.perf_counter() - started
+    rows = sum(data.manifest["splits"][s]["rows"] for s in ("train", "val", "test"))
+    return {"rows": rows, "seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="5000000,10000000,20000000")
+    parser.add_argument("--dir", default="outputs/bench/scale")
+    parser.add_argument("--prepare-one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.prepare_one:
+        print(json.dumps(prepare_once(Path(args.prepare_one))))
+        return
+    console = Console()
+    results = []
+    for rows in (int(n) for n in args.sizes.split(",")):
+        path = write_csv(rows, Path(args.dir))
+        out = subprocess.run([sys.executable, __file__, "--prepare-one", str(path)], capture_output=True, text=True,
+                             check=True).stdout
+        result = json.loads(out.strip().splitlines()[-1]) | {"csv_mb": path.stat().st_size / 2**20}
+        results.append(result)
+        console.print(f"{rows:,} rows: {result['seconds']:.1f}s, {result['rows'] / result['seconds']:,.0f} rows/s, "
+                      f"peak RSS {result['peak_rss_mb']:,.0f} MiB")
+    table = Table(title="preparation from CSV (tabular, time split, vocab on train, parquet out)")
+    for column in ("rows", "CSV MiB", "seconds", "rows/s", "µs/row", "peak RSS MiB"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(f"{r['rows']:,}", f"{r['csv_mb']:,.0f}", f"{r['seconds']:.1f}", f"{r['rows'] / r['seconds']:,.0f}",
+                      f"{1e6 * r['seconds'] / r['rows']:.2f}", f"{r['peak_rss_mb']:,.0f}")
+    console.print(table)
+    Path("outputs/bench").mkdir(parents=True, exist_ok=True)
+    Path("outputs/bench/scale.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
