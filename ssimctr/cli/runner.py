@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ssimctr.cli.console import print_results, results_rows, write_results_csv
-from ssimctr.data.loaders import Batch, read_split
+from ssimctr.data.loaders import Batch, ParquetStreamLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
@@ -77,7 +77,8 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     tracker.log_artifact(data.path / "manifest.json")
     feature_map = data.feature_map
     names = feature_map.scenario_names
-    splits = {name: read_split(data.split_path(name), feature_map).to(device) for name in ("train", "val", "test")}
+    splits = {name: read_split(data.split_path(name), feature_map).to(device) for name in ("val", "test")}
+    splits["train"] = _train_split(cfg.trainer, data, device, cfg.seed)
     outcome = _train(cfg, data, splits, device, tracker, console, job)
 
     results = {**outcome.val, **outcome.test, "best/epoch": outcome.best_epoch,
@@ -100,7 +101,19 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     return results
 
 
-def _train(cfg: DictConfig, data: PreparedDataset, splits: dict[str, Batch], device: torch.device,
+def _train_split(trainer: DictConfig, data: PreparedDataset, device: torch.device,
+                 seed: int) -> Batch | ParquetStreamLoader:
+    """The train split in memory, or a stream of its parquet row groups (trainer.in_memory=false, or
+    automatically above trainer.stream_above_rows rows)."""
+    rows = data.manifest["splits"]["train"]["rows"]
+    in_memory = trainer.in_memory if trainer.in_memory is not None else rows <= trainer.stream_above_rows
+    if in_memory:
+        return read_split(data.split_path("train"), data.feature_map).to(device)
+    return ParquetStreamLoader(data.split_path("train"), data.feature_map, trainer.batch_size, shuffle=True,
+                               seed=seed, buffer_rows=trainer.stream_buffer_rows, device=device)
+
+
+def _train(cfg: DictConfig, data: PreparedDataset, splits: dict[str, Batch | ParquetStreamLoader], device: torch.device,
            tracker: Tracker, console: Console, job: JobInfo) -> Outcome:
     """Dispatch on the SSIM phase and the regime's training kind."""
     regime, trainer, feature_map = cfg.regime, cfg.trainer, data.feature_map
@@ -135,11 +148,13 @@ def _train(cfg: DictConfig, data: PreparedDataset, splits: dict[str, Batch], dev
     return train_jointly(model, SHARE_GATES[regime.share], splits, names, settings, tracker.log_metrics)
 
 
-def _ssim(cfg: DictConfig, ssim: SsimConfig, data: PreparedDataset, splits: dict[str, Batch],
+def _ssim(cfg: DictConfig, ssim: SsimConfig, data: PreparedDataset, splits: dict[str, Batch | ParquetStreamLoader],
           settings: TrainSettings, build, model: MultiScenarioModel, tracker: Tracker, job: JobInfo) -> Outcome:
     """SSIM search or retrain (K towers trained jointly)."""
     if ssim.phase not in SSIM_PHASES:
         raise UserError(f"ssim.phase={ssim.phase} is not known: use one of {', '.join(SSIM_PHASES)}")
+    if not isinstance(splits["train"], Batch):
+        raise UserError(f"ssim={ssim.phase} scores every train row in memory: set trainer.in_memory=true")
     if cfg.regime.training != "joint" or cfg.regime.towers != "per_scenario":
         raise UserError(f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt "
                         f"(not regime={cfg.regime.name})")

@@ -100,7 +100,7 @@ def _train_epoch(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.op
     """One pass over the training batches: (mean loss, rows seen, seconds)."""
     model.train()
     total = min(len(loader), limit_batches) if limit_batches else len(loader)
-    loss_sum = torch.zeros((), device=loader.data.label.device)
+    loss_sum = torch.zeros((), device=loader.device)
     rows = 0
     started = time.perf_counter()
     with _progress(show_progress) as bar:

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ssimctr.data.loaders import Batch, InMemoryLoader
+from ssimctr.data.loaders import Batch, InMemoryLoader, ParquetStreamLoader
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train.loop import FitResult, Validator, evaluate, fit, make_optimizer, predict, validator
@@ -64,7 +64,8 @@ class Outcome:
         return sum(f.train_rows for f in self.fits) / seconds if seconds else float("nan")
 
 
-def train_jointly(model: MultiScenarioModel, gate: float, splits: dict[str, Batch], names: Sequence[str],
+def train_jointly(model: MultiScenarioModel, gate: float, splits: dict[str, Batch | ParquetStreamLoader],
+                  names: Sequence[str],
                   settings: TrainSettings, log: Logger, prefix: str = "") -> Outcome:
     """One model on all rows with a fixed sharing gate; metrics over all scenarios."""
     history = _fit(model, gate, splits["train"], validator(_loader(splits["val"], settings), names), settings,
@@ -77,12 +78,14 @@ def train_jointly(model: MultiScenarioModel, gate: float, splits: dict[str, Batc
 def train_separately(build: Callable[[], MultiScenarioModel], splits: dict[str, Batch], names: Sequence[str],
                      settings: TrainSettings, log: Logger) -> Outcome:
     """ST: a fresh model per scenario, trained on that scenario's rows only."""
+    _require_in_memory(splits, "st")
     return _per_scenario(lambda _: build(), splits, names, settings, log, "st", settings.lr)
 
 
 def train_then_finetune(model: MultiScenarioModel, splits: dict[str, Batch], names: Sequence[str],
                         settings: TrainSettings, log: Logger, finetune_lr: float | None) -> Outcome:
     """Finetune: pre-train on all rows (logged as pretrain/*), then fine-tune a copy per scenario."""
+    _require_in_memory(splits, "finetune")
     pretrain = train_jointly(model, 0.0, splits, names, settings, log, prefix="pretrain/")
     outcome = _per_scenario(lambda _: copy.deepcopy(model), splits, names, settings, log, "finetune",
                             finetune_lr or settings.lr)
@@ -116,6 +119,11 @@ def _per_scenario(model_for: Callable[[int], MultiScenarioModel], splits: dict[s
     return Outcome(val, test, fits)
 
 
+def _require_in_memory(splits: dict, regime: str) -> None:
+    if not isinstance(splits["train"], Batch):
+        raise UserError(f"regime={regime} selects each scenario's rows in memory: set trainer.in_memory=true")
+
+
 def _one_scenario_validator(loader: InMemoryLoader, name: str) -> Validator:
     """Validation of a model that serves one scenario: its metrics also fill the mean and overall keys."""
     def validate(model: MultiScenarioModel) -> dict[str, float]:
@@ -124,10 +132,11 @@ def _one_scenario_validator(loader: InMemoryLoader, name: str) -> Validator:
     return validate
 
 
-def _fit(model: MultiScenarioModel, gate: float, train: Batch, validate: Validator, settings: TrainSettings,
-         log: Logger, lr: float) -> FitResult:
+def _fit(model: MultiScenarioModel, gate: float, train: Batch | ParquetStreamLoader, validate: Validator,
+         settings: TrainSettings, log: Logger, lr: float) -> FitResult:
     optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay)
-    loader = InMemoryLoader(train, settings.batch_size, shuffle=True, seed=settings.seed)
+    loader = InMemoryLoader(train, settings.batch_size, shuffle=True, seed=settings.seed) \
+        if isinstance(train, Batch) else train
     return fit(model, FixedSharing(gate), optimizer, loader, validate, epochs=settings.epochs, monitor=settings.monitor,
                mode=settings.mode, patience=settings.patience, limit_batches=settings.limit_batches,
                progress=settings.progress, on_epoch_end=lambda epoch, metrics: log(metrics, epoch))

@@ -80,3 +80,16 @@ def test_user_error_ends_the_run_failed_with_the_message(tmp_path):
 def test_unknown_monitor_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="trainer.monitor"):
         run_job(job_config(tmp_path, "tracking=none", "trainer.monitor=val/auc/nope"), tmp_path)
+
+
+def test_streaming_training_matches_in_memory_training(tmp_path):
+    in_memory = run_job(job_config(tmp_path, "tracking=none", "trainer.epochs=2"), tmp_path)
+    streamed = run_job(job_config(tmp_path, "tracking=none", "trainer.epochs=2", "trainer.in_memory=false",
+                                  "trainer.stream_buffer_rows=4000"), tmp_path)
+    assert streamed["test/auc/mean"] == pytest.approx(in_memory["test/auc/mean"], abs=0.03)
+    assert streamed["test/auc/mean"] > 0.55
+
+
+def test_per_scenario_regimes_need_the_train_split_in_memory(tmp_path):
+    with pytest.raises(UserError, match="trainer.in_memory=true"):
+        run_job(job_config(tmp_path, "tracking=none", "regime=st", "trainer.in_memory=false"), tmp_path)
