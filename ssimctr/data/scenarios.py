@@ -61,9 +61,14 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
 
 
 def _lookup(column: str, index_of: dict, names: list[str], drop_reason: str) -> ScenarioAssignment:
-    keys = pl.Series(list(index_of.keys()))
-    expression = pl.col(column).replace_strict(keys, pl.Series(list(index_of.values()), dtype=pl.Int32),
-                                               default=None, return_dtype=pl.Int32)
+    """value -> scenario index (null for values not in `index_of`), as one `is_in` test per scenario:
+    elementwise, so the streaming engine keeps it streaming (replace_strict would not)."""
+    values_of: dict[int, list] = {}
+    for value, index in index_of.items():
+        values_of.setdefault(index, []).append(value)
+    expression = pl.lit(None, dtype=pl.Int32)
+    for index in sorted(values_of, reverse=True):
+        expression = pl.when(pl.col(column).is_in(values_of[index])).then(pl.lit(index, pl.Int32)).otherwise(expression)
     return ScenarioAssignment(expression, names, drop_reason)
 
 

@@ -30,10 +30,17 @@ def fit_vocabularies(train: pl.LazyFrame, columns: list[str], min_freq: int) -> 
 
 
 def encode(frame: pl.LazyFrame, vocabularies: dict[str, pl.DataFrame]) -> pl.LazyFrame:
-    """Replace each vocabulary column's values by their index (Int32, 0 = OOV or missing)."""
-    return frame.with_columns(
-        pl.col(column).replace_strict(vocab["value"], vocab["index"], default=0, return_dtype=pl.Int32)
-        for column, vocab in vocabularies.items())
+    """Replace each vocabulary column's values by their index (Int32, 0 = OOV or missing).
+
+    One left join per column (row order kept): joins stream, a value-replacement map would not.
+    """
+    for column, vocab in vocabularies.items():
+        index = f"__index_{column}"
+        table = vocab.lazy().select(pl.col("value").cast(frame.collect_schema()[column]).alias(column),
+                                    pl.col("index").alias(index))
+        frame = (frame.join(table, on=column, how="left", maintain_order="left", nulls_equal=False)
+                 .with_columns(pl.col(index).fill_null(0).alias(column)).drop(index))
+    return frame
 
 
 def fit_numeric(train: pl.LazyFrame, columns: list[str]) -> list[NumericField]:
