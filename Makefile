@@ -32,7 +32,7 @@ bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cos
 	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
 
 bench-scale: $(STAMP)  ## preparation of 5M, 10M and 20M-row CSV files: wall time, rows/s, peak RSS
-	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/scale.py --train
 
 clean:  ## remove outputs (runs, MLflow store, data cache); keeps .venv
 	rm -rf outputs multirun mlruns .pytest_cache
