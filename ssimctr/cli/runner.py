@@ -70,8 +70,10 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     (job.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     tracker.log_artifact(job.output_dir / "config.yaml")
 
-    data = prepare(OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.scenario),
-                   OmegaConf.to_object(cfg.split), Path(cfg.paths.cache))
+    with console.status("preparing data") as status:
+        data = prepare(OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.scenario),
+                       OmegaConf.to_object(cfg.split), Path(cfg.paths.cache),
+                       progress=lambda message: (console.print(f"  {message}"), status.update(message)))
     _describe(console, data)
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")

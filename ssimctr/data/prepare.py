@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
@@ -60,8 +61,10 @@ class PreparedDataset:
         return self.path / f"{split}.parquet"
 
 
-def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, cache_root: Path) -> PreparedDataset:
-    """Prepare `dataset` (or reuse the cached preparation of the same config and input)."""
+def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, cache_root: Path,
+            progress: Callable[[str], None] = lambda message: None) -> PreparedDataset:
+    """Prepare `dataset` (or reuse the cached preparation of the same config and input);
+    `progress` receives one line per stage (rows read, dropped by reason, rows written)."""
     source = load_source(dataset, split)
     key = cache_key(dataset, scenario, split, source.fingerprint)
     target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
@@ -72,7 +75,12 @@ def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "vocab").mkdir(parents=True)
     try:
-        manifest = _build(source, dataset, scenario, split, staging)
+        try:
+            manifest = _build(source, dataset, scenario, split, staging, progress)
+        except pl.exceptions.PolarsError as error:
+            detail = str(error).strip().splitlines()[0]
+            raise UserError(f"reading {source.origin} failed: {detail}. Check the file's separator "
+                            "(dataset.separator), header and column values") from None
         manifest.update(cache_key=key, seconds=round(time.perf_counter() - started, 3))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         if target.exists():
@@ -95,7 +103,8 @@ def cache_key(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConf
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, out: Path) -> dict:
+def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, out: Path,
+           progress: Callable[[str], None]) -> dict:
     roles = feature_roles(dataset)
     frame = source.load()
     check_columns(frame.collect_schema(), dataset, source.origin)
@@ -120,13 +129,16 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
                   (assignment.drop_reason, pl.col("scenario").is_null())]
     if split.kind == "time" and dataset.time:
         drop_rules.append(("time_missing", pl.col("ts").is_null()))
+    progress(f"reading {source.origin}")
     dropped, frame = _drop_counted(frame, drop_rules)
     frame = frame.drop("_scenario_null")
     frame = frame.with_columns(split_expression(frame, split, has_time=bool(dataset.time)).alias(SPLIT_COLUMN))
     staged = out / "staged.parquet"  # one streaming pass over the source; every later pass reads this
     frame.sink_parquet(staged)
     table = pl.scan_parquet(staged)
-    _check_splits(table, split, source.origin)
+    read = _check_splits(table, split, source.origin) + sum(dropped.values())
+    progress(f"{read:,} rows read, {read - sum(dropped.values()):,} kept"
+             + (f", dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())}" if dropped else ""))
 
     train = table.filter(pl.col(SPLIT_COLUMN) == 0)
     vocabularies = fit_vocabularies(train, roles["categorical"], dataset.min_freq)
@@ -137,6 +149,7 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
     keep = [c for c in encoded.collect_schema().names() if c not in (SPLIT_COLUMN, "_oracle")]
     for index, name in enumerate(SPLITS):
         encoded.filter(pl.col(SPLIT_COLUMN) == index).select(keep).sink_parquet(out / f"{name}.parquet")
+        progress(f"{name} written: {pl.scan_parquet(out / f'{name}.parquet').select(pl.len()).collect().item():,} rows")
 
     feature_map = FeatureMap(
         categorical=tuple(CategoricalField(c, vocabularies[c].height + 1) for c in roles["categorical"]),
@@ -165,8 +178,8 @@ def _drop_counted(frame: pl.LazyFrame, rules: list[tuple[str, pl.Expr]]) -> tupl
     return counts, frame.filter(~earlier)
 
 
-def _check_splits(table: pl.LazyFrame, split: SplitConfig, origin: str) -> None:
-    """Every split has rows, or a clear error naming the empty one and the fix."""
+def _check_splits(table: pl.LazyFrame, split: SplitConfig, origin: str) -> int:
+    """Every split has rows, or a clear error naming the empty one and the fix; returns the row count."""
     sizes = table.group_by(SPLIT_COLUMN).agg(pl.len()).collect()
     present = dict(zip(sizes[SPLIT_COLUMN].to_list(), sizes["len"].to_list()))
     total = sum(present.values())
@@ -178,6 +191,7 @@ def _check_splits(table: pl.LazyFrame, split: SplitConfig, origin: str) -> None:
                    "given": f"check dataset.{'path' if index == 0 else name + '_path'}"}[split.kind]
             raise UserError(f"split={split.kind} leaves the {name} split empty (0 of {total} rows in "
                             f"{origin}): {fix}")
+    return total
 
 
 def _manifest(out: Path, feature_map: FeatureMap, dropped: dict, source, dataset: DatasetConfig,

@@ -227,3 +227,20 @@ def test_parquet_input_reports_the_same_errors(tmp_path):
     message = _error(tmp_path, path=str(path), numeric=[], time=None, split=SplitConfig(kind="random"))
     _has(message, "not 0/1", "data.parquet", "label_threshold")
     assert re.search(r"values: 0, 1, 2", message)
+
+
+def test_malformed_lines_are_one_clear_error(tmp_path):
+    path = tmp_path / "broken.csv"
+    path.write_text("click,domain,user\n1,a,u1\n0,b,u2,extra,fields\n1,a\n")
+    dataset = DatasetConfig(name="t", path=str(path), label="click", scenario="domain", categorical=["user"])
+    with pytest.raises(UserError, match="broken.csv") as error:
+        prepare(dataset, ScenarioConfig(column="domain"), SplitConfig(kind="random"), tmp_path / "cache")
+    assert "separator" in str(error.value)
+
+
+def test_an_empty_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    dataset = DatasetConfig(name="t", path=str(path), label="click", scenario="domain")
+    with pytest.raises(UserError, match="empty.csv"):
+        prepare(dataset, ScenarioConfig(column="domain"), SplitConfig(kind="random"), tmp_path / "cache")
