@@ -18,8 +18,9 @@ class SharedBottomConfig(BackboneConfig):
 
 
 @dataclass
-class MMoEConfig(BackboneConfig):
-    num_experts: int = 4
+class GatedExpertsConfig(BackboneConfig):
+    """What MMoE and PLE share: expert and tower sizes, gate bias, dropout, batch norm."""
+
     expert: list[int] = field(default_factory=lambda: [256, 128])
     tower: list[int] = field(default_factory=lambda: [64])
     gate_bias: bool = False
@@ -28,15 +29,15 @@ class MMoEConfig(BackboneConfig):
 
 
 @dataclass
-class PLEConfig(BackboneConfig):
+class MMoEConfig(GatedExpertsConfig):
+    num_experts: int = 4
+
+
+@dataclass
+class PLEConfig(GatedExpertsConfig):
     num_levels: int = 1
     specific_experts: int = 2
     shared_experts: int = 1
-    expert: list[int] = field(default_factory=lambda: [256, 128])
-    tower: list[int] = field(default_factory=lambda: [64])
-    gate_bias: bool = False
-    dropout: float = 0.0
-    batch_norm: bool = False
 
 
 @dataclass
