@@ -13,6 +13,7 @@ from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig
 from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.models.backbones.dnn import DNN
+from ssimctr.models.msr.star import STAR
 from ssimctr.ssim import artifacts, phases
 from ssimctr.ssim.gates import RetrainLoss, SearchLoss, batch_top_ratio
 from ssimctr.ssim.selector import FrozenSelector, Selector, hard_gate, temperature, top_ratio_gate
@@ -186,12 +187,13 @@ def test_retrain_never_updates_the_frozen_selector(prepared, tmp_path):
 
 
 def test_a_saved_selection_retrains_a_different_model_globally(tmp_path, prepared_synthetic):
-    from ssimctr.models.msr.star import STAR
-
     folder = tmp_path / "ssim"
     run_search(prepared_synthetic, folder)
     names = prepared_synthetic.feature_map.scenario_names
-    build = lambda: STAR(feature_map=prepared_synthetic.feature_map, num_towers=3, scenario_feature=True)  # noqa: E731
+
+    def build() -> STAR:
+        return STAR(feature_map=prepared_synthetic.feature_map, num_towers=3, scenario_feature=True)
+
     outcome, info = phases.retrain(build, load_splits(prepared_synthetic, "cpu"), prepared_synthetic.feature_map,
                                    SETTINGS, SsimConfig(phase="retrain", selection="global", **SMALL_SSIM),
                                    lambda m, s: None, folder, prepared_synthetic.manifest["cache_key"])
