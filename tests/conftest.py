@@ -16,6 +16,7 @@ from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing, sharing_loss
 
 REPO = Path(__file__).resolve().parents[1]
+SPLITS = ("train", "val", "test")
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
@@ -57,6 +58,30 @@ def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
 @pytest.fixture
 def tiny_batch(tiny_feature_map) -> Batch:
     return make_batch(tiny_feature_map)
+
+
+def scenario_totals(data: PreparedDataset) -> dict[str, tuple[int, int]]:
+    """(rows, positives) per scenario, summed over the three splits of the manifest."""
+    splits = data.manifest["splits"]
+    return {name: (sum(splits[s]["scenarios"][name]["rows"] for s in SPLITS),
+                   sum(splits[s]["scenarios"][name]["positives"] for s in SPLITS))
+            for name in data.feature_map.scenario_names}
+
+
+def per_split_counts(data: PreparedDataset) -> dict[str, dict[str, tuple[int, int]]]:
+    """(rows, positives) per split and scenario, as the manifest records them."""
+    return {s: {name: (v["rows"], v["positives"]) for name, v in data.manifest["splits"][s]["scenarios"].items()}
+            for s in SPLITS}
+
+
+def assert_single_tower_broadcasts(model, feature_map: FeatureMap, rows: int = 16) -> None:
+    """A one-tower model gives the same logit for every scenario and trains every parameter."""
+    batch = make_batch(feature_map, rows=rows)
+    towers = model.towers(batch)
+    assert towers.shape == (rows, feature_map.num_scenarios)
+    torch.testing.assert_close(towers, towers[:, :1].expand(-1, feature_map.num_scenarios))
+    sharing_loss(towers, batch.label, batch.scenario, 0.0).backward()
+    assert all(p.grad is not None for p in model.parameters())
 
 
 def one_scenario_batch(feature_map: FeatureMap, scenario: int, rows: int = 32) -> Batch:

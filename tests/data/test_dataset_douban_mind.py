@@ -6,13 +6,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, scenario_totals
 from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
 
-SPLITS = ("train", "val", "test")
 DOUBAN = SHARED_DATA / "douban" / "douban_sample.csv"
 MIND = SHARED_DATA / "mind" / "mind_sample.csv"
 
@@ -23,20 +22,13 @@ def _compose(*overrides: str):
     return OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.scenario), OmegaConf.to_object(cfg.split)
 
 
-def _totals(data) -> dict[str, tuple[int, int]]:
-    splits = data.manifest["splits"]
-    return {name: (sum(splits[s]["scenarios"][name]["rows"] for s in SPLITS),
-                   sum(splits[s]["scenarios"][name]["positives"] for s in SPLITS))
-            for name in data.feature_map.scenario_names}
-
-
 @pytest.mark.skipif(not DOUBAN.is_file(), reason=f"the shared Douban sample is not here ({DOUBAN})")
 def test_douban_preset_three_domains(tmp_path):
     dataset, scenario, split = _compose("dataset=douban", f"dataset.path={DOUBAN}", "split=random")
     assert type(dataset) is DatasetConfig and dataset.time is None
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("book", "movie", "music")
-    assert _totals(data) == {"movie": (2299, 1415), "book": (364, 259), "music": (337, 262)}
+    assert scenario_totals(data) == {"movie": (2299, 1415), "book": (364, 259), "music": (337, 262)}
     assert data.manifest["dropped"] == {}
     assert [f.name for f in data.feature_map.categorical] == ["user_id", "item_id", "living_place"]
     assert data.manifest["splits"]["train"]["rows"] / 3000 == pytest.approx(0.8, abs=0.03)
@@ -58,7 +50,7 @@ def test_mind_preset_four_categories(tmp_path):
     dataset, scenario, split = _compose("dataset=mind", f"dataset.path={MIND}", "split=random")
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("finance", "lifestyle", "news", "sports")
-    assert _totals(data) == {"news": (3742, 163), "lifestyle": (1565, 60), "sports": (1428, 84),
+    assert scenario_totals(data) == {"news": (3742, 163), "lifestyle": (1565, 60), "sports": (1428, 84),
                              "finance": (1265, 56)}
     assert data.manifest["dropped"] == {}
     assert [f.name for f in data.feature_map.categorical] == ["User_ID", "News_ID", "SubCategory"]

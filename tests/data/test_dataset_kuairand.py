@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, scenario_totals
 from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.config.datasets_public import KuaiRandConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
@@ -91,13 +91,6 @@ def _prepare(tmp_path, scenario: ScenarioConfig, split: SplitConfig, **options):
     return data, {s: pl.read_parquet(data.split_path(s)) for s in SPLITS}
 
 
-def _totals(data) -> dict[str, tuple[int, int]]:
-    splits = data.manifest["splits"]
-    return {name: (sum(splits[s]["scenarios"][name]["rows"] for s in SPLITS),
-                   sum(splits[s]["scenarios"][name]["positives"] for s in SPLITS))
-            for name in data.feature_map.scenario_names}
-
-
 def _per_split(data) -> dict[str, dict[str, tuple[int, int]]]:
     return {s: {name: (v["rows"], v["positives"]) for name, v in data.manifest["splits"][s]["scenarios"].items()
                 if v["rows"]} for s in SPLITS}
@@ -108,7 +101,7 @@ def test_raw_logs_joined_with_features_and_split_by_time(tmp_path):
     data, parts = _prepare(tmp_path, ScenarioConfig(column="tab"),
                            SplitConfig(kind="time", cutoffs=[str(seconds(20)), str(seconds(25))]))
     assert data.feature_map.scenario_names == ("0", "1", "2", "3", "4", "6")
-    assert _totals(data) == PER_TAB
+    assert scenario_totals(data) == PER_TAB
     assert data.manifest["dropped"] == {}
     # train: days 0-19 (18 rows), val: days 20-24 (3 rows), test: days 26 and 28 (2 rows)
     assert _per_split(data) == {
@@ -129,7 +122,7 @@ def test_raw_logs_joined_with_features_and_split_by_time(tmp_path):
 def test_random_log_is_added_on_request(tmp_path):
     write_release(tmp_path / "data")
     data, _ = _prepare(tmp_path, ScenarioConfig(column="tab"), SplitConfig(kind="random"), include_random=True)
-    assert _totals(data) == {**PER_TAB, "0": (6, 2), "1": (9, 4)}
+    assert scenario_totals(data) == {**PER_TAB, "0": (6, 2), "1": (9, 4)}
 
 
 @pytest.mark.parametrize("scenario, expected, dropped", [
@@ -143,7 +136,7 @@ def test_random_log_is_added_on_request(tmp_path):
 def test_scenario_wise_rec_five_tabs(tmp_path, scenario, expected, dropped):
     write_release(tmp_path / "data")
     data, _ = _prepare(tmp_path, scenario, SplitConfig(kind="random"))
-    assert _totals(data) == expected
+    assert scenario_totals(data) == expected
     assert data.manifest["dropped"] == dropped
 
 
@@ -190,8 +183,8 @@ def test_the_joined_layout_with_a_truncated_column_name(tmp_path):
     data, _ = _prepare(tmp_path, ScenarioConfig(column="tab"), SplitConfig(kind="random"), layout="joined",
                        path=str(tmp_path / "joined.csv"), time=None)
     assert data.feature_map.scenario_names == ("0", "1")
-    assert sum(rows for rows, _ in _totals(data).values()) == 200
-    assert sum(clicks for _, clicks in _totals(data).values()) == 32
+    assert sum(rows for rows, _ in scenario_totals(data).values()) == 200
+    assert sum(clicks for _, clicks in scenario_totals(data).values()) == 32
     assert "server_height" in [f.name for f in data.feature_map.numeric]
 
 

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, scenario_totals
 from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.config.datasets_public import MovieLensConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
@@ -51,19 +51,12 @@ def _prepare(tmp_path, scenario: ScenarioConfig, split: SplitConfig, **options):
     return data, {s: pl.read_parquet(data.split_path(s)) for s in SPLITS}
 
 
-def _totals(data) -> dict[str, tuple[int, int]]:
-    splits = data.manifest["splits"]
-    return {name: (sum(splits[s]["scenarios"][name]["rows"] for s in SPLITS),
-                   sum(splits[s]["scenarios"][name]["positives"] for s in SPLITS))
-            for name in data.feature_map.scenario_names}
-
-
 def test_latin1_dat_files_by_age_group_with_a_time_split(tmp_path):
     assert b"\xe9" in write_ml1m(tmp_path / "ml-1m").joinpath("movies.dat").read_bytes()  # é in Latin-1
     cutoffs = [str(T0 + 13_000), str(T0 + 15_000)]  # val = ratings 13-14, test = ratings 15-16
     data, parts = _prepare(tmp_path, ScenarioConfig(column="age_group"), SplitConfig(kind="time", cutoffs=cutoffs))
     assert data.feature_map.scenario_names == ("25-34", "35plus", "under25")
-    assert _totals(data) == AGE_GROUPS
+    assert scenario_totals(data) == AGE_GROUPS
     assert [data.manifest["splits"][s]["rows"] for s in SPLITS] == [12, 2, 2]
     assert [data.manifest["splits"][s]["positives"] for s in SPLITS] == [7, 1, 1]  # rating >= 4
     assert data.manifest["dropped"] == {}
@@ -80,7 +73,7 @@ def test_latin1_dat_files_by_age_group_with_a_time_split(tmp_path):
 def test_utf8_movies_file_reads_the_same(tmp_path):
     write_ml1m(tmp_path / "ml-1m", encoding="utf-8")
     data, parts = _prepare(tmp_path, ScenarioConfig(column="gender"), SplitConfig(kind="random"))
-    assert _totals(data) == {"F": (4, 2), "M": (12, 7)}
+    assert scenario_totals(data) == {"F": (4, 2), "M": (12, 7)}
     titles = pl.concat(parts.values())["title"].to_list()
     assert "Misérables, Les (1995)" in titles
 
@@ -90,7 +83,7 @@ def test_age_groups_as_a_mapping_on_age_give_the_same_domains(tmp_path):
     mapping = {1: "under25", 18: "under25", 25: "25-34", 35: "35plus", 45: "35plus", 50: "35plus", 56: "35plus"}
     data, _ = _prepare(tmp_path, ScenarioConfig(kind="mapping", column="age", mapping=mapping),
                        SplitConfig(kind="random"))
-    assert _totals(data) == AGE_GROUPS
+    assert scenario_totals(data) == AGE_GROUPS
 
 
 SAMPLE = SHARED_DATA / "movielens" / "movielens_sample.txt"
@@ -109,7 +102,7 @@ def test_sample_by_age_group_through_the_yaml_preset(tmp_path):
     assert isinstance(dataset, MovieLensConfig) and dataset.label_threshold == 4
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     # PROVENANCE: age 1: 6 (5) | 18: 36 (14) | 25: 72 (41) | 35: 36 (24) | 45: 13 (5) | 50: 25 (17) | 56: 12 (7)
-    assert _totals(data) == {"under25": (6 + 36, 5 + 14), "25-34": (72, 41),
+    assert scenario_totals(data) == {"under25": (6 + 36, 5 + 14), "25-34": (72, 41),
                              "35plus": (36 + 13 + 25 + 12, 24 + 5 + 17 + 7)}
     assert data.manifest["dropped"] == {}
 
@@ -121,8 +114,8 @@ def test_sample_by_gender_with_the_documented_override(tmp_path):
                                         "dataset.categorical=[user_id,movie_id,occupation,zip,genre]")
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("F", "M")
-    assert _totals(data) == {"F": (46, 25), "M": (154, 88)}
-    assert sum(p for _, p in _totals(data).values()) == 113
+    assert scenario_totals(data) == {"F": (46, 25), "M": (154, 88)}
+    assert sum(p for _, p in scenario_totals(data).values()) == 113
 
 
 @needs_sample
@@ -131,7 +124,7 @@ def test_sample_with_the_documented_mapping_override(tmp_path):
         "dataset.layout=csv", f"dataset.path={SAMPLE}", "split=time", "scenario=mapping", "scenario.column=age",
         "scenario.mapping={1: young, 18: young, 25: adult, 35: adult, 45: senior, 50: senior, 56: senior}")
     data = prepare(dataset, scenario, split, tmp_path / "cache")
-    assert _totals(data) == {"young": (42, 19), "adult": (108, 65), "senior": (50, 29)}
+    assert scenario_totals(data) == {"young": (42, 19), "adult": (108, 65), "senior": (50, 29)}
 
 
 def _error(tmp_path, **options) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, per_split_counts, scenario_totals
 from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
@@ -20,19 +20,6 @@ def _prepare(tmp_path, spec: ScenarioConfig, split: SplitConfig, **dataset):
     data = prepare(DatasetConfig(**dataset), spec, split, tmp_path / "cache")
     parts = {s: pl.read_parquet(data.split_path(s)) for s in SPLITS}
     return data, parts
-
-
-def _totals(data) -> dict[str, tuple[int, int]]:
-    """(rows, positives) per scenario, summed over the three splits of the manifest."""
-    splits = data.manifest["splits"]
-    return {name: (sum(splits[s]["scenarios"][name]["rows"] for s in SPLITS),
-                   sum(splits[s]["scenarios"][name]["positives"] for s in SPLITS))
-            for name in data.feature_map.scenario_names}
-
-
-def _per_split(data) -> dict[str, dict[str, tuple[int, int]]]:
-    return {s: {name: (v["rows"], v["positives"]) for name, v in data.manifest["splits"][s]["scenarios"].items()}
-            for s in SPLITS}
 
 
 def _check_consistent(data, parts, total_rows: int) -> None:
@@ -52,7 +39,7 @@ def test_douban_three_domains(tmp_path):
                            name="douban", path=str(SHARED_DATA / "douban" / "douban_sample.csv"), label="rating",
                            scenario="domain", categorical=["user_id", "item_id", "living_place"])
     assert data.feature_map.scenario_names == ("book", "movie", "music")
-    assert _totals(data) == {"movie": (2299, 1415), "book": (364, 259), "music": (337, 262)}
+    assert scenario_totals(data) == {"movie": (2299, 1415), "book": (364, 259), "music": (337, 262)}
     _check_consistent(data, parts, 3000)
     assert parts["train"].height / 3000 == pytest.approx(0.8, abs=0.03)
     # living_place is Chinese text: a real vocabulary, not one OOV bucket
@@ -64,7 +51,7 @@ def test_douban_time_split_on_the_join_date(tmp_path):
                            name="douban", path=str(SHARED_DATA / "douban" / "douban_sample.csv"), label="rating",
                            scenario="domain", categorical=["user_id", "item_id"], time="join_time")
     assert parts["train"]["ts"].max() < parts["val"]["ts"].min() <= parts["val"]["ts"].max() < parts["test"]["ts"].min()
-    assert _totals(data) == {"movie": (2299, 1415), "book": (364, 259), "music": (337, 262)}
+    assert scenario_totals(data) == {"movie": (2299, 1415), "book": (364, 259), "music": (337, 262)}
     _check_consistent(data, parts, 3000)
 
 
@@ -73,7 +60,7 @@ def test_mind_four_categories(tmp_path):
                            name="mind", path=str(SHARED_DATA / "mind" / "mind_sample.csv"), label="label",
                            scenario="Category", categorical=["User_ID", "News_ID", "SubCategory"])
     assert data.feature_map.scenario_names == ("finance", "lifestyle", "news", "sports")
-    assert _totals(data) == {"news": (3742, 163), "lifestyle": (1565, 60), "sports": (1428, 84), "finance": (1265, 56)}
+    assert scenario_totals(data) == {"news": (3742, 163), "lifestyle": (1565, 60), "sports": (1428, 84), "finance": (1265, 56)}
     _check_consistent(data, parts, 8000)
 
 
@@ -85,8 +72,8 @@ def test_movielens_by_gender_with_binarized_rating(tmp_path):
     data, parts = _prepare(tmp_path, ScenarioConfig(column="gender"), SplitConfig(kind="random"),
                            scenario="gender", **MOVIELENS)
     assert data.feature_map.scenario_names == ("F", "M")
-    assert _totals(data) == {"F": (46, 25), "M": (154, 88)}
-    assert sum(p for _, p in _totals(data).values()) == 113
+    assert scenario_totals(data) == {"F": (46, 25), "M": (154, 88)}
+    assert sum(p for _, p in scenario_totals(data).values()) == 113
     _check_consistent(data, parts, 200)
 
 
@@ -95,7 +82,7 @@ def test_movielens_by_age_bins(tmp_path):
                            SplitConfig(kind="time"), scenario="age", **MOVIELENS)
     assert data.feature_map.scenario_names == ("lt18", "18-35", "35-50", "ge50")
     # PROVENANCE: age 1: 6 (5) | 18: 36 (14) | 25: 72 (41) | 35: 36 (24) | 45: 13 (5) | 50: 25 (17) | 56: 12 (7)
-    assert _totals(data) == {"lt18": (6, 5), "18-35": (108, 55), "35-50": (49, 29), "ge50": (37, 24)}
+    assert scenario_totals(data) == {"lt18": (6, 5), "18-35": (108, 55), "35-50": (49, 29), "ge50": (37, 24)}
     _check_consistent(data, parts, 200)
     assert parts["train"]["ts"].max() < parts["val"]["ts"].min()
 
@@ -103,7 +90,7 @@ def test_movielens_by_age_bins(tmp_path):
 def test_movielens_age_bins_with_names(tmp_path):
     data, _ = _prepare(tmp_path, ScenarioConfig(kind="bins", column="age", bins=[25, 45], names=["young", "mid", "old"]),
                        SplitConfig(kind="random"), scenario="age", **MOVIELENS)
-    assert _totals(data) == {"young": (42, 19), "mid": (108, 65), "old": (50, 29)}
+    assert scenario_totals(data) == {"young": (42, 19), "mid": (108, 65), "old": (50, 29)}
 
 
 TAOBAO = SHARED_DATA / "taobao-alimama"
@@ -117,8 +104,8 @@ def test_taobao_alimama_given_split_two_slots(tmp_path):
                            time="time_stamp")
     assert data.feature_map.scenario_names == ("430539_1007", "430548_1007")
     per_file = {"430548_1007": (70, 2), "430539_1007": (30, 2)}
-    assert _per_split(data) == {"train": per_file, "val": per_file, "test": per_file}
-    assert _totals(data) == {"430548_1007": (210, 6), "430539_1007": (90, 6)}
+    assert per_split_counts(data) == {"train": per_file, "val": per_file, "test": per_file}
+    assert scenario_totals(data) == {"430548_1007": (210, 6), "430539_1007": (90, 6)}
     _check_consistent(data, parts, 300)
     assert [p.height for p in parts.values()] == [100, 100, 100]
     # val and test are byte-identical files: same rows, same encoding
@@ -139,10 +126,10 @@ def test_ali_ccp_scenario_wise_rec_given_split_three_scenarios(tmp_path):
                            label="click", scenario="301", categorical=["101", "121", "205", "206", "216"],
                            numeric=["D509", "D702"])
     assert data.feature_map.scenario_names == ("1", "2", "3")
-    assert _per_split(data) == {"train": {"1": (69, 6), "2": (19, 1), "3": (12, 0)},
+    assert per_split_counts(data) == {"train": {"1": (69, 6), "2": (19, 1), "3": (12, 0)},
                                 "val": {"1": (38, 2), "2": (7, 1), "3": (5, 0)},
                                 "test": {"1": (39, 3), "2": (6, 2), "3": (5, 1)}}
-    assert _totals(data) == {"1": (146, 11), "2": (32, 4), "3": (22, 1)}
+    assert scenario_totals(data) == {"1": (146, 11), "2": (32, 4), "3": (22, 1)}
     _check_consistent(data, parts, 200)
 
 
@@ -151,7 +138,7 @@ def test_ali_ccp_purchase_label_per_scenario(tmp_path):
                        name="aliccp", path=str(ALI / "ali_ccp_train_sample.csv"),
                        val_path=str(ALI / "ali_ccp_val_sample.csv"), test_path=str(ALI / "ali_ccp_test_sample.csv"),
                        label="purchase", scenario="301", categorical=["101", "205"])
-    assert {s: {k: v[1] for k, v in per.items()} for s, per in _per_split(data).items()} == {
+    assert {s: {k: v[1] for k, v in per.items()} for s, per in per_split_counts(data).items()} == {
         "train": {"1": 1, "2": 0, "3": 0}, "val": {"1": 0, "2": 1, "3": 0}, "test": {"1": 1, "2": 0, "3": 0}}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_tower_contract, make_batch, one_scenario_batch, train_briefly
+from conftest import assert_single_tower_broadcasts, assert_tower_contract, one_scenario_batch, train_briefly
 from ssimctr.errors import UserError
 from ssimctr.models.backbones.dcn import DCN
 from ssimctr.models.backbones.dcnv2 import DCNv2
@@ -73,13 +73,7 @@ def test_learns(case, embedding_dim, prepared_synthetic):
 @pytest.mark.parametrize("case", CASES)
 def test_single_tower_broadcasts(case, tiny_feature_map):
     torch.manual_seed(0)
-    model = build(case, tiny_feature_map, 1)
-    batch = make_batch(tiny_feature_map, rows=16)
-    towers = model.towers(batch)
-    assert towers.shape == (16, 3)
-    torch.testing.assert_close(towers, towers[:, :1].expand(-1, 3))
-    sharing_loss(towers, batch.label, batch.scenario, 0.0).backward()
-    assert all(p.grad is not None for p in model.parameters())
+    assert_single_tower_broadcasts(build(case, tiny_feature_map, 1), tiny_feature_map)
 
 
 def test_dcnv2_rejects_bad_options(tiny_feature_map):

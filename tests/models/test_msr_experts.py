@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_tower_contract, make_batch, one_scenario_batch, train_briefly
+from conftest import (assert_single_tower_broadcasts, assert_tower_contract, make_batch, one_scenario_batch,
+                      train_briefly)
 from ssimctr.models.layers import CGCLevel, Experts, Gates, GroupedTowers, mix
 from ssimctr.models.msr.hmoe import HMoE
 from ssimctr.models.msr.mmoe import MMoE
@@ -71,13 +72,7 @@ def test_learns(case, prepared_synthetic):
 
 @pytest.mark.parametrize("case", CASES)
 def test_single_tower_broadcasts(case, tiny_feature_map):
-    model = build(case, tiny_feature_map, 1)
-    batch = make_batch(tiny_feature_map, rows=16)
-    towers = model.towers(batch)
-    assert towers.shape == (16, 3)
-    torch.testing.assert_close(towers, towers[:, :1].expand(-1, 3))
-    sharing_loss(towers, batch.label, batch.scenario, 0.0).backward()
-    assert all(p.grad is not None for p in model.parameters())
+    assert_single_tower_broadcasts(build(case, tiny_feature_map, 1), tiny_feature_map)
 
 
 @pytest.mark.parametrize("case", SHARED_EXPERTS)
