@@ -25,7 +25,8 @@ from rich.table import Table
 
 from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
 from ssimctr.data import synthetic
-from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, read_split
+from ssimctr.data.batch import read_split
+from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.models.backbones.dnn import DNN
 from ssimctr.train.loop import fit, make_optimizer

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ssimctr.cli.main import CONFIG_DIR
-from ssimctr.data.loaders import InMemoryLoader, read_split
+from ssimctr.data.batch import read_split
+from ssimctr.data.loaders import InMemoryLoader
 from ssimctr.data.prepare import prepare
 from ssimctr.models.build import build_model
 from ssimctr.ssim.gates import SearchLoss

@@ -9,7 +9,8 @@ import torch
 
 from ssimctr.config.schema import ScenarioConfig, SplitConfig, SyntheticConfig
 from ssimctr.data import synthetic
-from ssimctr.data.loaders import Batch, InMemoryLoader, read_split
+from ssimctr.data.batch import Batch, read_split
+from ssimctr.data.loaders import InMemoryLoader
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
 from ssimctr.train.loop import evaluate, fit, make_optimizer, validator

@@ -14,7 +14,7 @@ COLUMNS = ("scenario", "rows", "ctr", "auc", "logloss")
 def results_rows(results: dict[str, float], summary: list[dict], split: str = "test") -> list[dict]:
     """One row per scenario, then `overall` (all rows pooled) and `mean` (macro mean; rows/ctr None).
 
-    `results` comes from `scenario_metrics(split, ...)`, `summary` from `scenario_summary`.
+    `results` comes from `scenario_metrics(split, ...)`, `summary` holds rows, positives and ctr per scenario.
     """
     rows = [
         {

@@ -11,16 +11,14 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ssimctr.cli.console import print_results, results_rows, write_results_csv
-from ssimctr.data.loaders import Batch, ParquetStreamLoader, read_split
+from ssimctr.data.datasplit import DataSplit, open_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
-from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.build import build_model
 from ssimctr.tracking.base import PARENT_RUN_ENV, Tracker, flatten_params, make_tracker
 from ssimctr.config.schema import SsimConfig
 from ssimctr.ssim import phases
-from ssimctr.train.metrics import scenario_summary
 from ssimctr.train.regimes import (TRAININGS, Outcome, TrainSettings, train_jointly, train_separately,
                                    train_then_finetune)
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
@@ -77,10 +75,7 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     _describe(console, data)
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")
-    feature_map = data.feature_map
-    names = feature_map.scenario_names
-    splits = {name: read_split(data.split_path(name), feature_map).to(device) for name in ("val", "test")}
-    splits["train"] = _train_split(cfg.trainer, data, device, cfg.seed)
+    splits = _open_splits(cfg.trainer, data, device)
     outcome = _train(cfg, data, splits, device, tracker, console, job)
 
     results = {**outcome.val, **outcome.test, "best/epoch": outcome.best_epoch,
@@ -90,9 +85,7 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
         tracker.log_metrics(outcome.val)
     best = f"best epoch {outcome.best_epoch:g}"
 
-    test = splits["test"]
-    summary = scenario_summary(test.label.cpu().numpy(), test.scenario.cpu().numpy(), names)
-    rows = results_rows(results, summary, split="test")
+    rows = results_rows(results, _split_summary(data, "test"), split="test")
     write_results_csv(job.output_dir / "test_results.csv", rows)
     tracker.log_artifact(job.output_dir / "test_results.csv")
     hydra_dir = job.output_dir / ".hydra"
@@ -103,19 +96,27 @@ def _run(cfg: DictConfig, job: JobInfo, tracker: Tracker, console: Console) -> d
     return results
 
 
-def _train_split(trainer: DictConfig, data: PreparedDataset, device: torch.device,
-                 seed: int) -> Batch | ParquetStreamLoader:
-    """The train split in memory, or a stream of its parquet row groups (trainer.in_memory=false, or
-    automatically above trainer.stream_above_rows rows)."""
-    rows = data.manifest["splits"]["train"]["rows"]
-    in_memory = trainer.in_memory if trainer.in_memory is not None else rows <= trainer.stream_above_rows
-    if in_memory:
-        return read_split(data.split_path("train"), data.feature_map).to(device)
-    return ParquetStreamLoader(data.split_path("train"), data.feature_map, trainer.batch_size, shuffle=True,
-                               seed=seed, buffer_rows=trainer.stream_buffer_rows, device=device)
+def _open_splits(trainer: DictConfig, data: PreparedDataset, device: torch.device) -> dict[str, DataSplit]:
+    """Each split in memory, or streamed from its parquet shards (trainer.in_memory=false, or
+    automatically for a split of more than trainer.stream_above_rows rows)."""
+    splits = {}
+    for name in ("train", "val", "test"):
+        rows = data.manifest["splits"][name]["rows"]
+        in_memory = trainer.in_memory if trainer.in_memory is not None else rows <= trainer.stream_above_rows
+        splits[name] = open_split(data.split_path(name), data.feature_map, in_memory, trainer.stream_buffer_rows,
+                                  device)
+    return splits
 
 
-def _train(cfg: DictConfig, data: PreparedDataset, splits: dict[str, Batch | ParquetStreamLoader], device: torch.device,
+def _split_summary(data: PreparedDataset, split: str) -> list[dict]:
+    """Rows, positives and CTR per scenario of a split, from the manifest."""
+    counts = data.manifest["splits"][split]["scenarios"]
+    return [{"scenario": name, "rows": counts[name]["rows"], "positives": counts[name]["positives"],
+             "ctr": counts[name]["positives"] / counts[name]["rows"] if counts[name]["rows"] else float("nan")}
+            for name in data.feature_map.scenario_names]
+
+
+def _train(cfg: DictConfig, data: PreparedDataset, splits: dict[str, DataSplit], device: torch.device,
            tracker: Tracker, console: Console, job: JobInfo) -> Outcome:
     """Dispatch on the SSIM phase and the regime's training kind."""
     regime, trainer, feature_map = cfg.regime, cfg.trainer, data.feature_map
@@ -150,13 +151,11 @@ def _train(cfg: DictConfig, data: PreparedDataset, splits: dict[str, Batch | Par
     return train_jointly(model, SHARE_GATES[regime.share], splits, names, settings, tracker.log_metrics)
 
 
-def _ssim(cfg: DictConfig, ssim: SsimConfig, data: PreparedDataset, splits: dict[str, Batch | ParquetStreamLoader],
+def _ssim(cfg: DictConfig, ssim: SsimConfig, data: PreparedDataset, splits: dict[str, DataSplit],
           settings: TrainSettings, build, model: MultiScenarioModel, tracker: Tracker, job: JobInfo) -> Outcome:
     """SSIM search or retrain (K towers trained jointly)."""
     if ssim.phase not in SSIM_PHASES:
         raise UserError(f"ssim.phase={ssim.phase} is not known: use one of {', '.join(SSIM_PHASES)}")
-    if not isinstance(splits["train"], Batch):
-        raise UserError(f"ssim={ssim.phase} scores every train row in memory: set trainer.in_memory=true")
     if cfg.regime.training != "joint" or cfg.regime.towers != "per_scenario":
         raise UserError(f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt "
                         f"(not regime={cfg.regime.name})")
@@ -166,7 +165,7 @@ def _ssim(cfg: DictConfig, ssim: SsimConfig, data: PreparedDataset, splits: dict
         searcher = model
         if ssim.phase == "pipeline" and ssim.search_backbone is not None:
             searcher = build_model(OmegaConf.create(ssim.search_backbone), cfg.regime, data.feature_map)
-            searcher = searcher.to(splits["train"].label.device)
+            searcher = searcher.to(splits["train"].device)
         log = tracker.log_metrics if ssim.phase == "search" else (
             lambda metrics, step: tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step))
         summary = {"dataset": cfg.dataset.name, "data_key": data.manifest["cache_key"],

@@ -6,7 +6,7 @@ from abc import ABCMeta, abstractmethod
 import torch
 from torch import nn
 
-from ssimctr.data.loaders import Batch
+from ssimctr.data.batch import Batch
 
 
 class MultiScenarioModel(nn.Module, metaclass=ABCMeta):

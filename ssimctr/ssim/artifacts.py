@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ssimctr.data.loaders import Batch, InMemoryLoader
+from ssimctr.data.datasplit import DataSplit
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.layers import FeatureEmbedding
@@ -74,10 +74,15 @@ def load_initial_state(folder: Path, model: torch.nn.Module) -> bool:
     return True
 
 
-def score_rows(selector: FrozenSelector, rows: Batch, batch_size: int = 16384) -> np.ndarray:
-    """The selector score m of every row, in row order."""
-    loader = InMemoryLoader(rows, batch_size, shuffle=False)
-    return torch.cat([selector(batch) for batch in loader]).cpu().numpy()
+def score_rows(selector: FrozenSelector, rows: DataSplit, batch_size: int = 16384) -> pl.DataFrame:
+    """row_id, scenario and selector score m of every row, in row order."""
+    ids, scenarios, scores = [], [], []
+    for batch in rows.loader(batch_size, shuffle=False):
+        ids.append(batch.row_id.cpu())
+        scenarios.append(batch.scenario.cpu())
+        scores.append(selector(batch).float().cpu())
+    return pl.DataFrame({"row_id": torch.cat(ids).numpy(), "scenario": torch.cat(scenarios).numpy().astype(np.int32),
+                         "score": torch.cat(scores).numpy()})
 
 
 def global_top_ratio(scores: np.ndarray, ratio: float) -> np.ndarray:
@@ -89,9 +94,9 @@ def global_top_ratio(scores: np.ndarray, ratio: float) -> np.ndarray:
     return shared
 
 
-def selection_frame(rows: Batch, scores: np.ndarray, ratio: float) -> pl.DataFrame:
-    return pl.DataFrame({"row_id": rows.row_id.cpu().numpy(), "scenario": rows.scenario.cpu().numpy().astype(np.int32),
-                         "score": scores.astype(np.float32), "shared": global_top_ratio(scores, ratio)})
+def selection_frame(scored: pl.DataFrame, ratio: float) -> pl.DataFrame:
+    """The scored rows with `shared`: the global top r of the scores."""
+    return scored.with_columns(shared=pl.Series(global_top_ratio(scored["score"].to_numpy(), ratio)))
 
 
 def shared_fractions(selection: pl.DataFrame, names: Sequence[str]) -> dict[str, float]:
@@ -101,12 +106,12 @@ def shared_fractions(selection: pl.DataFrame, names: Sequence[str]) -> dict[str,
     return {name: float(fractions.get(k, float("nan"))) for k, name in enumerate(names)}
 
 
-def shared_by_row(folder: Path, ratio: float, num_rows_hint: int, device: torch.device) -> torch.Tensor:
-    """A float tensor indexed by row_id: 1.0 for rows in the global top r of the saved scores."""
-    selection = pl.read_parquet(folder / "selection.parquet")
+def shared_by_row(folder: Path, ratio: float, device: torch.device) -> torch.Tensor:
+    """A bool tensor indexed by row_id: True for rows in the global top r of the saved scores."""
+    selection = pl.read_parquet(folder / "selection.parquet", columns=["row_id", "score"])
     shared = global_top_ratio(selection["score"].to_numpy(), ratio)
-    table = torch.zeros(max(int(selection["row_id"].max()) + 1, num_rows_hint), device=device)
-    table[torch.tensor(selection["row_id"].to_numpy(), device=device)] = torch.tensor(shared, device=device).float()
+    table = torch.zeros(int(selection["row_id"].max()) + 1, dtype=torch.bool, device=device)
+    table[torch.tensor(selection["row_id"].to_numpy(), device=device)] = torch.from_numpy(shared).to(device)
     return table
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ssimctr.data.loaders import Batch
+from ssimctr.data.batch import Batch
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.ssim.selector import FrozenSelector, Selector, hard_gate, temperature, top_ratio_gate
 from ssimctr.train.sharing import sharing_loss
@@ -89,8 +89,8 @@ def soft_weights(selector: FrozenSelector) -> Callable[[Batch], torch.Tensor]:
 
 
 def global_selection(shared_by_row: torch.Tensor) -> Callable[[Batch], torch.Tensor]:
-    """The selection saved by search: shared_by_row[row_id] (a float 0/1 tensor indexed by row id)."""
-    return lambda batch: shared_by_row[batch.row_id]
+    """The selection saved by search: shared_by_row[row_id] (a bool tensor indexed by row id) as 0/1 gates."""
+    return lambda batch: shared_by_row[batch.row_id].float()
 
 
 def random_selection(ratio: float, seed: int) -> Callable[[Batch], torch.Tensor]:

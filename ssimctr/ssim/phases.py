@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 import torch
 
 from ssimctr.config.schema import SsimConfig
-from ssimctr.data.loaders import Batch, InMemoryLoader
+from ssimctr.data.batch import Batch
+from ssimctr.data.datasplit import as_splits
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
@@ -27,7 +28,7 @@ from ssimctr.ssim.gates import (RetrainLoss, SearchLoss, batch_top_ratio, global
                                 soft_weights)
 from ssimctr.ssim.selector import FrozenSelector, Selector
 from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
-from ssimctr.train.regimes import Logger, Outcome, TrainSettings
+from ssimctr.train.regimes import Logger, Outcome, Splits, TrainSettings, eval_loader
 
 CHOICES = {"heads": ("per_scenario", "shared"), "gate": ("hard", "soft"), "selection": ("batch_topk", "global"),
            "selector": ("learned", "random")}
@@ -52,7 +53,7 @@ def check_options(ssim: SsimConfig) -> None:
         raise UserError(f"ssim.epsilon must be in (0, 1), got {ssim.epsilon}")
 
 
-def search(model: MultiScenarioModel, splits: dict[str, Batch], names: Sequence[str], settings: TrainSettings,
+def search(model: MultiScenarioModel, splits: Splits, names: Sequence[str], settings: TrainSettings,
            ssim: SsimConfig, log: Logger, folder: Path, summary: dict) -> Outcome:
     """The search phase; writes the artifacts into `folder` and returns the search model's metrics."""
     embedding = getattr(model, "embedding", None)
@@ -61,11 +62,12 @@ def search(model: MultiScenarioModel, splits: dict[str, Batch], names: Sequence[
                         f"(`.embedding`); {type(model).__name__} has none: search with backbone=dnn and "
                         "retrain the other model on its selection (ssim=retrain ssim.from_run=<id> backbone=...)")
     initial_state = copy.deepcopy(model.state_dict())
-    device = splits["train"].label.device
+    splits = as_splits(splits)
+    device = splits["train"].device
     shape = {"in_dim": embedding.output_dim, "hidden": list(ssim.selector_hidden), "num_scenarios": len(names),
              "shared_head": ssim.heads == "shared", "dropout": ssim.selector_dropout}
     selector = Selector(**shape).to(device)
-    train = InMemoryLoader(splits["train"], settings.batch_size, shuffle=True, seed=settings.seed)
+    train = splits["train"].loader(settings.batch_size, shuffle=True, seed=settings.seed)
     steps = (min(len(train), settings.limit_batches) if settings.limit_batches else len(train)) * ssim.search_epochs
     loss = SearchLoss(selector, epsilon=ssim.epsilon, lambda_kl=ssim.lambda_kl,
                       final_temperature=ssim.final_temperature, total_steps=steps, gate=ssim.gate,
@@ -74,12 +76,12 @@ def search(model: MultiScenarioModel, splits: dict[str, Batch], names: Sequence[
         {"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay},
         {"params": list(selector.parameters()), "lr": ssim.selector_lr, "weight_decay": 0.0}], settings.lr, 0.0)
     selector.train()
-    history = fit(model, loss, optimizer, train, validator(_eval_loader(splits["val"], settings), names),
+    history = fit(model, loss, optimizer, train, validator(eval_loader(splits["val"], settings), names),
                   epochs=ssim.search_epochs, monitor=settings.monitor, mode=settings.mode,
                   patience=ssim.search_epochs, limit_batches=settings.limit_batches, progress=settings.progress,
                   restore_best=False, on_epoch_end=lambda epoch, metrics: log(metrics, epoch))
     frozen = FrozenSelector(copy.deepcopy(embedding), copy.deepcopy(selector))
-    selection = artifacts.selection_frame(splits["train"], artifacts.score_rows(frozen, splits["train"]), ssim.ratio)
+    selection = artifacts.selection_frame(artifacts.score_rows(frozen, splits["train"]), ssim.ratio)
     fractions = artifacts.shared_fractions(selection, names)
     log({f"ssim/shared_fraction/{name}": value for name, value in fractions.items()}, 0)
     artifacts.save_search(folder, initial_state=initial_state, selector=selector, selector_shape=shape,
@@ -89,14 +91,15 @@ def search(model: MultiScenarioModel, splits: dict[str, Batch], names: Sequence[
                                    "epsilon": ssim.epsilon, "lambda_kl": ssim.lambda_kl, "heads": ssim.heads})
     artifacts.plot_scores(selection, names, folder / "score_histogram.png")
     val = {k: v for k, v in history.history[-1].items() if k.startswith("val/")}
-    return Outcome(val, evaluate(model, _eval_loader(splits["test"], settings), "test", names), [history])
+    return Outcome(val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [history])
 
 
-def retrain(build: Callable[[], MultiScenarioModel], splits: dict[str, Batch], feature_map: FeatureMap,
+def retrain(build: Callable[[], MultiScenarioModel], splits: Splits, feature_map: FeatureMap,
             settings: TrainSettings, ssim: SsimConfig, log: Logger,
             folder: Path | None, data_key: str) -> tuple[Outcome, RetrainInfo]:
     """The retrain phase on the search in `folder` (None only for selector=random)."""
-    device = splits["train"].label.device
+    splits = as_splits(splits)
+    device = splits["train"].device
     names = feature_map.scenario_names
     model = build()
     if folder is None:
@@ -107,21 +110,21 @@ def retrain(build: Callable[[], MultiScenarioModel], splits: dict[str, Batch], f
     else:
         artifacts.check_search_folder(folder, data_key)
         initial = "search" if artifacts.load_initial_state(folder, model) else "fresh"
-    gate_of, selection = _gate(ssim, folder, feature_map, splits, settings, device)
+    gate_of, selection = _gate(ssim, folder, feature_map, settings, device)
     history = fit(model, RetrainLoss(gate_of), make_optimizer(model.parameters(), settings.lr, settings.weight_decay),
-                  InMemoryLoader(splits["train"], settings.batch_size, shuffle=True, seed=settings.seed),
-                  validator(_eval_loader(splits["val"], settings), names), epochs=settings.epochs,
+                  splits["train"].loader(settings.batch_size, shuffle=True, seed=settings.seed),
+                  validator(eval_loader(splits["val"], settings), names), epochs=settings.epochs,
                   monitor=settings.monitor, mode=settings.mode, patience=settings.patience,
                   limit_batches=settings.limit_batches, progress=settings.progress,
                   on_epoch_end=lambda epoch, metrics: log(metrics, epoch))
     val = {k: v for k, v in history.history[history.best_epoch - 1].items() if k.startswith("val/")} \
         if history.best_epoch else {}
-    test = evaluate(model, _eval_loader(splits["test"], settings), "test", names)
+    test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
     return Outcome(val, test, [history]), RetrainInfo(initial, selection)
 
 
-def _gate(ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, splits: dict[str, Batch],
-          settings: TrainSettings, device: torch.device) -> tuple[Callable[[Batch], torch.Tensor], str]:
+def _gate(ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, settings: TrainSettings,
+          device: torch.device) -> tuple[Callable[[Batch], torch.Tensor], str]:
     """The retrain's sharing gate and a description of it."""
     if ssim.selector == "random":
         return random_selection(ssim.ratio, settings.seed), f"random r={ssim.ratio}"
@@ -129,10 +132,6 @@ def _gate(ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, splits
     if ssim.gate == "soft":
         return soft_weights(frozen), "soft sigmoid(m)"
     if ssim.selection == "global":
-        rows = int(splits["train"].row_id.max()) + 1
-        return global_selection(artifacts.shared_by_row(folder, ssim.ratio, rows, device)), f"global top r={ssim.ratio}"
+        return global_selection(artifacts.shared_by_row(folder, ssim.ratio, device)), f"global top r={ssim.ratio}"
     return batch_top_ratio(frozen, ssim.ratio), f"batch top r={ssim.ratio}"
 
-
-def _eval_loader(batch: Batch, settings: TrainSettings) -> InMemoryLoader:
-    return InMemoryLoader(batch, settings.eval_batch_size, shuffle=False)

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ssimctr.data.loaders import Batch
+from ssimctr.data.batch import Batch
 from ssimctr.models.layers import MLP, FeatureEmbedding
 
 

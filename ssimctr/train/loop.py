@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ssimctr.data.loaders import Batch, InMemoryLoader
+from ssimctr.data.batch import Batch
+from ssimctr.data.datasplit import Loader
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train.metrics import scenario_metrics
@@ -50,7 +51,7 @@ Validator = Callable[[MultiScenarioModel], dict[str, float]]
 
 
 def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-        train: InMemoryLoader, validate: Validator, *,
+        train: Loader, validate: Validator, *,
         epochs: int, monitor: str = "val/auc/mean", mode: str = "max", patience: int = 2,
         limit_batches: int | None = None, progress: bool = True, restore_best: bool = True,
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
@@ -95,7 +96,7 @@ def _improved(value: float, best: float, mode: str) -> bool:
 
 
 def _train_epoch(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-                 loader: InMemoryLoader, epoch: int, limit_batches: int | None,
+                 loader: Loader, epoch: int, limit_batches: int | None,
                  show_progress: bool) -> tuple[float, int, float]:
     """One pass over the training batches: (mean loss, rows seen, seconds)."""
     model.train()
@@ -128,7 +129,7 @@ def _progress(show: bool) -> Progress:
 
 
 @torch.inference_mode()
-def predict(model: MultiScenarioModel, loader: InMemoryLoader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model: MultiScenarioModel, loader: Loader) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, own-scenario logits, scenario) for every row of `loader`, in loader order."""
     model.eval()
     labels, logits, scenarios = [], [], []
@@ -139,13 +140,13 @@ def predict(model: MultiScenarioModel, loader: InMemoryLoader) -> tuple[np.ndarr
     return tuple(torch.cat(parts).cpu().numpy() for parts in (labels, logits, scenarios))
 
 
-def evaluate(model: MultiScenarioModel, loader: InMemoryLoader, split: str,
+def evaluate(model: MultiScenarioModel, loader: Loader, split: str,
              scenario_names: Sequence[str]) -> dict[str, float]:
     """Per-scenario, pooled and macro-mean AUC and logloss of `model` on `loader`."""
     labels, logits, scenario = predict(model, loader)
     return scenario_metrics(split, labels, logits, scenario, scenario_names)
 
 
-def validator(loader: InMemoryLoader, scenario_names: Sequence[str], split: str = "val") -> Validator:
+def validator(loader: Loader, scenario_names: Sequence[str], split: str = "val") -> Validator:
     """A `fit` validator: the metrics of `evaluate` on `loader`."""
     return lambda model: evaluate(model, loader, split, scenario_names)

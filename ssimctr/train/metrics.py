@@ -73,24 +73,6 @@ def scenario_metrics(
     return out
 
 
-def scenario_summary(labels: np.ndarray, scenario: np.ndarray, scenario_names: Sequence[str]) -> list[dict]:
-    """Per scenario: rows, positives and CTR (NaN for a scenario without rows)."""
-    y = _binary_labels(labels)
-    k = len(scenario_names)
-    s = _check_scenario(scenario, y.size, k)
-    rows = np.bincount(s, minlength=k)
-    positives = np.bincount(s, weights=y, minlength=k)
-    return [
-        {
-            "scenario": name,
-            "rows": int(rows[i]),
-            "positives": int(positives[i]),
-            "ctr": float(positives[i] / rows[i]) if rows[i] else float("nan"),
-        }
-        for i, name in enumerate(scenario_names)
-    ]
-
-
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
-from ssimctr.data.loaders import Batch, InMemoryLoader, ParquetStreamLoader
+from ssimctr.data.batch import Batch
+from ssimctr.data.datasplit import DataSplit, Loader, as_splits
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train.loop import FitResult, Validator, evaluate, fit, make_optimizer, predict, validator
@@ -64,28 +64,29 @@ class Outcome:
         return sum(f.train_rows for f in self.fits) / seconds if seconds else float("nan")
 
 
-def train_jointly(model: MultiScenarioModel, gate: float, splits: dict[str, Batch | ParquetStreamLoader],
-                  names: Sequence[str],
+Splits = dict[str, Batch | DataSplit]
+
+
+def train_jointly(model: MultiScenarioModel, gate: float, splits: Splits, names: Sequence[str],
                   settings: TrainSettings, log: Logger, prefix: str = "") -> Outcome:
     """One model on all rows with a fixed sharing gate; metrics over all scenarios."""
-    history = _fit(model, gate, splits["train"], validator(_loader(splits["val"], settings), names), settings,
+    splits = as_splits(splits)
+    history = _fit(model, gate, splits["train"], validator(eval_loader(splits["val"], settings), names), settings,
                    lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch), settings.lr)
     val = history.history[history.best_epoch - 1] if history.best_epoch else {}
     val = {k: v for k, v in val.items() if k.startswith("val/")}
-    return Outcome(val, evaluate(model, _loader(splits["test"], settings), "test", names), [history])
+    return Outcome(val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [history])
 
 
-def train_separately(build: Callable[[], MultiScenarioModel], splits: dict[str, Batch], names: Sequence[str],
+def train_separately(build: Callable[[], MultiScenarioModel], splits: Splits, names: Sequence[str],
                      settings: TrainSettings, log: Logger) -> Outcome:
     """ST: a fresh model per scenario, trained on that scenario's rows only."""
-    _require_in_memory(splits, "st")
     return _per_scenario(lambda _: build(), splits, names, settings, log, "st", settings.lr)
 
 
-def train_then_finetune(model: MultiScenarioModel, splits: dict[str, Batch], names: Sequence[str],
+def train_then_finetune(model: MultiScenarioModel, splits: Splits, names: Sequence[str],
                         settings: TrainSettings, log: Logger, finetune_lr: float | None) -> Outcome:
     """Finetune: pre-train on all rows (logged as pretrain/*), then fine-tune a copy per scenario."""
-    _require_in_memory(splits, "finetune")
     pretrain = train_jointly(model, 0.0, splits, names, settings, log, prefix="pretrain/")
     outcome = _per_scenario(lambda _: copy.deepcopy(model), splits, names, settings, log, "finetune",
                             finetune_lr or settings.lr)
@@ -93,38 +94,28 @@ def train_then_finetune(model: MultiScenarioModel, splits: dict[str, Batch], nam
     return outcome
 
 
-def scenario_rows(batch: Batch, scenario: int) -> Batch:
-    """The rows of `batch` that belong to `scenario`."""
-    return batch.take(torch.nonzero(batch.scenario == scenario).squeeze(1))
-
-
-def _per_scenario(model_for: Callable[[int], MultiScenarioModel], splits: dict[str, Batch], names: Sequence[str],
+def _per_scenario(model_for: Callable[[int], MultiScenarioModel], splits: Splits, names: Sequence[str],
                   settings: TrainSettings, log: Logger, stage: str, lr: float) -> Outcome:
     predictions: dict[str, list[tuple[np.ndarray, ...]]] = {"val": [], "test": []}
     fits = []
     settings = replace(settings, monitor="/".join(settings.monitor.split("/")[:2] + ["mean"]))
     for k, name in enumerate(names):
-        part = {split: scenario_rows(batch, k) for split, batch in splits.items()}
-        if len(part["train"]) == 0:
+        part = {split: data.of_scenario(k) for split, data in as_splits(splits).items()}
+        if part["train"].num_rows == 0:
             raise UserError(f"regime={stage} trains one model per scenario, but scenario '{name}' has no train rows")
         model = model_for(k)
-        history = _fit(model, 0.0, part["train"], _one_scenario_validator(_loader(part["val"], settings), name),
+        history = _fit(model, 0.0, part["train"], _one_scenario_validator(eval_loader(part["val"], settings), name),
                        settings, lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch), lr)
         fits.append(history)
         for split in predictions:
-            labels, logits, _ = predict(model, _loader(part[split], settings))
+            labels, logits, _ = predict(model, eval_loader(part[split], settings))
             predictions[split].append((labels, logits, np.full(len(labels), k)))
     val, test = (scenario_metrics(split, *(np.concatenate(parts) for parts in zip(*predictions[split])), names)
                  for split in ("val", "test"))
     return Outcome(val, test, fits)
 
 
-def _require_in_memory(splits: dict, regime: str) -> None:
-    if not isinstance(splits["train"], Batch):
-        raise UserError(f"regime={regime} selects each scenario's rows in memory: set trainer.in_memory=true")
-
-
-def _one_scenario_validator(loader: InMemoryLoader, name: str) -> Validator:
+def _one_scenario_validator(loader: Loader, name: str) -> Validator:
     """Validation of a model that serves one scenario: its metrics also fill the mean and overall keys."""
     def validate(model: MultiScenarioModel) -> dict[str, float]:
         labels, logits, _ = predict(model, loader)
@@ -132,18 +123,18 @@ def _one_scenario_validator(loader: InMemoryLoader, name: str) -> Validator:
     return validate
 
 
-def _fit(model: MultiScenarioModel, gate: float, train: Batch | ParquetStreamLoader, validate: Validator,
+def _fit(model: MultiScenarioModel, gate: float, train: DataSplit, validate: Validator,
          settings: TrainSettings, log: Logger, lr: float) -> FitResult:
     optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay)
-    loader = InMemoryLoader(train, settings.batch_size, shuffle=True, seed=settings.seed) \
-        if isinstance(train, Batch) else train
+    loader = train.loader(settings.batch_size, shuffle=True, seed=settings.seed)
     return fit(model, FixedSharing(gate), optimizer, loader, validate, epochs=settings.epochs, monitor=settings.monitor,
                mode=settings.mode, patience=settings.patience, limit_batches=settings.limit_batches,
                progress=settings.progress, on_epoch_end=lambda epoch, metrics: log(metrics, epoch))
 
 
-def _loader(batch: Batch, settings: TrainSettings) -> InMemoryLoader:
-    return InMemoryLoader(batch, settings.eval_batch_size, shuffle=False)
+def eval_loader(data: DataSplit, settings: TrainSettings) -> Loader:
+    """An evaluation loader: unshuffled, eval batch size."""
+    return data.loader(settings.eval_batch_size, shuffle=False)
 
 
 def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ssimctr.data.loaders import Batch
+from ssimctr.data.batch import Batch
 from ssimctr.models.base import MultiScenarioModel, own_scenario
 
 

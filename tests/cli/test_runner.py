@@ -90,6 +90,11 @@ def test_streaming_training_matches_in_memory_training(tmp_path):
     assert streamed["test/auc/mean"] > 0.55
 
 
-def test_per_scenario_regimes_need_the_train_split_in_memory(tmp_path):
-    with pytest.raises(UserError, match="trainer.in_memory=true"):
-        run_job(job_config(tmp_path, "tracking=none", "regime=st", "trainer.in_memory=false"), tmp_path)
+@pytest.mark.parametrize("option", ["regime=st", "regime=finetune", "ssim=pipeline"])
+def test_per_scenario_regimes_and_ssim_stream_too(tmp_path, option):
+    overrides = ("tracking=none", option, "trainer.epochs=1", "ssim.search_epochs=1")
+    in_memory = run_job(job_config(tmp_path, *overrides), tmp_path)
+    streamed = run_job(job_config(tmp_path, *overrides, "trainer.in_memory=false",
+                                  "trainer.stream_buffer_rows=4000"), tmp_path)
+    assert streamed.keys() == in_memory.keys()
+    assert streamed["test/auc/mean"] == pytest.approx(in_memory["test/auc/mean"], abs=0.05)

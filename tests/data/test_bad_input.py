@@ -131,7 +131,7 @@ def test_unknown_split_kind(tmp_path):
 def test_label_column_listed_as_a_feature(tmp_path, role):
     features = {"categorical": ["user"], "numeric": ["price"]}
     features[role] = [*features[role], "click"]
-    _has(_error(tmp_path, **features), "dataset.label", "'click'", "leak", f"remove it from dataset.categorical")
+    _has(_error(tmp_path, **features), "dataset.label", "'click'", "leak", "remove it from dataset.categorical")
 
 
 def test_scenario_column_listed_as_a_feature(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
-from ssimctr.data.loaders import Batch, InMemoryLoader, read_split
+from ssimctr.data.batch import Batch, read_split
+from ssimctr.data.loaders import InMemoryLoader
 from ssimctr.data.prepare import prepare
 
 

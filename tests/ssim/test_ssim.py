@@ -10,13 +10,14 @@ import torch
 
 from conftest import make_batch, synthetic_config
 from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig
-from ssimctr.data.loaders import read_split
+from ssimctr.data.batch import read_split
+from ssimctr.data.datasplit import MemorySplit, StreamedSplit
 from ssimctr.data.prepare import prepare
 from ssimctr.models.backbones.dnn import DNN
 from ssimctr.models.msr.star import STAR
 from ssimctr.ssim import artifacts, phases
 from ssimctr.ssim.gates import RetrainLoss, SearchLoss, batch_top_ratio
-from ssimctr.ssim.selector import FrozenSelector, Selector, hard_gate, temperature, top_ratio_gate
+from ssimctr.ssim.selector import Selector, hard_gate, temperature, top_ratio_gate
 from ssimctr.train.regimes import TrainSettings
 
 SETTINGS = TrainSettings(batch_size=256, eval_batch_size=4096, epochs=2, lr=3e-3, weight_decay=0.0,
@@ -216,3 +217,15 @@ def test_search_and_retrain_on_cuda(tmp_path, prepared_synthetic):
     assert outcome.test["test/auc/mean"] > 0.5
     frozen = artifacts.load_frozen_selector(tmp_path / "ssim", prepared_synthetic.feature_map, torch.device("cuda"))
     assert next(frozen.parameters()).device.type == "cuda"
+
+
+def test_streamed_scoring_equals_in_memory_scoring(prepared_synthetic, tmp_path):
+    folder = tmp_path / "ssim"
+    run_search(prepared_synthetic, folder)
+    fm = prepared_synthetic.feature_map
+    frozen = artifacts.load_frozen_selector(folder, fm, torch.device("cpu"))
+    path = prepared_synthetic.split_path("train")
+    in_memory = artifacts.score_rows(frozen, MemorySplit(read_split(path, fm)), batch_size=1000)
+    streamed = artifacts.score_rows(frozen, StreamedSplit(path, fm, 3000, torch.device("cpu")), batch_size=1000)
+    assert streamed.equals(in_memory)
+    assert in_memory.height == prepared_synthetic.manifest["splits"]["train"]["rows"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ssimctr.train.metrics import auc, logloss, scenario_metrics, scenario_summary
+from ssimctr.train.metrics import auc, logloss, scenario_metrics
 
 NAMES = ["s0", "s1", "s2"]
 
@@ -126,20 +126,8 @@ def test_length_mismatch_raises():
         logloss(np.array([0, 1]), np.array([0.1, 0.2, 0.3]))
     with pytest.raises(ValueError):
         scenario_metrics("val", np.array([0, 1]), np.array([0.1, 0.2]), np.array([0]), NAMES)
-    with pytest.raises(ValueError):
-        scenario_summary(np.array([0, 1]), np.array([0, 1, 2]), NAMES)
 
 
 def test_scenario_out_of_range_raises():
     with pytest.raises(ValueError):
         scenario_metrics("val", np.array([0, 1]), np.array([0.1, 0.2]), np.array([0, 3]), NAMES)
-
-
-def test_scenario_summary():
-    labels = np.array([1, 0, 0, 1, 1, 0], dtype=np.float32)
-    scenario = np.array([0, 0, 0, 2, 2, 2], dtype=np.int32)
-    assert scenario_summary(labels, scenario, NAMES) == [
-        {"scenario": "s0", "rows": 3, "positives": 1, "ctr": pytest.approx(1 / 3)},
-        {"scenario": "s1", "rows": 0, "positives": 0, "ctr": pytest.approx(float("nan"), nan_ok=True)},
-        {"scenario": "s2", "rows": 3, "positives": 2, "ctr": pytest.approx(2 / 3)},
-    ]

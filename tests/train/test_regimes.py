@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from conftest import make_batch
-from ssimctr.data.loaders import Batch
+from ssimctr.data.batch import Batch, scenario_rows
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.regimes import TrainSettings, scenario_rows, train_jointly, train_separately, train_then_finetune
+from ssimctr.train.regimes import TrainSettings, train_jointly, train_separately, train_then_finetune
 from ssimctr.train.sharing import sharing_loss
 
 SETTINGS = TrainSettings(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, weight_decay=0.0,

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ssimctr.data.loaders import Batch
+from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers import FeatureEmbedding, GroupedLinear

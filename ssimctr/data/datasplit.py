@@ -1,0 +1,103 @@
+"""A prepared split, held in memory or streamed from its parquet shards, that hands out loaders.
+
+Training, evaluation, per-scenario regimes and SSIM scoring all go through `DataSplit`, so every
+one of them works on data larger than memory (trainer.in_memory=false).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import torch
+
+from ssimctr.data.batch import Batch, read_split, scenario_rows
+from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader
+from ssimctr.features.feature_map import FeatureMap
+
+
+class Loader(Protocol):
+    """What the training loop iterates over."""
+
+    num_rows: int
+    device: torch.device
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+
+class DataSplit(Protocol):
+    """The rows of one split."""
+
+    @property
+    def num_rows(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> Loader: ...
+
+    def of_scenario(self, scenario: int) -> "DataSplit": ...
+
+
+@dataclass(frozen=True)
+class MemorySplit:
+    """A split held as one Batch (on the training device)."""
+
+    batch: Batch
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.batch)
+
+    @property
+    def device(self) -> torch.device:
+        return self.batch.label.device
+
+    def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> InMemoryLoader:
+        return InMemoryLoader(self.batch, batch_size, shuffle=shuffle, seed=seed)
+
+    def of_scenario(self, scenario: int) -> "MemorySplit":
+        return MemorySplit(scenario_rows(self.batch, scenario))
+
+
+@dataclass(frozen=True)
+class StreamedSplit:
+    """A split left on disk (a parquet file or folder of shards), read in row groups per epoch."""
+
+    path: Path
+    feature_map: FeatureMap
+    buffer_rows: int
+    device: torch.device
+    scenario: int | None = None
+
+    @cached_property
+    def num_rows(self) -> int:
+        return self.loader(1, shuffle=False).num_rows
+
+    def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> ParquetStreamLoader:
+        return ParquetStreamLoader(self.path, self.feature_map, batch_size, shuffle=shuffle, seed=seed,
+                                   buffer_rows=self.buffer_rows, device=self.device, scenario=self.scenario)
+
+    def of_scenario(self, scenario: int) -> "StreamedSplit":
+        return replace(self, scenario=scenario)
+
+
+def as_split(data: Batch | DataSplit) -> DataSplit:
+    """A DataSplit for a Batch (held in memory) or the split itself."""
+    return MemorySplit(data) if isinstance(data, Batch) else data
+
+
+def as_splits(splits: dict[str, Batch | DataSplit]) -> dict[str, DataSplit]:
+    """`as_split` of every split."""
+    return {name: as_split(data) for name, data in splits.items()}
+
+
+def open_split(path: Path, feature_map: FeatureMap, in_memory: bool, buffer_rows: int,
+               device: torch.device) -> DataSplit:
+    """A prepared split read into memory on `device`, or streamed from disk."""
+    if in_memory:
+        return MemorySplit(read_split(path, feature_map).to(device))
+    return StreamedSplit(Path(path), feature_map, buffer_rows, torch.device(device))
