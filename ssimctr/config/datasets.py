@@ -33,6 +33,7 @@ class DatasetConfig:
     user: Optional[str] = None
     item: Optional[str] = None
     min_freq: int = 1                     # categorical values seen fewer times in train -> OOV (0)
+    shard_rows: int = 5_000_000           # prepared splits are written as parquet shards of at most this many rows
     oracle: Optional[str] = None          # a column of true click probabilities (synthetic data)
 
 

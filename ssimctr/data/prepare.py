@@ -4,8 +4,9 @@ Streaming: the source is read in streaming passes (drop counts, time quantiles) 
 staged parquet file; vocabularies, statistics and the encoded splits are computed from it with
 streaming queries and sinks, so memory grows with the vocabularies, not with the rows.
 
-The prepared dataset is a folder under the cache: train/val/test parquet, feature_map.json,
-manifest.json and vocab/<field>.parquet. Its name carries a hash of the dataset, scenario and
+The prepared dataset is a folder under the cache: train/, val/ and test/ (each a folder of parquet
+shards of at most dataset.shard_rows rows, read in name order), feature_map.json, manifest.json
+and vocab/<field>.parquet. Its name carries a hash of the dataset, scenario and
 split config plus the source fingerprint, so a repeated run reuses it (a cache hit).
 """
 from __future__ import annotations
@@ -58,13 +59,16 @@ class PreparedDataset:
     cache_hit: bool
 
     def split_path(self, split: str) -> Path:
-        return self.path / f"{split}.parquet"
+        """The folder of the split's parquet shards."""
+        return self.path / split
 
 
 def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, cache_root: Path,
             progress: Callable[[str], None] = lambda message: None) -> PreparedDataset:
     """Prepare `dataset` (or reuse the cached preparation of the same config and input);
     `progress` receives one line per stage (rows read, dropped by reason, rows written)."""
+    if dataset.shard_rows < 1:
+        raise UserError(f"dataset.shard_rows={dataset.shard_rows}: a shard needs at least one row (default 5000000)")
     source = load_source(dataset, split)
     key = cache_key(dataset, scenario, split, source.fingerprint)
     target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
@@ -148,8 +152,11 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
         vocab.write_parquet(out / "vocab" / f"{column}.parquet")
     keep = [c for c in encoded.collect_schema().names() if c not in (SPLIT_COLUMN, "_oracle")]
     for index, name in enumerate(SPLITS):
-        encoded.filter(pl.col(SPLIT_COLUMN) == index).select(keep).sink_parquet(out / f"{name}.parquet")
-        progress(f"{name} written: {pl.scan_parquet(out / f'{name}.parquet').select(pl.len()).collect().item():,} rows")
+        encoded.filter(pl.col(SPLIT_COLUMN) == index).select(keep).sink_parquet(
+            pl.PartitionBy(out / name, max_rows_per_file=dataset.shard_rows), mkdir=True)
+        shards = list((out / name).glob("*.parquet"))
+        progress(f"{name} written: {pl.scan_parquet(shards).select(pl.len()).collect().item():,} rows "
+                 f"in {len(shards)} shard{'s' if len(shards) > 1 else ''}")
 
     feature_map = FeatureMap(
         categorical=tuple(CategoricalField(c, vocabularies[c].height + 1) for c in roles["categorical"]),
@@ -200,7 +207,7 @@ def _manifest(out: Path, feature_map: FeatureMap, dropped: dict, source, dataset
     names = feature_map.scenario_names
     counts = {}
     for split_name in SPLITS:
-        per = (pl.scan_parquet(out / f"{split_name}.parquet").group_by("scenario")
+        per = (pl.scan_parquet(out / split_name).group_by("scenario")
                .agg(pl.len().alias("rows"), pl.col("label").cast(pl.Int64).sum().alias("positives")).collect())
         by_index = {row["scenario"]: row for row in per.iter_rows(named=True)}
         counts[split_name] = {

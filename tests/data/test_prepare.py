@@ -19,6 +19,7 @@ from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
 from ssimctr.data import synthetic
 from ssimctr.data.prepare import prepare
 from ssimctr.data.sources.synthetic import GENERATOR_ARGS
+from ssimctr.errors import UserError
 
 SPLITS = ("train", "val", "test")
 CATEGORICAL = list(synthetic.CATEGORICAL)
@@ -53,9 +54,11 @@ def _rows(path, header: str, rows: list[str]) -> str:
 # ---------------------------------------------------------------- files, columns, splits
 
 
-def test_the_folder_holds_three_parquet_files_the_feature_map_manifest_and_vocabularies(prepared_synthetic):
+def test_the_folder_holds_a_shard_folder_per_split_the_feature_map_manifest_and_vocabularies(prepared_synthetic):
     path = prepared_synthetic.path
-    for name in ("train.parquet", "val.parquet", "test.parquet", "feature_map.json", "manifest.json"):
+    for name in SPLITS:
+        assert sorted(p.name for p in (path / name).iterdir()) == ["00000000.parquet"], name
+    for name in ("feature_map.json", "manifest.json"):
         assert (path / name).is_file(), name
     assert sorted(p.stem for p in (path / "vocab").glob("*.parquet")) == sorted(CATEGORICAL)
     assert not list(path.parent.glob("*.tmp-*"))  # no staging folder left behind
@@ -314,3 +317,19 @@ def test_min_freq_2_maps_train_singletons_to_zero(given_files, tmp_path):
     assert parts["train"]["user"].to_list() == [2, 2, 1, 1, 1, 0, 0]  # u3 and u4 were seen once
     assert parts["val"]["user"].to_list() == [2, 0, 0]
     assert parts["test"]["user"].to_list() == [1, 0, 0, 2]
+
+
+def test_splits_are_written_as_shards_of_at_most_shard_rows_rows(prepared_synthetic, tmp_path):
+    sharded = prepare(synthetic_config(shard_rows=4000), ScenarioConfig(column="scenario"), SplitConfig(), tmp_path)
+    for name in SPLITS:
+        shards = sorted((sharded.path / name).glob("*.parquet"))
+        sizes = [pl.scan_parquet(shard).select(pl.len()).collect().item() for shard in shards]
+        assert len(shards) == -(-sharded.manifest["splits"][name]["rows"] // 4000)
+        assert max(sizes) <= 4000
+        whole = pl.read_parquet(prepared_synthetic.split_path(name))
+        assert pl.read_parquet(shards).equals(whole)  # same rows, same order as one shard
+
+
+def test_a_shard_size_below_one_row_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="dataset.shard_rows=0"):
+        prepare(synthetic_config(shard_rows=0), ScenarioConfig(column="scenario"), SplitConfig(), tmp_path)
