@@ -113,8 +113,8 @@ class TrainerConfig:
     threads: Optional[int] = None         # torch intra-op threads; null = torch's default
     limit_train_batches: Optional[int] = None
     progress: bool = True
-    in_memory: Optional[bool] = None      # false: stream the train split from parquet; null: auto
-    stream_above_rows: int = 50_000_000   # auto: stream when the train split has more rows
+    in_memory: Optional[bool] = None      # false: stream every split from its parquet shards; null: auto
+    stream_above_rows: int = 50_000_000   # auto: stream a split that has more rows
     stream_buffer_rows: int = 1_000_000   # streaming: rows shuffled together
 
 
