@@ -25,6 +25,7 @@ from ssimctr.train.metrics import scenario_metrics
 from ssimctr.train.sharing import FixedSharing
 
 Logger = Callable[[dict[str, float], int], None]
+Splits = dict[str, Batch | DataSplit]  # train / val / test; a Batch is a split held in memory
 TRAININGS = ("joint", "separate", "finetune")
 
 
@@ -62,9 +63,6 @@ class Outcome:
     def rows_per_second(self) -> float:
         seconds = sum(f.train_seconds for f in self.fits)
         return sum(f.train_rows for f in self.fits) / seconds if seconds else float("nan")
-
-
-Splits = dict[str, Batch | DataSplit]
 
 
 def train_jointly(model: MultiScenarioModel, gate: float, splits: Splits, names: Sequence[str],
