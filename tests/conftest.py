@@ -91,6 +91,30 @@ def one_scenario_batch(feature_map: FeatureMap, scenario: int, rows: int = 32) -
     return dataclasses.replace(batch, scenario=torch.full_like(batch.scenario, scenario))
 
 
+def assert_gradients_stay_in_own_tower(model, feature_map: FeatureMap, scenario: int, private: tuple[str, ...],
+                                       per_tower=lambda name, grad, k: grad.reshape(k, -1)) -> set[str]:
+    """A batch of one scenario trains every parameter; of each private parameter (stored [K, ...],
+    `per_tower` lays it out as [K, -1]) it reaches only slice `scenario` under mt (gate 0) and every
+    slice under mt_s (gate 1). Returns the private prefixes that matched a parameter."""
+    k = feature_map.num_scenarios
+    batch = one_scenario_batch(feature_map, scenario)
+    seen = set()
+    for gate in (0.0, 1.0):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)  # the same dropout masks for both gates
+        sharing_loss(model.towers(batch), batch.label, batch.scenario, gate).backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+            prefix = next((q for q in private if name.startswith(q)), None)
+            if prefix is None:
+                continue
+            seen.add(prefix)
+            grads = per_tower(name, p.grad, k).abs().sum(1)
+            for tower in range(k):
+                assert bool(grads[tower] > 0) == (gate == 1.0 or tower == scenario), (name, tower, gate)
+    return seen
+
+
 def assert_tower_contract(model, feature_map: FeatureMap, rows: int = 32) -> None:
     """After a few training steps on random rows: towers() gives [B, K] logits (not probabilities)
     and forward() is each row's own tower."""

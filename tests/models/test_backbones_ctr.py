@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import assert_single_tower_broadcasts, assert_tower_contract, one_scenario_batch, train_briefly
+from conftest import (assert_gradients_stay_in_own_tower, assert_single_tower_broadcasts, assert_tower_contract,
+                      train_briefly)
 from ssimctr.errors import UserError
 from ssimctr.models.backbones.dcn import DCN
 from ssimctr.models.backbones.dcnv2 import DCNv2
 from ssimctr.models.backbones.deepfm import DeepFM
 from ssimctr.models.backbones.dnn import DNN
-from ssimctr.train.sharing import sharing_loss
 
 SMALL = dict(embedding_dim=8, hidden=[32, 16])
 CASES = {
@@ -45,22 +45,8 @@ def test_shapes_and_logits(case, tiny_feature_map):
 @pytest.mark.parametrize("scenario", [0, 2])
 def test_gradients_stay_in_own_tower(case, scenario, tiny_feature_map):
     torch.manual_seed(0)
-    k = tiny_feature_map.num_scenarios
-    model = build(case, tiny_feature_map, k)
-    batch = one_scenario_batch(tiny_feature_map, scenario)
-    for gate in (0.0, 1.0):
-        model.zero_grad(set_to_none=True)
-        sharing_loss(model.towers(batch), batch.label, batch.scenario, gate).backward()
-        for name, p in model.named_parameters():
-            assert p.grad is not None and p.grad.abs().sum() > 0, name
-            if not name.startswith(PRIVATE):
-                continue
-            grads = per_tower(name, p.grad, k).abs().sum(1)
-            for tower in range(k):
-                if gate == 1.0 or tower == scenario:
-                    assert grads[tower] > 0, (name, tower)
-                else:
-                    assert grads[tower] == 0, (name, tower)
+    model = build(case, tiny_feature_map, tiny_feature_map.num_scenarios)
+    assert assert_gradients_stay_in_own_tower(model, tiny_feature_map, scenario, PRIVATE, per_tower)
 
 
 @pytest.mark.parametrize(("case", "embedding_dim"),
