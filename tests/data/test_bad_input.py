@@ -5,9 +5,13 @@ import re
 
 import polars as pl
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
+from ssimctr.data.sources import load_source
 from ssimctr.errors import UserError
 
 ROWS = 40
@@ -244,3 +248,16 @@ def test_an_empty_file_is_one_clear_error(tmp_path):
     dataset = DatasetConfig(name="t", path=str(path), label="click", scenario="domain")
     with pytest.raises(UserError, match="empty.csv"):
         prepare(dataset, ScenarioConfig(column="domain"), SplitConfig(kind="random"), tmp_path / "cache")
+
+
+@pytest.mark.parametrize("name", ["aliccp", "alimama", "antm2c", "kuairand", "movielens"])
+def test_a_release_folder_that_is_missing_or_a_file_is_one_clear_error(tmp_path, name):
+    a_file = tmp_path / "data.csv"
+    a_file.write_text("a,b\n1,2\n")
+    for path, words in ((tmp_path / "missing", ("folder not found", "missing")),
+                        (a_file, ("is a file, not a folder", "data.csv", "the folder holding"))):
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[f"dataset={name}", f"dataset.path={path}"])
+        with pytest.raises(UserError) as error:
+            load_source(OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.split))
+        _has(str(error.value), "dataset.path", *words)

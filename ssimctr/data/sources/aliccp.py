@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from ssimctr.config.schema import DatasetConfig, SplitConfig
-from ssimctr.data.sources.base import SPLIT_COLUMN, Source
+from ssimctr.data.sources.base import SPLIT_COLUMN, Source, release_folder
 from ssimctr.data.sources.files import fingerprint, read_files
 from ssimctr.data.sources.pools import carve_validation, check_fraction, warn_unless_given
 from ssimctr.errors import UserError
@@ -94,11 +94,9 @@ def _folder(dataset: DatasetConfig) -> Path:
     if not dataset.path:
         raise UserError("dataset=aliccp needs the folder of the original files: set dataset.path=/path/to/aliccp "
                         f"(sample_skeleton_{{train,test}}.csv and common_features_{{train,test}}.csv from {DOWNLOAD})")
-    folder = Path(dataset.path)
-    if not folder.is_dir():
-        raise UserError(f"dataset.path: {folder} is not a folder: with dataset.layout=raw it is the folder holding "
-                        "sample_skeleton_{train,test}.csv and common_features_{train,test}.csv (for the 33-column "
-                        "processed CSVs set dataset.layout=processed and dataset.path/val_path/test_path)")
+    folder = release_folder(Path(dataset.path), "sample_skeleton_{train,test}.csv and common_features_{train,test}.csv",
+                            "for the 33-column processed CSVs set dataset.layout=processed and "
+                            "dataset.path/val_path/test_path")
     for skeleton, common in PAIRS.values():
         for name in (skeleton, common):
             if not (folder / name).is_file():

@@ -32,7 +32,7 @@ import polars as pl
 
 from ssimctr.config.schema import DatasetConfig, SplitConfig
 from ssimctr.data.columns import parse_cutoff
-from ssimctr.data.sources.base import SPLIT_COLUMN, Source
+from ssimctr.data.sources.base import SPLIT_COLUMN, Source, release_folder
 from ssimctr.data.sources.files import data_files, fingerprint
 from ssimctr.data.sources.pools import carve_validation, check_fraction, pool_or_test, warn_unless_given
 from ssimctr.errors import UserError
@@ -112,10 +112,8 @@ def read_alimama(dataset: DatasetConfig, split: SplitConfig) -> Source:
 
 
 def _raw_files(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise UserError(f"dataset.path: {folder} is not a folder: with dataset.layout=raw it is the folder holding "
-                        "raw_sample.csv, ad_feature.csv and user_profile.csv (for FuxiCTR's joined CSV set "
-                        "dataset.layout=joined)")
+    release_folder(folder, "raw_sample.csv, ad_feature.csv and user_profile.csv",
+                   "for FuxiCTR's joined CSV set dataset.layout=joined")
     paths = {name: folder / name for name in RAW}
     for name, path in paths.items():
         if not path.is_file():

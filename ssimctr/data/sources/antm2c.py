@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from ssimctr.config.schema import DatasetConfig, SplitConfig
-from ssimctr.data.sources.base import Source
+from ssimctr.data.sources.base import Source, release_folder
 from ssimctr.data.sources.files import fingerprint
 from ssimctr.errors import UserError
 
@@ -51,10 +51,8 @@ def part_files(dataset: DatasetConfig) -> list[Path]:
     if not dataset.path:
         raise UserError("dataset=antm2c needs the folder of the part files: set dataset.path=/path/to/antm2c "
                         f"(antm2c_10m_part0, _part1, _part2 from {DOWNLOAD})")
-    folder = Path(dataset.path)
-    if not folder.is_dir():
-        raise UserError(f"dataset.path: {folder} is not a folder: it is the folder holding the AntM2C part files "
-                        f"({', '.join(parts)}); set dataset.parts to read other file names")
+    folder = release_folder(Path(dataset.path), f"the AntM2C part files {', '.join(parts)}",
+                            "set dataset.parts to read other file names")
     if not parts:
         raise UserError("dataset.parts is empty: list the AntM2C part files to read (e.g. "
                         "[antm2c_10m_part0,antm2c_10m_part1,antm2c_10m_part2])")

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import polars as pl
+
+from ssimctr.errors import UserError
 
 SPLIT_COLUMN = "_split"
 SPLITS = ("train", "val", "test")
@@ -23,3 +26,15 @@ class Source:
     load: Callable[[], pl.LazyFrame]
     fingerprint: dict
     origin: str
+
+
+def release_folder(folder: Path, holds: str, otherwise: str) -> Path:
+    """`folder` when it is an existing folder; else one clear error saying it must hold `holds`
+    (the release's files) and `otherwise` (how to read another layout)."""
+    if not folder.exists():
+        raise UserError(f"dataset.path: folder not found: {folder} (check the path; relative paths are relative "
+                        f"to {Path.cwd()})")
+    if not folder.is_dir():
+        raise UserError(f"dataset.path: {folder} is a file, not a folder: it must be the folder holding {holds} "
+                        f"({otherwise})")
+    return folder

@@ -17,7 +17,7 @@ import polars as pl
 
 from ssimctr.config.datasets_public import KuaiRandConfig
 from ssimctr.config.schema import SplitConfig
-from ssimctr.data.sources.base import Source
+from ssimctr.data.sources.base import Source, release_folder
 from ssimctr.data.sources.files import fingerprint, read_files
 from ssimctr.errors import UserError
 
@@ -89,14 +89,8 @@ def _raw_files(dataset: KuaiRandConfig) -> tuple[Path, dict[str, list[Path]]]:
     if not dataset.path:
         raise UserError(f"dataset=kuairand needs the release's data folder: set dataset.path=.../KuaiRand-"
                         f"{version.upper()}/data")
-    folder = Path(dataset.path)
-    if not folder.exists():
-        raise UserError(f"dataset.path: folder not found: {folder} (check the path; relative paths are relative "
-                        f"to {Path.cwd()})")
-    if not folder.is_dir():
-        raise UserError(f"dataset.path: {folder} is a file, but dataset.layout=raw reads the KuaiRand release's "
-                        "folder (log_standard_*, user_features_*, video_features_basic_* CSVs): point dataset.path "
-                        "at that folder, or set dataset.layout=joined for one preprocessed CSV")
+    folder = release_folder(Path(dataset.path), "the KuaiRand release's log_standard_*, user_features_* and "
+                            "video_features_basic_* CSVs", "or set dataset.layout=joined for one preprocessed CSV")
     if not _parts(folder, f"log_standard_*_{version}") and (folder / "data").is_dir():
         folder = folder / "data"
     files = {"log": _parts(folder, f"log_standard_*_{version}"), "user": _parts(folder, f"user_features_{version}"),

@@ -24,7 +24,7 @@ import polars as pl
 
 from ssimctr.config.datasets_public import MovieLensConfig
 from ssimctr.config.schema import SplitConfig
-from ssimctr.data.sources.base import Source
+from ssimctr.data.sources.base import Source, release_folder
 from ssimctr.data.sources.files import data_files, fingerprint
 from ssimctr.errors import UserError
 
@@ -66,13 +66,8 @@ def read_movielens(dataset: MovieLensConfig, split: SplitConfig) -> Source:
 
 
 def _dat_files(folder: Path) -> list[Path]:
-    if not folder.exists():
-        raise UserError(f"dataset.path: folder not found: {folder} (check the path; relative paths are relative "
-                        f"to {Path.cwd()})")
-    if not folder.is_dir():
-        raise UserError(f"dataset.path: {folder} is a file, but dataset.layout=dat reads the ML-1M folder "
-                        "(ratings.dat, users.dat, movies.dat): point dataset.path at the unzipped ml-1m/ folder, "
-                        "or set dataset.layout=csv for one joined CSV")
+    release_folder(folder, "ML-1M's ratings.dat, users.dat and movies.dat (the unzipped ml-1m/ folder)",
+                   "or set dataset.layout=csv for one joined CSV")
     files = [folder / name for name in DAT_FILES]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
