@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import polars as pl
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
@@ -98,3 +99,17 @@ def test_per_scenario_regimes_and_ssim_stream_too(tmp_path, option):
                                   "trainer.stream_buffer_rows=4000"), tmp_path)
     assert streamed.keys() == in_memory.keys()
     assert streamed["test/auc/mean"] == pytest.approx(in_memory["test/auc/mean"], abs=0.05)
+
+
+def test_the_results_file_counts_each_scenarios_test_rows_and_clicks(tmp_path):
+    results = run_job(job_config(tmp_path, "tracking=none", "trainer=debug", "trainer.progress=false"), tmp_path)
+    [prepared] = (tmp_path / "cache").glob("synthetic-*")
+    test = pl.read_parquet(prepared / "test")
+    written = pl.read_csv(tmp_path / "run" / "test_results.csv")
+    for k, name in enumerate(SCENARIOS):
+        labels = test.filter(pl.col("scenario") == k)["label"]
+        row = written.filter(pl.col("scenario") == name).row(0, named=True)
+        assert row["rows"] == labels.len()
+        assert row["ctr"] == pytest.approx(labels.mean())
+        assert row["auc"] == pytest.approx(results[f"test/auc/{name}"])
+    assert written.filter(pl.col("scenario") == "overall")["rows"].item() == test.height
