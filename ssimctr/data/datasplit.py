@@ -13,7 +13,7 @@ from typing import Iterator, Protocol
 import torch
 
 from ssimctr.data.batch import Batch, read_split, scenario_rows
-from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader
+from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, count_rows
 from ssimctr.features.feature_map import FeatureMap
 
 
@@ -75,11 +75,12 @@ class StreamedSplit:
 
     @cached_property
     def num_rows(self) -> int:
-        return self.loader(1, shuffle=False).num_rows
+        return count_rows(self.path, self.scenario)
 
     def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> ParquetStreamLoader:
         return ParquetStreamLoader(self.path, self.feature_map, batch_size, shuffle=shuffle, seed=seed,
-                                   buffer_rows=self.buffer_rows, device=self.device, scenario=self.scenario)
+                                   buffer_rows=self.buffer_rows, device=self.device, scenario=self.scenario,
+                                   num_rows=self.num_rows)
 
     def of_scenario(self, scenario: int) -> "StreamedSplit":
         return replace(self, scenario=scenario)

@@ -55,6 +55,15 @@ class InMemoryLoader:
             yield data.slice(start, start + self.batch_size)
 
 
+def count_rows(path: Path, scenario: int | None = None) -> int:
+    """Rows of a prepared split on disk (of one scenario when given): parquet metadata, or one pass
+    over the scenario column."""
+    files = parquet_files(path)
+    if scenario is None:
+        return sum(pq.ParquetFile(file).metadata.num_rows for file in files)
+    return pl.scan_parquet(files).filter(pl.col("scenario") == scenario).select(pl.len()).collect().item()
+
+
 class ParquetStreamLoader:
     """Streams a prepared split from its parquet row groups, for data larger than memory.
 
@@ -62,12 +71,13 @@ class ParquetStreamLoader:
     shards in a seeded random order; about `buffer_rows` rows (whole row groups) are shuffled
     together and cut into batches, and a partial batch carries over to the next buffer, so an epoch
     yields ceil(rows / batch_size) batches covering every row once. Unshuffled, rows come in file
-    order. With `scenario`, only that scenario's rows are read. Memory holds one buffer, not the split.
+    order. With `scenario`, only that scenario's rows are read (`num_rows`, when the caller has
+    counted them, saves a pass over the scenario column). Memory holds one buffer, not the split.
     """
 
     def __init__(self, path: Path, feature_map: FeatureMap, batch_size: int, shuffle: bool, seed: int = 0,
                  buffer_rows: int = 1_000_000, device: torch.device | str = "cpu",
-                 scenario: int | None = None) -> None:
+                 scenario: int | None = None, num_rows: int | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.files = [pq.ParquetFile(file) for file in parquet_files(path)]
@@ -77,13 +87,7 @@ class ParquetStreamLoader:
         self.batch_size, self.shuffle, self.buffer_rows = batch_size, shuffle, buffer_rows
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)
-        self.num_rows = self._count_rows(path)
-
-    def _count_rows(self, path: Path) -> int:
-        if self.scenario is None:
-            return sum(file.metadata.num_rows for file in self.files)
-        return (pl.scan_parquet(parquet_files(path)).filter(pl.col("scenario") == self.scenario)
-                .select(pl.len()).collect().item())
+        self.num_rows = num_rows if num_rows is not None else count_rows(path, scenario)
 
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
