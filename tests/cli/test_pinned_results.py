@@ -1,0 +1,72 @@
+"""Restructuring must not change results: every regime and SSIM phase on a small seeded dataset
+gives exactly the metrics recorded in pinned_results.json (recorded from the code before the
+task dispatch existed). Re-record only for an intended change of results:
+`python tests/cli/test_pinned_results.py --record`."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+
+from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.cli.runner import JobInfo, run
+
+PINNED = Path(__file__).with_name("pinned_results.json")
+BASE = ("tracking=none", "dataset.rows=20000", "dataset.users=2000", "dataset.items=500", "trainer=debug",
+        "trainer.threads=1", "trainer.progress=false", "ssim.selector_hidden=[64,32]")
+CASES = {
+    "default": (),
+    "mt_s": ("regime=mt_s",),
+    "single": ("regime=single",),
+    "st": ("regime=st",),
+    "finetune": ("regime=finetune",),
+    "ssim_search": ("ssim=search",),
+    "ssim_retrain": ("ssim=retrain", "ssim.from_path={search}"),
+    "ssim_retrain_random": ("ssim=retrain", "ssim.selector=random"),
+    "ssim_pipeline": ("ssim=pipeline", "ssim.retrain_dropout=0.1"),
+    "ssim_pipeline_transfer": ("ssim=pipeline", "backbone=star", "ssim.selection=global",
+                               "ssim.search_backbone={_target_: ssimctr.models.backbones.dnn.DNN}"),
+}
+
+
+def _results(name: str, tmp: Path) -> dict[str, float]:
+    overrides = [o.replace("{search}", str(tmp / "ssim_search" / "ssim")) for o in CASES[name]]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"paths.outputs={tmp / 'outputs'}", *BASE, *overrides])
+    job = JobInfo(choices={"regime": cfg.regime.name}, overrides=[], output_dir=tmp / name)
+    results = run(cfg, job, Console(quiet=True))
+    return {key: value for key, value in results.items() if "rows_per_s" not in key}
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+@pytest.fixture(scope="module")
+def search_folder(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("pinned")
+    _results("ssim_search", tmp)
+    return tmp
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_results_equal_the_pinned_ones(name, search_folder):
+    pinned = json.loads(PINNED.read_text())[name]
+    results = _results(name, search_folder)
+    assert sorted(results) == sorted(pinned)
+    changed = {key: (pinned[key], results[key]) for key in pinned if not _same(pinned[key], results[key])}
+    assert not changed
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        recorded = {name: _results(name, Path(folder)) for name in CASES}
+    PINNED.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
+    print(f"recorded {len(recorded)} cases in {PINNED}")
