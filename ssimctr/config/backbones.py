@@ -39,5 +39,5 @@ class DCNv2Config(DCNConfig):
     rank: int | None = None
 
 
-BACKBONE_SCHEMAS: dict[str, type] = {"schema_dnn": DNNConfig, "schema_deepfm": DeepFMConfig,
-                                     "schema_dcn": DCNConfig, "schema_dcnv2": DCNv2Config}
+BACKBONE_SCHEMAS: dict[str, type] = {"dnn": DNNConfig, "deepfm": DeepFMConfig,
+                                     "dcn": DCNConfig, "dcnv2": DCNv2Config}

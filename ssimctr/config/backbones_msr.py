@@ -50,8 +50,8 @@ class HMoEConfig(BackboneConfig):
     batch_norm: bool = False
 
 
-MSR_SCHEMAS.update(schema_shared_bottom=SharedBottomConfig, schema_mmoe=MMoEConfig, schema_ple=PLEConfig,
-                   schema_hmoe=HMoEConfig)
+MSR_SCHEMAS.update(shared_bottom=SharedBottomConfig, mmoe=MMoEConfig, ple=PLEConfig,
+                   hmoe=HMoEConfig)
 # --- end Shared-Bottom, MMoE, PLE, HMoE ---
 
 
@@ -88,6 +88,6 @@ class M2MConfig(BackboneConfig):
     dropout: float = 0.0
 
 
-MSR_SCHEMAS.update(schema_star=StarConfig, schema_dffm=DFFMConfig, schema_pepnet=PEPNetConfig,
-                   schema_m2m=M2MConfig)
+MSR_SCHEMAS.update(star=StarConfig, dffm=DFFMConfig, pepnet=PEPNetConfig,
+                   m2m=M2MConfig)
 # --- end STAR, DFFM, PEPNet, M2M ---

@@ -50,7 +50,7 @@ class AntM2CConfig(DatasetConfig):
 
 
 ALIBABA_SCHEMAS: dict[str, type] = {
-    "schema_aliccp": AliCCPConfig,
-    "schema_alimama": AliMamaConfig,
-    "schema_antm2c": AntM2CConfig,
+    "aliccp": AliCCPConfig,
+    "alimama": AliMamaConfig,
+    "antm2c": AntM2CConfig,
 }

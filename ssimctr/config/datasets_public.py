@@ -31,6 +31,6 @@ class MovieLensConfig(DatasetConfig):
 
 
 PUBLIC_SCHEMAS: dict[str, type] = {
-    "schema_kuairand": KuaiRandConfig,
-    "schema_movielens": MovieLensConfig,
+    "kuairand": KuaiRandConfig,
+    "movielens": MovieLensConfig,
 }

@@ -1,7 +1,7 @@
 """Structured-config schemas: a misspelt key or a value of the wrong type fails at compose time.
 
-Each YAML option under conf/<group>/ starts with `defaults: [schema_<kind>, _self_]`, so its
-keys are checked against the dataclass here. `register()` stores every schema in Hydra's
+Each YAML option under conf/<group>/ starts with `defaults: [/schema_<group>[_<kind>]@_here_, _self_]`,
+so its keys are checked against the dataclass here. `register()` stores every schema in Hydra's
 ConfigStore; the CLI calls it before Hydra composes.
 """
 from __future__ import annotations
@@ -144,17 +144,26 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"schema_files": DatasetConfig, "schema_synthetic": SyntheticConfig, **ALIBABA_SCHEMAS,
-                **PUBLIC_SCHEMAS},
-    "scenario": {"schema": ScenarioConfig},
-    "split": {"schema": SplitConfig},
+    "dataset": {"files": DatasetConfig, "synthetic": SyntheticConfig, **ALIBABA_SCHEMAS, **PUBLIC_SCHEMAS},
+    "scenario": {"": ScenarioConfig},
+    "split": {"": SplitConfig},
     "backbone": {**BACKBONE_SCHEMAS, **MSR_SCHEMAS},
-    "regime": {"schema": RegimeConfig},
-    "task": {"schema": TaskConfig},
-    "ssim": {"schema": SsimConfig},
-    "trainer": {"schema": TrainerConfig},
-    "tracking": {"schema": TrackingConfig},
+    "regime": {"": RegimeConfig},
+    "task": {"": TaskConfig},
+    "ssim": {"": SsimConfig},
+    "trainer": {"": TrainerConfig},
+    "tracking": {"": TrackingConfig},
 }
+
+
+def schema_name(group: str, kind: str = "") -> str:
+    """The ConfigStore name of a group's schema: `schema_<group>` or `schema_<group>_<kind>`.
+
+    Schemas are stored at the root, not inside their group, so they are not options of the group:
+    `ssimctr --help` and Hydra's "did you mean" lists show only the YAML options. A YAML option
+    names its schema first in its defaults list: `- /schema_backbone_dnn@_here_`.
+    """
+    return f"schema_{group}_{kind}" if kind else f"schema_{group}"
 
 
 def register() -> None:
@@ -162,5 +171,5 @@ def register() -> None:
     store = ConfigStore.instance()
     store.store(name="schema_config", node=Config)
     for group, schemas in SCHEMAS.items():
-        for name, node in schemas.items():
-            store.store(group=group, name=name, node=node)
+        for kind, node in schemas.items():
+            store.store(name=schema_name(group, kind), node=node)

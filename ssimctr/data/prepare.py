@@ -34,7 +34,7 @@ from ssimctr.data.splits import split_expression
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import CategoricalField, FeatureMap
 from ssimctr.features.vocab import encode, fit_numeric, fit_vocabularies, standardize
-from ssimctr.train.metrics import auc
+from ssimctr.metrics import auc
 
 PREPARATION_CODE = ("data", "features")  # packages whose source is part of the cache key
 

@@ -16,7 +16,7 @@ from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import Loader
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.metrics import scenario_metrics
+from ssimctr.metrics import scenario_metrics
 
 LossFn = Callable[[MultiScenarioModel, Batch], torch.Tensor]
 PROGRESS_EVERY = 10  # batches between progress updates (each update syncs the loss to the host)

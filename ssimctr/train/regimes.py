@@ -21,7 +21,7 @@ from ssimctr.data.datasplit import DataSplit, Loader, as_splits
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train.loop import FitResult, Validator, evaluate, fit, make_optimizer, predict, validator
-from ssimctr.train.metrics import scenario_metrics
+from ssimctr.metrics import scenario_metrics
 from ssimctr.train.sharing import FixedSharing
 
 Logger = Callable[[dict[str, float], int], None]

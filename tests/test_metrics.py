@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ssimctr.train.metrics import auc, logloss, scenario_metrics
+from ssimctr.metrics import auc, logloss, scenario_metrics
 
 NAMES = ["s0", "s1", "s2"]
 
