@@ -20,17 +20,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from ssimctr.config.datasets import DatasetConfig, SyntheticConfig
+from ssimctr.config.models import DNNConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig, TrainerConfig
 from ssimctr.data import synthetic
-from ssimctr.data.batch import read_split
-from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader
+from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
-from ssimctr.models.backbones.dnn import DNN
 from ssimctr.train.loop import fit, make_optimizer
 from ssimctr.train.sharing import FixedSharing
+from ssimctr.models.build import build_model
 from ssimctr.utils.seed import configure_torch
 
 
@@ -39,7 +41,8 @@ def write_csv(rows: int, folder: Path) -> Path:
     path = folder / f"rows_{rows}.csv"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        synthetic.generate(rows=rows, users=max(20_000, rows // 50), items=max(5_000, rows // 200)).write_csv(path)
+        synthetic.generate(SyntheticConfig(rows=rows, users=max(20_000, rows // 50),
+                                           items=max(5_000, rows // 200))).write_csv(path)
     return path
 
 
@@ -61,9 +64,9 @@ def train_once(data: PreparedDataset, streamed: bool) -> dict:
     fm = data.feature_map
     train = (ParquetStreamLoader(data.split_path("train"), fm, 2048, shuffle=True) if streamed
              else InMemoryLoader(read_split(data.split_path("train"), fm), 2048, shuffle=True))
-    model = DNN(fm, fm.num_scenarios)
+    model = build_model(OmegaConf.structured(DNNConfig), fm, fm.num_scenarios, scenario_feature=True)
     history = fit(model, FixedSharing(0.0), make_optimizer(model.parameters(), 1e-3, 0.0), train,
-                  lambda m: {"val/auc/mean": 0.0}, epochs=1, patience=1, progress=False)
+                  lambda m: {"val/auc/mean": 0.0}, TrainerConfig(epochs=1, patience=1, progress=False, seed=0))
     return {"streamed": streamed, "rows": history.train_rows, "rows_per_s": history.rows_per_second,
             "peak_rss_mb": peak_rss_mb()}
 

@@ -5,7 +5,7 @@
     .venv/bin/python bench/train_speed.py --ssim               # + SSIM search epoch vs mt epoch
 
 Training speed is measured on one epoch of the train split (validation excluded), batch 2048,
-embedding 16, MLP [256, 128, 64] (the backbone YAML defaults), Adam; figures go to the
+embedding 16, MLP [256, 128, 64] (the DNN's defaults, ssimctr.config.models), Adam; figures go to the
 terminal and to outputs/bench/train_speed.json.
 """
 from __future__ import annotations
@@ -24,11 +24,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ssimctr.cli.main import CONFIG_DIR
-from ssimctr.data.batch import read_split
-from ssimctr.data.loaders import InMemoryLoader
+from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
-from ssimctr.models.build import build_model
-from ssimctr.ssim.gates import SearchLoss
+from ssimctr.config.schema import TrainerConfig
+from ssimctr.ssim.losses import SearchLoss
+from ssimctr.tasks.base import ModelFactory
+from ssimctr.train.regimes import Regime
 from ssimctr.ssim.selector import Selector
 from ssimctr.train.loop import FitResult, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing
@@ -40,25 +41,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _fit_once(cfg, fm, train, val, device, gate: float) -> tuple[FitResult, int]:
+ONE_EPOCH = TrainerConfig(epochs=1, patience=1, progress=False, seed=0)
+
+
+def _build(cfg, fm, device):
+    """The configured backbone under the configured regime."""
+    regime = Regime.from_config(OmegaConf.to_object(cfg.regime))
+    return ModelFactory(cfg.backbone, fm, device).build(regime), regime
+
+
+def _fit_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
     """One training epoch of the configured model: its FitResult and parameter count."""
-    model = build_model(cfg.backbone, cfg.regime, fm).to(device)
-    history = fit(model, FixedSharing(gate), make_optimizer(model.parameters(), 1e-3, 0.0), train,
-                  validator(val, fm.scenario_names), epochs=1, patience=1, progress=False)
+    model, regime = _build(cfg, fm, device)
+    history = fit(model, FixedSharing(regime.gate), make_optimizer(model.parameters(), 1e-3, 0.0), train,
+                  validator(val, fm.scenario_names), ONE_EPOCH)
     return history, sum(p.numel() for p in model.parameters())
 
 
 def _search_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
     """One SSIM search epoch (backbone + selector, two Adam groups): its FitResult and parameter count."""
-    model = build_model(cfg.backbone, cfg.regime, fm).to(device)
+    model, _ = _build(cfg, fm, device)
     selector = Selector(model.embedding.output_dim, cfg.ssim.selector_hidden, fm.num_scenarios).to(device)
     loss = SearchLoss(selector, epsilon=cfg.ssim.epsilon, lambda_kl=cfg.ssim.lambda_kl,
                       final_temperature=cfg.ssim.final_temperature, total_steps=len(train), gate="hard",
                       scenario_names=fm.scenario_names, log=lambda metrics, step: None, log_every=len(train))
     optimizer = make_optimizer([{"params": list(model.parameters())},
                                 {"params": list(selector.parameters()), "lr": cfg.ssim.selector_lr}], 1e-3, 0.0)
-    history = fit(model, loss, optimizer, train, validator(val, fm.scenario_names), epochs=1, patience=1,
-                  progress=False, restore_best=False)
+    history = fit(model, loss, optimizer, train, validator(val, fm.scenario_names), ONE_EPOCH, restore_best=False)
     return history, sum(p.numel() for p in [*model.parameters(), *selector.parameters()])
 
 
@@ -99,24 +108,23 @@ def main() -> None:
         for backbone in backbones:
             for regime in args.regimes.split(","):
                 cfg = compose("config", overrides=[f"backbone={backbone}", f"regime={regime}"])
-                history, parameters = _fit_once(cfg, fm, train, val, device,
-                                                gate=1.0 if cfg.regime.share == "all" else 0.0)
+                history, parameters = _fit_once(cfg, fm, train, val, device)
                 results.append({"backbone": backbone, "regime": regime, "rows_per_s": history.rows_per_second,
-                                "val_auc_mean": history.history[0]["val/auc/mean"],
+                                "val_auc_mean": history.epochs[0]["val/auc/mean"],
                                 "parameters": parameters, "peak_rss_mb": peak_rss_mb()})
                 console.print(f"{backbone:>14} {regime:>7}: {history.rows_per_second:,.0f} rows/s")
 
         if args.ssim:
             for hidden in ("[256,128,64]", "[1024,512,256]"):
                 cfg = compose("config", overrides=["regime=mt", "ssim=search", f"backbone.hidden={hidden}"])
-                mt, parameters = _fit_once(cfg, fm, train, val, device, gate=0.0)
+                mt, parameters = _fit_once(cfg, fm, train, val, device)
                 search, search_parameters = _search_once(cfg, fm, train, val, device)
                 results.append({"backbone": f"dnn {hidden}", "regime": "mt", "rows_per_s": mt.rows_per_second,
-                                "val_auc_mean": mt.history[0]["val/auc/mean"], "parameters": parameters,
+                                "val_auc_mean": mt.epochs[0]["val/auc/mean"], "parameters": parameters,
                                 "peak_rss_mb": peak_rss_mb()})
                 results.append({"backbone": f"dnn {hidden}", "regime": "ssim search",
                                 "rows_per_s": search.rows_per_second,
-                                "val_auc_mean": search.history[0]["val/auc/mean"],
+                                "val_auc_mean": search.epochs[0]["val/auc/mean"],
                                 "parameters": search_parameters,
                                 "peak_rss_mb": peak_rss_mb(),
                                 "search_cost_vs_mt": search.train_seconds / mt.train_seconds})

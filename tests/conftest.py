@@ -4,17 +4,23 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from ssimctr.config.schema import ScenarioConfig, SplitConfig, SyntheticConfig
+from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.config.datasets import SyntheticConfig
+from ssimctr.config.models import MODEL_SCHEMAS
+from ssimctr.config.schema import ScenarioConfig, SplitConfig, TrainerConfig
 from ssimctr.data import synthetic
-from ssimctr.data.batch import Batch, read_split
-from ssimctr.data.loaders import InMemoryLoader
+from ssimctr.data.batch import Batch
+from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
 from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing, sharing_loss
+from ssimctr.utils.instantiate import instantiate
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
@@ -29,6 +35,12 @@ def synthetic_config(**overrides) -> SyntheticConfig:
                   oracle=synthetic.ORACLE, rows=30_000, users=2_000, items=500)
     values.update(overrides)
     return SyntheticConfig(**values)
+
+
+def compose(*overrides: str) -> DictConfig:
+    """The app config composed from the repository's conf/ with `overrides`, as the CLI composes it."""
+    with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return hydra.compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +85,15 @@ def per_split_counts(data: PreparedDataset) -> dict[str, dict[str, tuple[int, in
     """(rows, positives) per split and scenario, as the manifest records them."""
     return {s: {name: (v["rows"], v["positives"]) for name, v in data.manifest["splits"][s]["scenarios"].items()}
             for s in SPLITS}
+
+
+def make_model(name: str, feature_map: FeatureMap, num_towers: int | None = None, scenario_feature: bool = True,
+               **overrides):
+    """The model of conf/backbone/<name>.yaml (its schema's defaults) with `overrides`, built as the runner
+    builds it; `num_towers` None = one tower per scenario."""
+    config = OmegaConf.structured(MODEL_SCHEMAS[name](**overrides))
+    return instantiate(config, feature_map=feature_map, scenario_feature=scenario_feature,
+                       num_towers=feature_map.num_scenarios if num_towers is None else num_towers)
 
 
 def assert_single_tower_broadcasts(model, feature_map: FeatureMap, rows: int = 16) -> None:
@@ -140,6 +161,7 @@ def train_briefly(model, data: PreparedDataset, epochs: int = 2, gate: float = 0
     fm = data.feature_map
     loaders = {s: InMemoryLoader(read_split(data.split_path(s), fm), 512, shuffle=s == "train", seed=seed)
                for s in ("train", "val", "test")}
+    settings = TrainerConfig(epochs=epochs, patience=epochs, progress=False, seed=seed)
     fit(model, FixedSharing(gate), make_optimizer(model.parameters(), lr, 0.0), loaders["train"],
-        validator(loaders["val"], fm.scenario_names), epochs=epochs, patience=epochs, progress=False)
+        validator(loaders["val"], fm.scenario_names), settings)
     return evaluate(model, loaders["test"], "test", fm.scenario_names)

@@ -1,7 +1,11 @@
-"""Schemas of the dataset group (conf/dataset/<name>.yaml: `defaults: [schema_<kind>, _self_]`).
+"""Schemas of the dataset group, one per kind (conf/dataset/<name>.yaml: `defaults: [/schema_dataset_<kind>@_here_,
+_self_]`).
 
-`DatasetConfig` names the roles of a source's columns; a dataset whose files need their own
-reader sets `source` (see ssimctr.data.sources.READERS) and may add its own options in a subclass.
+`DatasetConfig` names the roles of a source's columns and is the schema of flat CSV / parquet files (kind
+`files`: dataset=tabular, douban, mind). A dataset whose files need their own reader sets `source` to its
+kind (ssimctr.data.sources.READERS) and adds that reader's options in a subclass: the synthetic generator,
+the Alibaba / Ant Group releases (Ali-CCP, AliMama, AntM2C) and the public academic ones (KuaiRand,
+MovieLens). Each option's default lives here only; the presets name what differs.
 """
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from omegaconf import MISSING
+
+ANTM2C_PARTS = ["antm2c_10m_part0", "antm2c_10m_part1", "antm2c_10m_part2"]
 
 
 @dataclass
@@ -39,7 +45,8 @@ class DatasetConfig:
 
 @dataclass
 class SyntheticConfig(DatasetConfig):
-    """The built-in generator with a known hidden click model (ssimctr.data.synthetic)."""
+    """The built-in generator with a known hidden click model (ssimctr.data.synthetic); these are its
+    parameters and their only defaults."""
 
     source: str = "synthetic"
 
@@ -53,3 +60,72 @@ class SyntheticConfig(DatasetConfig):
     shared_weight: float = 0.8            # share of the click logit common to all scenarios
     days: int = 30
     generator_seed: int = 7
+
+
+@dataclass
+class AliCCPConfig(DatasetConfig):
+    """Ali-CCP (Tianchi 408). raw: the four original files in the folder `path`, the official
+    train file is the train pool (a seeded `val_fraction` of it validates), the official test file
+    the test split. processed: the 33-column CSVs of torch-rechub / Scenario-Wise-Rec given as
+    path / val_path / test_path. Use split=given with both."""
+
+    source: str = "aliccp"
+    layout: str = "raw"                   # raw | processed
+    val_fraction: float = 0.1             # raw: share of the train pool that validates (SSIM: 10%)
+    val_seed: int = 2020                  # raw: seed of that draw (SSIM's AliCCP code: 2020)
+
+
+@dataclass
+class AliMamaConfig(DatasetConfig):
+    """AliMama / Taobao display ads (Tianchi 56). raw: raw_sample.csv + ad_feature.csv +
+    user_profile.csv in the folder `path`; joined: the FuxiCTR 19-column CSV (one file: the time
+    protocol below; with val_path and test_path: the files' own split). The reader assigns the
+    SSIM split itself (train pool before `test_start`, a seeded `val_fraction` of it validates):
+    use split=given."""
+
+    source: str = "alimama"
+    layout: str = "raw"                   # raw | joined
+    test_start: str = "2017-05-12T00:00:00+08:00"  # first test instant (SSIM: local China time)
+    val_fraction: float = 0.1
+    val_seed: int = 2021                  # SSIM's AliMama code: pandas sample, seed 2021
+
+
+@dataclass
+class AntM2CConfig(DatasetConfig):
+    """AntM2C (Alipay, ATEC): the 37-column event parts in the folder `path`, read together."""
+
+    source: str = "antm2c"
+    parts: list[str] = field(default_factory=lambda: list(ANTM2C_PARTS))  # file names in `path`
+    has_header: bool = True               # the first line of each part names the columns
+
+
+@dataclass
+class KuaiRandConfig(DatasetConfig):
+    """KuaiRand (kuairand.com): the release's log + feature files, or Scenario-Wise-Rec's joined CSV."""
+
+    source: str = "kuairand"
+    layout: str = "raw"                   # raw (folder of the release's CSVs) | joined (one CSV, 42 columns)
+    version: str = "1k"                   # raw: file suffix of the release: 1k | pure | 27k
+    include_random: bool = False          # raw: also read log_random_* (randomly exposed videos)
+
+
+@dataclass
+class MovieLensConfig(DatasetConfig):
+    """MovieLens-1M (grouplens.org): the ::-separated .dat files, or one joined CSV."""
+
+    source: str = "movielens"
+    layout: str = "dat"                   # dat (ratings/users/movies.dat folder) | csv (joined, with header)
+    label_threshold: Optional[float] = 4.0  # label = rating >= threshold
+
+
+DATASET_SCHEMAS: dict[str, type] = {
+    "files": DatasetConfig,
+    "synthetic": SyntheticConfig,
+    "aliccp": AliCCPConfig,
+    "alimama": AliMamaConfig,
+    "antm2c": AntM2CConfig,
+    "kuairand": KuaiRandConfig,
+    "movielens": MovieLensConfig,
+}
+"""The schema of each dataset kind, stored as `schema_dataset_<kind>`; a kind is also the `source` its reader
+is registered under."""

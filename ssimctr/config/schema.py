@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import II, MISSING
 
-from ssimctr.config.backbones import BACKBONE_SCHEMAS
-from ssimctr.config.datasets import DatasetConfig, SyntheticConfig
-from ssimctr.config.datasets_alibaba import ALIBABA_SCHEMAS
-from ssimctr.config.datasets_public import PUBLIC_SCHEMAS
-from ssimctr.config.backbones_msr import MSR_SCHEMAS
+from ssimctr.config.datasets import DATASET_SCHEMAS
+from ssimctr.config.models import MODEL_SCHEMAS
 
 
 @dataclass
@@ -56,22 +53,26 @@ class SplitConfig:
 
 @dataclass
 class RegimeConfig:
-    """training: joint (one model, all rows) | separate (one model per scenario) | finetune (joint,
+    """How a model meets the scenarios (ssimctr.train.regimes.Regime checks the values).
+
+    training: joint (one model, all rows) | separate (one model per scenario) | finetune (joint,
     then a copy per scenario fine-tuned on its rows); towers: per_scenario (K towers) | single;
     share: own (each row trains its own tower) | all (every row trains every tower);
     scenario_feature: scenario id as an input field; finetune_lr: null = trainer.lr."""
 
     name: str = MISSING
-    training: str = "joint"
-    towers: str = "per_scenario"
-    share: str = "own"
+    training: str = MISSING
+    towers: str = MISSING
+    share: str = MISSING
     scenario_feature: bool = True
     finetune_lr: Optional[float] = None
 
 
 @dataclass
 class TaskConfig:
-    name: str = "multi_scenario"
+    """The study a job runs: `_target_` names the task class (ssimctr.tasks), the rest are its options."""
+
+    _target_: str = MISSING
 
 
 @dataclass
@@ -101,6 +102,8 @@ class SsimConfig:
 
 @dataclass
 class TrainerConfig:
+    """How models are trained and evaluated; every regime, task and SSIM phase reads it as is."""
+
     epochs: int = 10
     batch_size: int = 2048
     eval_batch_size: int = 16384
@@ -116,6 +119,7 @@ class TrainerConfig:
     in_memory: Optional[bool] = None      # false: stream every split from its parquet shards; null: auto
     stream_above_rows: int = 50_000_000   # auto: stream a split that has more rows
     stream_buffer_rows: int = 1_000_000   # streaming: rows shuffled together
+    seed: int = II("seed")                # shuffling and random selections: the job's seed
 
 
 @dataclass
@@ -144,10 +148,10 @@ class Config:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "dataset": {"files": DatasetConfig, "synthetic": SyntheticConfig, **ALIBABA_SCHEMAS, **PUBLIC_SCHEMAS},
+    "dataset": DATASET_SCHEMAS,
     "scenario": {"": ScenarioConfig},
     "split": {"": SplitConfig},
-    "backbone": {**BACKBONE_SCHEMAS, **MSR_SCHEMAS},
+    "backbone": MODEL_SCHEMAS,
     "regime": {"": RegimeConfig},
     "task": {"": TaskConfig},
     "ssim": {"": SsimConfig},

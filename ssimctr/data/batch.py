@@ -1,14 +1,9 @@
-"""A batch of prepared rows as tensors, and reading prepared splits (parquet files or folders of shards)."""
+"""A batch of prepared rows as tensors: the contract between data, models and training."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, fields
 
-import numpy as np
-import polars as pl
 import torch
-
-from ssimctr.features.feature_map import FeatureMap
 
 
 @dataclass(frozen=True)
@@ -45,8 +40,9 @@ class Batch:
         """Rows at `index` (a copy, in that order)."""
         return Batch(**{f.name: _apply(getattr(self, f.name), lambda t: t.index_select(0, index)) for f in fields(self)})
 
-    def with_scenario(self, scenario: torch.Tensor) -> "Batch":
-        return replace(self, scenario=scenario)
+    def of_scenario(self, scenario: int) -> "Batch":
+        """The rows that belong to `scenario` (a copy, in their order)."""
+        return self.take(torch.nonzero(self.scenario == scenario).squeeze(1))
 
     @staticmethod
     def concat(batches: list["Batch"]) -> "Batch":
@@ -63,41 +59,3 @@ def _apply(t: torch.Tensor | None, fn) -> torch.Tensor | None:
 def _move(t: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if t is None else t.to(device, non_blocking=True)
 
-
-def scenario_rows(batch: Batch, scenario: int) -> Batch:
-    """The rows of `batch` that belong to `scenario`."""
-    return batch.take(torch.nonzero(batch.scenario == scenario).squeeze(1))
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """The parquet files of a prepared split: the file itself, or a folder's shards in name order."""
-    path = Path(path)
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files or not files[0].is_file():
-        raise FileNotFoundError(f"no prepared parquet data at {path}")
-    return files
-
-
-def read_split(path: Path, feature_map: FeatureMap) -> Batch:
-    """Load one prepared split (a parquet file or a folder of parquet shards) as one Batch."""
-    return batch_from_frame(pl.read_parquet(parquet_files(path)), feature_map)
-
-
-def batch_from_frame(frame: pl.DataFrame, feature_map: FeatureMap) -> Batch:
-    """The rows of a prepared frame as one Batch."""
-    if feature_map.categorical:
-        cat = frame.select(feature_map.categorical_names).to_numpy().astype(np.int64, copy=False)
-    else:  # a frame of no columns has no rows: keep one row per label
-        cat = np.zeros((frame.height, 0), dtype=np.int64)
-    if feature_map.numeric:
-        num = frame.select(feature_map.numeric_names).to_numpy().astype(np.float32, copy=False)
-    else:
-        num = np.zeros((frame.height, 0), dtype=np.float32)
-    return Batch(
-        # writable and contiguous: a single-column frame may hand out its own read-only buffer
-        cat=torch.from_numpy(np.require(cat, requirements=["C", "W"])),
-        num=torch.from_numpy(np.require(num, requirements=["C", "W"])),
-        scenario=torch.from_numpy(frame["scenario"].to_numpy().astype(np.int64)),
-        label=torch.from_numpy(frame["label"].to_numpy().astype(np.float32)),
-        row_id=torch.from_numpy(frame["row_id"].to_numpy().astype(np.int64)),
-    )

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
-from ssimctr.config.schema import DatasetConfig
+from ssimctr.config.datasets import DatasetConfig
 from ssimctr.errors import UserError
 
 RESERVED = ("row_id", "scenario", "label", "ts")

@@ -12,8 +12,8 @@ from typing import Iterator, Protocol
 
 import torch
 
-from ssimctr.data.batch import Batch, read_split, scenario_rows
-from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, count_rows
+from ssimctr.data.batch import Batch
+from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, count_rows, read_split
 from ssimctr.features.feature_map import FeatureMap
 
 
@@ -60,7 +60,7 @@ class MemorySplit:
         return InMemoryLoader(self.batch, batch_size, shuffle=shuffle, seed=seed)
 
     def of_scenario(self, scenario: int) -> "MemorySplit":
-        return MemorySplit(scenario_rows(self.batch, scenario))
+        return MemorySplit(self.batch.of_scenario(scenario))
 
 
 @dataclass(frozen=True)
@@ -84,16 +84,6 @@ class StreamedSplit:
 
     def of_scenario(self, scenario: int) -> "StreamedSplit":
         return replace(self, scenario=scenario)
-
-
-def as_split(data: Batch | DataSplit) -> DataSplit:
-    """A DataSplit for a Batch (held in memory) or the split itself."""
-    return MemorySplit(data) if isinstance(data, Batch) else data
-
-
-def as_splits(splits: dict[str, Batch | DataSplit]) -> dict[str, DataSplit]:
-    """`as_split` of every split."""
-    return {name: as_split(data) for name, data in splits.items()}
 
 
 def open_split(path: Path, feature_map: FeatureMap, in_memory: bool, buffer_rows: int,

@@ -1,4 +1,4 @@
-"""Loaders: iterate over a prepared split in batches. The only data module that trains see.
+"""Loaders: read a prepared split (parquet files or a folder of shards) and iterate over it in batches.
 
 In memory, one epoch is a single seeded permutation of contiguous tensors followed by
 contiguous slices: no per-row Python, no collate function. Streaming reads parquet row groups
@@ -9,12 +9,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import torch
 
-from ssimctr.data.batch import Batch, batch_from_frame, parquet_files
+from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The parquet files of a prepared split: the file itself, or a folder's shards in name order."""
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files or not files[0].is_file():
+        raise FileNotFoundError(f"no prepared parquet data at {path}")
+    return files
+
+
+def read_split(path: Path, feature_map: FeatureMap) -> Batch:
+    """Load one prepared split (a parquet file or a folder of parquet shards) as one Batch."""
+    return batch_from_frame(pl.read_parquet(parquet_files(path)), feature_map)
+
+
+def batch_from_frame(frame: pl.DataFrame, feature_map: FeatureMap) -> Batch:
+    """The rows of a prepared frame as one Batch."""
+    if feature_map.categorical:
+        cat = frame.select(feature_map.categorical_names).to_numpy().astype(np.int64, copy=False)
+    else:  # a frame of no columns has no rows: keep one row per label
+        cat = np.zeros((frame.height, 0), dtype=np.int64)
+    if feature_map.numeric:
+        num = frame.select(feature_map.numeric_names).to_numpy().astype(np.float32, copy=False)
+    else:
+        num = np.zeros((frame.height, 0), dtype=np.float32)
+    return Batch(
+        # writable and contiguous: a single-column frame may hand out its own read-only buffer
+        cat=torch.from_numpy(np.require(cat, requirements=["C", "W"])),
+        num=torch.from_numpy(np.require(num, requirements=["C", "W"])),
+        scenario=torch.from_numpy(frame["scenario"].to_numpy().astype(np.int64)),
+        label=torch.from_numpy(frame["label"].to_numpy().astype(np.float32)),
+        row_id=torch.from_numpy(frame["row_id"].to_numpy().astype(np.int64)),
+    )
 
 
 class InMemoryLoader:

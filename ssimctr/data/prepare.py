@@ -24,13 +24,14 @@ from typing import Callable
 import polars as pl
 
 import ssimctr
-from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from ssimctr.config.datasets import DatasetConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.columns import (check_columns, feature_roles, label_expression, numeric_expressions,
                                   time_expression)
 from ssimctr.data.scenarios import assign_scenarios
 from ssimctr.data.sources import load_source
 from ssimctr.data.sources.base import SPLIT_COLUMN, SPLITS
-from ssimctr.data.splits import split_expression
+from ssimctr.data.split_assignment import split_assignment
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import CategoricalField, FeatureMap
 from ssimctr.features.vocab import encode, fit_numeric, fit_vocabularies, standardize
@@ -63,14 +64,15 @@ class PreparedDataset:
         return self.path / split
 
 
-def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, cache_root: Path,
+def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfig, cache_root: Path,
             progress: Callable[[str], None] = lambda message: None) -> PreparedDataset:
-    """Prepare `dataset` (or reuse the cached preparation of the same config and input);
-    `progress` receives one line per stage (rows read, dropped by reason, rows written)."""
+    """Prepare `dataset`, its rows split by `rule` (or reuse the cached preparation of the same config and
+    input); `progress` receives one line per stage (rows read, dropped by reason, rows written)."""
     if dataset.shard_rows < 1:
-        raise UserError(f"dataset.shard_rows={dataset.shard_rows}: a shard needs at least one row (default 5000000)")
-    source = load_source(dataset, split)
-    key = cache_key(dataset, scenario, split, source.fingerprint)
+        raise UserError(f"dataset.shard_rows={dataset.shard_rows}: a shard needs at least one row "
+                        f"(default {DatasetConfig.shard_rows})")
+    source = load_source(dataset, rule)
+    key = cache_key(dataset, scenario, rule, source.fingerprint)
     target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
     if (target / "manifest.json").exists():
         return load_prepared(target, cache_hit=True)
@@ -80,7 +82,7 @@ def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig
     (staging / "vocab").mkdir(parents=True)
     try:
         try:
-            manifest = _build(source, dataset, scenario, split, staging, progress)
+            manifest = _build(source, dataset, scenario, rule, staging, progress)
         except pl.exceptions.PolarsError as error:
             detail = str(error).strip().splitlines()[0]
             raise UserError(f"reading {source.origin} failed: {detail}. Check the file's separator "
@@ -101,13 +103,13 @@ def load_prepared(path: Path, cache_hit: bool = False) -> PreparedDataset:
     return PreparedDataset(path, FeatureMap.from_json(path / "feature_map.json"), manifest, cache_hit)
 
 
-def cache_key(dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, fingerprint: dict) -> str:
-    payload = {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(split),
+def cache_key(dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfig, fingerprint: dict) -> str:
+    payload = {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(rule),
                "source": fingerprint, "code": code_digest(), "polars": pl.__version__}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: SplitConfig, out: Path,
+def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfig, out: Path,
            progress: Callable[[str], None]) -> dict:
     roles = feature_roles(dataset)
     frame = source.load()
@@ -131,16 +133,16 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
 
     drop_rules = [("label_missing", pl.col("label").is_null()), ("scenario_missing", pl.col("_scenario_null")),
                   (assignment.drop_reason, pl.col("scenario").is_null())]
-    if split.kind == "time" and dataset.time:
+    if rule.kind == "time" and dataset.time:
         drop_rules.append(("time_missing", pl.col("ts").is_null()))
     progress(f"reading {source.origin}")
     dropped, frame = _drop_counted(frame, drop_rules)
     frame = frame.drop("_scenario_null")
-    frame = frame.with_columns(split_expression(frame, split, has_time=bool(dataset.time)).alias(SPLIT_COLUMN))
+    frame = frame.with_columns(split_assignment(frame, rule, has_time=bool(dataset.time)).alias(SPLIT_COLUMN))
     staged = out / "staged.parquet"  # one streaming pass over the source; every later pass reads this
     frame.sink_parquet(staged)
     table = pl.scan_parquet(staged)
-    read = _check_splits(table, split, source.origin) + sum(dropped.values())
+    read = _check_splits(table, rule, source.origin) + sum(dropped.values())
     progress(f"{read:,} rows read, {read - sum(dropped.values()):,} kept"
              + (f", dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())}" if dropped else ""))
 
@@ -164,7 +166,7 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, split: Spli
         scenario_column=scenario.column or "", label_column=dataset.label,
         user=dataset.user, item=dataset.item, time="ts" if dataset.time else None)
     feature_map.to_json(out / "feature_map.json")
-    manifest = _manifest(out, feature_map, dropped, source, dataset, scenario, split)
+    manifest = _manifest(out, feature_map, dropped, source, dataset, scenario, rule)
     if dataset.oracle:
         manifest["oracle_auc"] = _oracle_auc(table, feature_map.scenario_names)
     staged.unlink()
@@ -185,7 +187,7 @@ def _drop_counted(frame: pl.LazyFrame, rules: list[tuple[str, pl.Expr]]) -> tupl
     return counts, frame.filter(~earlier)
 
 
-def _check_splits(table: pl.LazyFrame, split: SplitConfig, origin: str) -> int:
+def _check_splits(table: pl.LazyFrame, rule: SplitConfig, origin: str) -> int:
     """Every split has rows, or a clear error naming the empty one and the fix; returns the row count."""
     sizes = table.group_by(SPLIT_COLUMN).agg(pl.len()).collect()
     present = dict(zip(sizes[SPLIT_COLUMN].to_list(), sizes["len"].to_list()))
@@ -195,14 +197,14 @@ def _check_splits(table: pl.LazyFrame, split: SplitConfig, origin: str) -> int:
     for index, name in enumerate(SPLITS):
         if not present.get(index):
             fix = {"time": "adjust split.fractions or split.cutoffs", "random": "adjust split.fractions",
-                   "given": f"check dataset.{'path' if index == 0 else name + '_path'}"}[split.kind]
-            raise UserError(f"split={split.kind} leaves the {name} split empty (0 of {total} rows in "
+                   "given": f"check dataset.{'path' if index == 0 else name + '_path'}"}[rule.kind]
+            raise UserError(f"split={rule.kind} leaves the {name} split empty (0 of {total} rows in "
                             f"{origin}): {fix}")
     return total
 
 
 def _manifest(out: Path, feature_map: FeatureMap, dropped: dict, source, dataset: DatasetConfig,
-              scenario: ScenarioConfig, split: SplitConfig) -> dict:
+              scenario: ScenarioConfig, rule: SplitConfig) -> dict:
     """Rows and positives per split × scenario (read back from the written files), drops, provenance."""
     names = feature_map.scenario_names
     counts = {}
@@ -218,7 +220,7 @@ def _manifest(out: Path, feature_map: FeatureMap, dropped: dict, source, dataset
     manifest = {
         "dataset": dataset.name, "splits": counts, "dropped": dropped,
         "scenarios": list(names), "source": source.fingerprint,
-        "config": {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(split)},
+        "config": {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(rule)},
         "versions": {"ssimctr": ssimctr.__version__, "preparation_code": code_digest(), "polars": pl.__version__},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,7 +1,8 @@
 """The built-in synthetic dataset: multi-scenario CTR logs with a known hidden click model.
 
-`generate` draws everything from ``np.random.default_rng(seed)`` in a fixed order, so the
-same arguments always give the same frame (byte for byte). Each row carries the true
+`generate` draws everything from ``np.random.default_rng(generator_seed)`` in a fixed order, so
+the same parameters always give the same frame (byte for byte). The parameters and their defaults
+are those of ``SyntheticConfig`` (ssimctr.config.datasets). Each row carries the true
 probability its label was drawn from (``click_prob``), so any model's AUC can be compared
 with the best achievable ("oracle") AUC per scenario. All draws are vectorized numpy.
 
@@ -58,8 +59,8 @@ Click model, for a row of scenario s
     matrix per scenario and sqrt(d) * <u, v> has unit variance. ``click_prob`` = sigmoid(logit) and
     ``click`` ~ Bernoulli(click_prob). The bias b_s is solved (Newton steps) so that the mean
     click_prob of scenario s equals its target CTR; the targets are spread geometrically over
-    3%..15% (scenario k gets 0.03 * 5**((k + 0.5) / K) after a seeded shuffle). With the
-    default shared_weight = 0.8 the shared part dominates, so data from the big scenarios
+    3%..15% (scenario k gets 0.03 * 5**((k + 0.5) / K) after a seeded shuffle). With
+    shared_weight = 0.8 the shared part dominates, so data from the big scenarios
     helps the small ones; the oracle AUC of click_prob is about 0.8 in each scenario.
 """
 from __future__ import annotations
@@ -68,6 +69,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+
+from ssimctr.config.datasets import SyntheticConfig
 
 LABEL = "click"
 SCENARIO = "scenario"
@@ -112,13 +115,14 @@ CTR_RANGE = (0.03, 0.15)
 BIAS_NEWTON_STEPS = 8
 
 
-def generate(rows: int = 200_000, num_scenarios: int = 3, scenario_weights: list[float] | None = None,
-             users: int = 20_000, items: int = 5_000, latent_dim: int = 8, zipf_exponent: float = 1.1,
-             shared_weight: float = 0.8, days: int = 30, seed: int = 7) -> pl.DataFrame:
-    """Draw `rows` rows of multi-scenario click logs (see the module docstring for the model)."""
-    weights = _check_args(rows, num_scenarios, scenario_weights, users, items, latent_dim,
+def generate(config: SyntheticConfig) -> pl.DataFrame:
+    """Draw `config.rows` rows of multi-scenario click logs (see the module docstring for the model)."""
+    rows, num_scenarios, users, items = config.rows, config.num_scenarios, config.users, config.items
+    latent_dim, zipf_exponent, shared_weight, days = (config.latent_dim, config.zipf_exponent,
+                                                      config.shared_weight, config.days)
+    weights = _check_args(rows, num_scenarios, config.scenario_weights, users, items, latent_dim,
                           zipf_exponent, shared_weight, days)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.generator_seed)
     scenario = rng.choice(num_scenarios, size=rows, p=weights)
     user = _popular_ids(rng, users, zipf_exponent, scenario, num_scenarios)
     item = _popular_ids(rng, items, zipf_exponent, scenario, num_scenarios)

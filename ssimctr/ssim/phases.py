@@ -1,35 +1,40 @@
-"""The two SSIM phases as training procedures (methods.md §1.6).
+"""SSIM as phases of one procedure (docs/methods.md §1.6): `run_phase` runs the job's `ssim.phase`.
 
-search:  save the initial weights; train backbone and selector jointly for `search_epochs` with the
-         annealed hard gate and the KL term (two Adam groups); score every train row with the
-         frozen selector on a frozen copy of the search embedding; save everything (artifacts.py).
-retrain: rebuild the model, load the search's initial weights when they fit, train it from there
-         with the frozen selection (no KL) and early stopping; any backbone can retrain on a
-         saved selection (transfer).
+search:   save the initial weights; train backbone and selector jointly for `search_epochs` with the
+          annealed hard gate and the KL term (two Adam groups); score every train row with the
+          frozen selector on a frozen copy of the search embedding; save everything (artifacts.py).
+retrain:  rebuild the model, load the search's initial weights when they fit, train it from there
+          with the frozen selection (no KL) and early stopping; any backbone can retrain on a
+          saved selection (transfer). The search comes from ssim.from_run (an MLflow run, through
+          the tracker) or ssim.from_path (its ssim/ folder).
+pipeline: search, then retrain on that search, in one run (search metrics under search/).
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from omegaconf import OmegaConf
 
-from ssimctr.config.schema import SsimConfig
-from ssimctr.data.batch import Batch
-from ssimctr.data.datasplit import as_splits
+from ssimctr.config.models import backbone_config
+from ssimctr.config.schema import SsimConfig, TrainerConfig
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers import FeatureEmbedding
 from ssimctr.ssim import artifacts
-from ssimctr.ssim.gates import (RetrainLoss, SearchLoss, batch_top_ratio, global_selection, random_selection,
-                                soft_weights)
+from ssimctr.ssim.losses import RetrainLoss, SearchLoss
+from ssimctr.ssim.selection import Gate, batch_top_ratio, global_selection, random_selection, soft_weights
 from ssimctr.ssim.selector import FrozenSelector, Selector
-from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
-from ssimctr.train.regimes import Logger, Outcome, Splits, TrainSettings, eval_loader
+from ssimctr.tasks.base import Job
+from ssimctr.train.loop import (Logger, Outcome, eval_loader, evaluate, fit, make_optimizer, train_loader,
+                                validator)
+from ssimctr.train.regimes import Regime, Splits
 
+PHASES = ("search", "retrain", "pipeline")
 CHOICES = {"heads": ("per_scenario", "shared"), "gate": ("hard", "soft"), "selection": ("batch_topk", "global"),
            "selector": ("learned", "random")}
 
@@ -42,8 +47,44 @@ class RetrainInfo:
     selection: str                # what decided the shared rows
 
 
+def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
+    """Run `ssim.phase` on the job: `model` is the job's freshly built model (the searcher)."""
+    check_options(ssim)
+    if not regime.is_multi_tower_joint:
+        raise UserError(f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt "
+                        f"(not regime={regime.name})")
+    tracker, folder = job.tracker, job.folder / "ssim"
+    if ssim.phase in ("search", "pipeline"):
+        searcher = model
+        if ssim.phase == "pipeline" and ssim.search_backbone is not None:
+            searcher = job.models.build(regime, backbone_config(ssim.search_backbone))
+        log = tracker.log_metrics if ssim.phase == "search" else (
+            lambda metrics, step: tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step))
+        summary = {"dataset": job.config.dataset.name, "data_key": job.data.manifest["cache_key"],
+                   "backbone": ssim.search_backbone or OmegaConf.to_container(job.config.backbone, resolve=True),
+                   "seed": job.config.seed}
+        outcome = search(searcher, job.splits, job.scenario_names, job.settings, ssim, log, folder, summary)
+        tracker.log_artifact(folder)
+        if ssim.phase == "search":
+            tracker.set_tags({"ssim.phase": "search"})
+            return outcome
+        source, tags = folder, {"ssim.search_run_id": tracker.run_id or "this run"}
+    else:
+        source, tags = _search_source(ssim, job)
+    models = job.models
+    if ssim.phase == "retrain" and ssim.retrain_dropout is not None:
+        models = models.with_options(dropout=ssim.retrain_dropout)
+    outcome, info = retrain(lambda: models.build(regime), job.splits, job.data.feature_map, job.settings, ssim,
+                            tracker.log_metrics, source, job.data.manifest["cache_key"])
+    tracker.set_tags({**tags, "ssim.phase": ssim.phase, "ssim.initial_weights": info.initial_weights,
+                      "ssim.selection": info.selection})
+    return outcome
+
+
 def check_options(ssim: SsimConfig) -> None:
     """Clear errors for invalid ssim options."""
+    if ssim.phase not in PHASES:
+        raise UserError(f"ssim.phase={ssim.phase} is not known: use one of disabled, {', '.join(PHASES)}")
     for key, allowed in CHOICES.items():
         if getattr(ssim, key) not in allowed:
             raise UserError(f"ssim.{key}={getattr(ssim, key)} is not known: use one of {', '.join(allowed)}")
@@ -51,9 +92,22 @@ def check_options(ssim: SsimConfig) -> None:
         raise UserError(f"ssim.ratio must be in [0, 1], got {ssim.ratio}")
     if not 0.0 < ssim.epsilon < 1.0:
         raise UserError(f"ssim.epsilon must be in (0, 1), got {ssim.epsilon}")
+    if ssim.from_run and ssim.from_path:
+        raise UserError("set one of ssim.from_run and ssim.from_path, not both")
 
 
-def search(model: MultiScenarioModel, splits: Splits, names: Sequence[str], settings: TrainSettings,
+def _search_source(ssim: SsimConfig, job: Job) -> tuple[Path | None, dict[str, str]]:
+    """The search folder a retrain reads (downloaded from the tracker for ssim.from_run), and the
+    lineage tags for its run."""
+    if ssim.from_run:
+        folder = job.tracker.download_artifacts(ssim.from_run, "ssim", job.folder / "search")
+        return folder, {"ssim.search_run_id": ssim.from_run}
+    if ssim.from_path:
+        return Path(ssim.from_path), {"ssim.search_path": str(ssim.from_path)}
+    return None, {}
+
+
+def search(model: MultiScenarioModel, splits: Splits, names: Sequence[str], settings: TrainerConfig,
            ssim: SsimConfig, log: Logger, folder: Path, summary: dict) -> Outcome:
     """The search phase; writes the artifacts into `folder` and returns the search model's metrics."""
     embedding = getattr(model, "embedding", None)
@@ -62,13 +116,13 @@ def search(model: MultiScenarioModel, splits: Splits, names: Sequence[str], sett
                         f"(`.embedding`); {type(model).__name__} has none: search with backbone=dnn and "
                         "retrain the other model on its selection (ssim=retrain ssim.from_run=<id> backbone=...)")
     initial_state = copy.deepcopy(model.state_dict())
-    splits = as_splits(splits)
     device = splits["train"].device
     shape = {"in_dim": embedding.output_dim, "hidden": list(ssim.selector_hidden), "num_scenarios": len(names),
              "shared_head": ssim.heads == "shared", "dropout": ssim.selector_dropout}
     selector = Selector(**shape).to(device)
-    train = splits["train"].loader(settings.batch_size, shuffle=True, seed=settings.seed)
-    steps = (min(len(train), settings.limit_batches) if settings.limit_batches else len(train)) * ssim.search_epochs
+    train = train_loader(splits["train"], settings)
+    limit = settings.limit_train_batches
+    steps = (min(len(train), limit) if limit else len(train)) * ssim.search_epochs
     loss = SearchLoss(selector, epsilon=ssim.epsilon, lambda_kl=ssim.lambda_kl,
                       final_temperature=ssim.final_temperature, total_steps=steps, gate=ssim.gate,
                       scenario_names=names, log=log, log_every=ssim.log_every)
@@ -76,10 +130,9 @@ def search(model: MultiScenarioModel, splits: Splits, names: Sequence[str], sett
         {"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay},
         {"params": list(selector.parameters()), "lr": ssim.selector_lr, "weight_decay": 0.0}], settings.lr, 0.0)
     selector.train()
-    history = fit(model, loss, optimizer, train, validator(eval_loader(splits["val"], settings), names),
-                  epochs=ssim.search_epochs, monitor=settings.monitor, mode=settings.mode,
-                  patience=ssim.search_epochs, limit_batches=settings.limit_batches, progress=settings.progress,
-                  restore_best=False, on_epoch_end=lambda epoch, metrics: log(metrics, epoch))
+    search_settings = replace(settings, epochs=ssim.search_epochs, patience=ssim.search_epochs)
+    result = fit(model, loss, optimizer, train, validator(eval_loader(splits["val"], settings), names),
+                 search_settings, restore_best=False, log=log)
     frozen = FrozenSelector(copy.deepcopy(embedding), copy.deepcopy(selector))
     selection = artifacts.selection_frame(artifacts.score_rows(frozen, splits["train"]), ssim.ratio)
     fractions = artifacts.shared_fractions(selection, names)
@@ -90,15 +143,13 @@ def search(model: MultiScenarioModel, splits: Splits, names: Sequence[str], sett
                                    "shared_fraction": fractions, "final_temperature": loss.temperature,
                                    "epsilon": ssim.epsilon, "lambda_kl": ssim.lambda_kl, "heads": ssim.heads})
     artifacts.plot_scores(selection, names, folder / "score_histogram.png")
-    val = {k: v for k, v in history.history[-1].items() if k.startswith("val/")}
-    return Outcome(val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [history])
+    return Outcome(result.val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [result])
 
 
 def retrain(build: Callable[[], MultiScenarioModel], splits: Splits, feature_map: FeatureMap,
-            settings: TrainSettings, ssim: SsimConfig, log: Logger,
+            settings: TrainerConfig, ssim: SsimConfig, log: Logger,
             folder: Path | None, data_key: str) -> tuple[Outcome, RetrainInfo]:
     """The retrain phase on the search in `folder` (None only for selector=random)."""
-    splits = as_splits(splits)
     device = splits["train"].device
     names = feature_map.scenario_names
     model = build()
@@ -110,21 +161,16 @@ def retrain(build: Callable[[], MultiScenarioModel], splits: Splits, feature_map
     else:
         artifacts.check_search_folder(folder, data_key)
         initial = "search" if artifacts.load_initial_state(folder, model) else "fresh"
-    gate_of, selection = _gate(ssim, folder, feature_map, settings, device)
-    history = fit(model, RetrainLoss(gate_of), make_optimizer(model.parameters(), settings.lr, settings.weight_decay),
-                  splits["train"].loader(settings.batch_size, shuffle=True, seed=settings.seed),
-                  validator(eval_loader(splits["val"], settings), names), epochs=settings.epochs,
-                  monitor=settings.monitor, mode=settings.mode, patience=settings.patience,
-                  limit_batches=settings.limit_batches, progress=settings.progress,
-                  on_epoch_end=lambda epoch, metrics: log(metrics, epoch))
-    val = {k: v for k, v in history.history[history.best_epoch - 1].items() if k.startswith("val/")} \
-        if history.best_epoch else {}
+    gate, description = _retrain_gate(ssim, folder, feature_map, settings, device)
+    result = fit(model, RetrainLoss(gate), make_optimizer(model.parameters(), settings.lr, settings.weight_decay),
+                 train_loader(splits["train"], settings), validator(eval_loader(splits["val"], settings), names),
+                 settings, log=log)
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
-    return Outcome(val, test, [history]), RetrainInfo(initial, selection)
+    return Outcome(result.val, test, [result]), RetrainInfo(initial, description)
 
 
-def _gate(ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, settings: TrainSettings,
-          device: torch.device) -> tuple[Callable[[Batch], torch.Tensor], str]:
+def _retrain_gate(ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, settings: TrainerConfig,
+                  device: torch.device) -> tuple[Gate, str]:
     """The retrain's sharing gate and a description of it."""
     if ssim.selector == "random":
         return random_selection(ssim.ratio, settings.seed), f"random r={ssim.ratio}"
@@ -134,4 +180,3 @@ def _gate(ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, settin
     if ssim.selection == "global":
         return global_selection(artifacts.shared_by_row(folder, ssim.ratio, device)), f"global top r={ssim.ratio}"
     return batch_top_ratio(frozen, ssim.ratio), f"batch top r={ssim.ratio}"
-

@@ -1,16 +1,10 @@
 """Experiment tracking: the only package that imports mlflow.
 
-This module re-exports the mlflow-free interface; `make_tracker` imports mlflow only for
+This module exports the mlflow-free interface; `make_tracker` imports mlflow only for
 tracking.backend=mlflow (importing mlflow takes about a second).
 """
 
-from ssimctr.tracking.base import (
-    PARENT_RUN_ENV,
-    NullTracker,
-    Tracker,
-    flatten_params,
-    make_tracker,
-    parent_run_id_from_env,
-)
+from ssimctr.tracking.backends import make_tracker
+from ssimctr.tracking.base import PARENT_RUN_ENV, NullTracker, Tracker, flatten_params, parent_run_id_from_env
 
 __all__ = ["PARENT_RUN_ENV", "NullTracker", "Tracker", "flatten_params", "make_tracker", "parent_run_id_from_env"]

@@ -1,4 +1,4 @@
-"""The tracking interface the rest of ssimctr talks to, plus its mlflow-free helpers."""
+"""The tracking interface the rest of ssimctr talks to, the no-op tracker and mlflow-free helpers."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 @runtime_checkable
 class Tracker(Protocol):
-    """One tracked run: start it, log to it, end it."""
+    """One tracked run (start it, log to it, end it), and read access to other runs' artifacts."""
 
     def start(
         self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
@@ -36,14 +36,17 @@ class Tracker(Protocol):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Log a file, or a directory under its own name, into `artifact_path`."""
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        """Write `text` as the artifact `artifact_file` (e.g. "config/resolved.yaml")."""
-
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set run tags."""
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Terminate the run as FINISHED, FAILED or KILLED; `error` goes to tag `error`."""
+
+    def download_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
+        """Copy the artifact folder `artifact_path` of run `run_id` into `destination`; return its local path.
+
+        Raises UserError when the run, or its `artifact_path` artifacts, cannot be found.
+        """
 
 
 class NullTracker:
@@ -69,14 +72,18 @@ class NullTracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Do nothing."""
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        """Do nothing."""
-
     def set_tags(self, tags: dict[str, str]) -> None:
         """Do nothing."""
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Do nothing."""
+
+    def download_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
+        """Raise UserError: without a tracking store there are no run artifacts to download."""
+        raise UserError(
+            "ssim.from_run needs tracking=mlflow (this run has tracking=none): "
+            "use ssim.from_path=<the search run's ssim/ folder>"
+        )
 
 
 def check_status(status: str) -> None:
@@ -110,17 +117,3 @@ def flatten_params(
             text = "{}" if isinstance(value, Mapping) else param_value(value)
             flat[name] = text if max_len is None else text[:max_len]
     return flat
-
-
-BACKENDS = ("mlflow", "none")
-
-
-def make_tracker(backend: str, uri: str, experiment: str, artifact_location: str | None) -> Tracker:
-    """Build the tracker for `tracking.backend` (mlflow | none); mlflow is imported only when used."""
-    if backend == "mlflow":
-        from ssimctr.tracking.mlflow_tracker import MlflowTracker
-
-        return MlflowTracker(uri, experiment, artifact_location)
-    if backend == "none":
-        return NullTracker()
-    raise UserError(f"tracking.backend={backend!r} is not supported; use one of: {', '.join(BACKENDS)}")

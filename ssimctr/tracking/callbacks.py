@@ -11,13 +11,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ssimctr.tracking.base import PARENT_RUN_ENV
+from ssimctr.tracking.store import PARENT_RUN_TAG, paginate
 
 if TYPE_CHECKING:  # mlflow is imported only when a multirun tracks with it
     from mlflow.entities import Run
 
     from ssimctr.tracking.mlflow_tracker import MlflowTracker
-
-MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
 
 
 class MlflowParentRunCallback(Callback):
@@ -81,15 +80,8 @@ def _summarise(tracker: MlflowTracker, metric: str) -> None:
 def _child_runs(tracker: MlflowTracker) -> list[Run]:
     """All runs of the parent's experiment whose parent is the tracker's run."""
     experiment_ids = [tracker.experiment_id]
-    query = f"tags.{MLFLOW_PARENT_RUN_ID} = '{tracker.run_id}'"
-    runs: list[Run] = []
-    page_token = None
-    while True:
-        page = tracker.client.search_runs(experiment_ids, query, page_token=page_token)
-        runs.extend(page)
-        page_token = page.token
-        if not page_token:
-            return runs
+    query = f"tags.`{PARENT_RUN_TAG}` = '{tracker.run_id}'"
+    return list(paginate(lambda page_token: tracker.client.search_runs(experiment_ids, query, page_token=page_token)))
 
 
 def _best_run(runs: list[Run], metric: str) -> Run | None:

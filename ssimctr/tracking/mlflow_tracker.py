@@ -12,7 +12,6 @@ from mlflow.entities import Experiment, LifecycleStage, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import (
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
@@ -22,6 +21,7 @@ from mlflow.utils.validation import (
 
 from ssimctr.errors import UserError
 from ssimctr.tracking.base import check_status, flatten_params
+from ssimctr.tracking.store import PARENT_RUN_TAG, sqlite_file
 
 _T = TypeVar("_T")
 
@@ -30,6 +30,7 @@ class MlflowTracker:
     """One MLflow run in experiment `experiment` of the store at `uri`."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        self.uri = uri
         self.client = connect(uri)
         self.experiment_id = get_or_create_experiment(self.client, experiment, artifact_location)
         self._run_id: str | None = None
@@ -45,7 +46,7 @@ class MlflowTracker:
         """Create the run (linked to `parent_run_id` when given) and return its id."""
         run_tags = _tag_values(tags)
         if parent_run_id:
-            run_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+            run_tags[PARENT_RUN_TAG] = parent_run_id
         run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
         self._run_id = run.info.run_id
         return self._run_id
@@ -75,10 +76,6 @@ class MlflowTracker:
         else:
             raise FileNotFoundError(f"cannot log artifact {path}: no such file or directory")
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        """Write `text` as the artifact `artifact_file`."""
-        self.client.log_text(self._active(), text, artifact_file)
-
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set tags (values cut to MLflow's tag length limit)."""
         items = [RunTag(key, value) for key, value in _tag_values(tags).items()]
@@ -93,6 +90,23 @@ class MlflowTracker:
         if error is not None:
             self.set_tags({"error": error})
         self.client.set_terminated(self._run_id, status)
+
+    def download_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
+        """Copy the artifact folder `artifact_path` of run `run_id` into `destination`; return its local path.
+
+        Any run of the store can be read, started or not. UserError when the run is not in the
+        store, or has no `artifact_path` artifacts.
+        """
+        try:
+            self.client.get_run(run_id)
+        except MlflowException:
+            raise UserError(f"ssim.from_run={run_id}: no such run in {self.uri} (copy the run id from the search "
+                            "run's output or the MLflow UI, and use the same tracking.uri)") from None
+        destination.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact_path, str(destination)))
+        except (MlflowException, OSError):
+            raise UserError(f"run {run_id} has no '{artifact_path}' artifacts: is it an ssim=search run?") from None
 
     def _active(self) -> str:
         """The run id, or RuntimeError when `start` was not called."""
@@ -150,15 +164,6 @@ def create_experiment(
     return experiment
 
 
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of a `sqlite:///path` URI, None for other or in-memory URIs."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return None
-    path = uri[len(prefix) :].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
 def _tag_values(tags: dict[str, str]) -> dict[str, str]:
     """Tags as strings cut to MLflow's tag value limit."""
     return {key: str(value)[:MAX_TAG_VAL_LENGTH] for key, value in tags.items()}
@@ -168,18 +173,3 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     """Consecutive slices of `items` of at most `size` elements."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def download_run_artifacts(uri: str, run_id: str, artifact_path: str, destination: Path) -> Path:
-    """Copy the artifact folder `artifact_path` of run `run_id` into `destination`; return its local path."""
-    client = connect(uri)
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        raise UserError(f"ssim.from_run={run_id}: no such run in {uri} (copy the run id from the search "
-                        "run's output or the MLflow UI, and use the same tracking.uri)") from None
-    destination.mkdir(parents=True, exist_ok=True)
-    try:
-        return Path(client.download_artifacts(run_id, artifact_path, str(destination)))
-    except (MlflowException, OSError):
-        raise UserError(f"run {run_id} has no '{artifact_path}' artifacts: is it an ssim=search run?") from None

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from ssimctr.errors import UserError
+from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file
 
 if TYPE_CHECKING:
+    from mlflow.entities import Experiment, Run
+    from mlflow.store.entities.paged_list import PagedList
     from mlflow.tracking import MlflowClient
 
 DEFAULT_EXPERIMENT_PREFIX = "ssimctr"
-PARENT_TAG = "mlflow.parentRunId"  # = mlflow.utils.mlflow_tags.MLFLOW_PARENT_RUN_ID
 PAGE_SIZE = 1000
 _RUN_ID = re.compile(r"[0-9A-Za-z_-]+")
 
@@ -65,27 +67,24 @@ def search_runs(
         part
         for part in (
             (filter_string or "").strip(),
-            f"tags.`{PARENT_TAG}` = '{parent_run_id}'" if parent_run_id else "",
+            f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'" if parent_run_id else "",
             "attributes.status = 'FINISHED'",
         )
         if part
     )
-    runs = []
-    page_token = None
-    while True:
-        try:
-            page = client.search_runs(
-                list(names), query, run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE,
-                order_by=["attributes.start_time ASC"], page_token=page_token,
-            )
-        except MlflowException as exc:
-            if filter_string:
-                raise UserError(f"--filter {filter_string!r} is not a valid MLflow filter: {exc.message}") from exc
-            raise UserError(f"cannot search runs in {uri}: {exc.message}") from exc
-        runs.extend(page)
-        page_token = page.token
-        if not page_token:
-            break
+
+    def fetch_page(page_token: str | None) -> PagedList[Run]:
+        return client.search_runs(
+            list(names), query, run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE,
+            order_by=["attributes.start_time ASC"], page_token=page_token,
+        )
+
+    try:
+        runs = list(paginate(fetch_page))
+    except MlflowException as exc:
+        if filter_string:
+            raise UserError(f"--filter {filter_string!r} is not a valid MLflow filter: {exc.message}") from exc
+        raise UserError(f"cannot search runs in {uri}: {exc.message}") from exc
     return [_record(run, names[run.info.experiment_id]) for run in runs if run.info.status == "FINISHED"]
 
 
@@ -130,8 +129,7 @@ def local_store(uri: str) -> Path | None:
     """The file or folder behind a local tracking URI (sqlite:///x.db, file:///dir, a path), else None."""
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite":
-        path = uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
-        return Path(path) if path and path != ":memory:" else None
+        return sqlite_file(uri)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     if len(parsed.scheme) <= 1:  # a plain path (or a Windows drive letter)
@@ -162,18 +160,13 @@ def _experiments(
     return found
 
 
-def _all_experiments(client: MlflowClient) -> list:
-    experiments = []
-    page_token = None
-    while True:
-        page = client.search_experiments(max_results=PAGE_SIZE, page_token=page_token)
-        experiments.extend(page)
-        page_token = page.token
-        if not page_token:
-            return experiments
+def _all_experiments(client: MlflowClient) -> list[Experiment]:
+    """Every active experiment of the store."""
+    return list(paginate(lambda page_token: client.search_experiments(max_results=PAGE_SIZE, page_token=page_token)))
 
 
-def _get_run(client: MlflowClient, run_id: str, uri: str):
+def _get_run(client: MlflowClient, run_id: str, uri: str) -> Run:
+    """Run `run_id`, or UserError when the id is malformed or not in the store."""
     from mlflow.exceptions import MlflowException
 
     if not _RUN_ID.fullmatch(run_id):
@@ -184,7 +177,8 @@ def _get_run(client: MlflowClient, run_id: str, uri: str):
         raise UserError(f"no run {run_id} in {uri}: {exc.message}") from exc
 
 
-def _record(run, experiment: str) -> RunRecord:
+def _record(run: Run, experiment: str) -> RunRecord:
+    """`run` as a plain record; `experiment` is its experiment's name."""
     tags = dict(run.data.tags)
     return RunRecord(
         run_id=run.info.run_id,
@@ -193,7 +187,7 @@ def _record(run, experiment: str) -> RunRecord:
         tags=tags,
         params=dict(run.data.params),
         metrics={key: float(value) for key, value in run.data.metrics.items()},
-        parent_run_id=tags.get(PARENT_TAG),
+        parent_run_id=tags.get(PARENT_RUN_TAG),
         experiment=experiment,
     )
 

@@ -1,5 +1,6 @@
 """Training and evaluation loops. The loop never knows which model it trains: it calls
-`loss_fn(model, batch)` to train and `model(batch)` (own-scenario logits) to evaluate."""
+`loss_fn(model, batch)` to train and `model(batch)` (own-scenario logits) to evaluate.
+Every loop reads the trainer settings (`TrainerConfig`, the `trainer` config group) as one object."""
 from __future__ import annotations
 
 import copy
@@ -12,29 +13,70 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
-from ssimctr.data.datasplit import Loader
+from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.metrics import scenario_metrics
 
 LossFn = Callable[[MultiScenarioModel, Batch], torch.Tensor]
+Logger = Callable[[dict[str, float], int], None]  # (metrics, step)
+Validator = Callable[[MultiScenarioModel], dict[str, float]]
 PROGRESS_EVERY = 10  # batches between progress updates (each update syncs the loss to the host)
 
 
 @dataclass
 class FitResult:
-    """What `fit` did: per-epoch validation metrics, the best epoch and training throughput."""
+    """What `fit` did: each epoch's metrics, the best epoch, the epoch whose weights the model
+    ends with, and training throughput."""
 
-    history: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_value: float = float("nan")
+    kept_epoch: int = 0                   # the epoch whose weights the model holds (0: none kept)
     train_rows: int = 0
     train_seconds: float = 0.0
 
     @property
     def rows_per_second(self) -> float:
         return self.train_rows / self.train_seconds if self.train_seconds else float("nan")
+
+    @property
+    def val(self) -> dict[str, float]:
+        """The validation metrics of the model `fit` returned (the best epoch's when restored)."""
+        if not self.kept_epoch:
+            return {}
+        return {key: value for key, value in self.epochs[self.kept_epoch - 1].items() if key.startswith("val/")}
+
+
+@dataclass
+class Outcome:
+    """Validation metrics of the selected model(s), test metrics, and how training went.
+
+    `val_logged`: the validation metrics were already logged per epoch under `val/*` (one model
+    trained on every scenario); otherwise they are logged once, at the end."""
+
+    val: dict[str, float]
+    test: dict[str, float]
+    fits: list[FitResult]
+    val_logged: bool = True
+
+    @property
+    def best_epoch(self) -> float:
+        """The best epoch (the mean over models when there are several)."""
+        return float(np.mean([f.best_epoch for f in self.fits]))
+
+    @property
+    def rows_per_second(self) -> float:
+        """Training rows per second over every fit."""
+        seconds = sum(f.train_seconds for f in self.fits)
+        return sum(f.train_rows for f in self.fits) / seconds if seconds else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        """Every result of the job: val/* of the selected model(s), test/*, best epoch, throughput."""
+        return {**self.val, **self.test, "best/epoch": self.best_epoch,
+                "train/rows_per_s_mean": self.rows_per_second}
 
 
 def make_optimizer(parameters: Iterable, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -47,23 +89,22 @@ def make_optimizer(parameters: Iterable, lr: float, weight_decay: float) -> torc
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
-Validator = Callable[[MultiScenarioModel], dict[str, float]]
-
-
 def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-        train: Loader, validate: Validator, *,
-        epochs: int, monitor: str = "val/auc/mean", mode: str = "max", patience: int = 2,
-        limit_batches: int | None = None, progress: bool = True, restore_best: bool = True,
-        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
-    """Train for up to `epochs`, call `validate(model)` after each, stop after `patience` epochs
-    without improvement of `monitor`, and (unless restore_best is False) restore the best weights."""
+        train: Loader, validate: Validator, settings: TrainerConfig, *, restore_best: bool = True,
+        log: Logger | None = None) -> FitResult:
+    """Train for up to `settings.epochs`, call `validate(model)` after each epoch (and `log` with
+    its metrics), stop after `settings.patience` epochs without improvement of `settings.monitor`,
+    and (unless restore_best is False) restore the best weights."""
+    mode = settings.monitor_mode
     if mode not in ("max", "min"):
         raise UserError(f"trainer.monitor_mode={mode}: use max or min")
+    monitor = settings.monitor
     result = FitResult()
     best_state = None
     stale = 0
-    for epoch in range(1, epochs + 1):
-        loss, rows, seconds = _train_epoch(model, loss_fn, optimizer, train, epoch, limit_batches, progress)
+    for epoch in range(1, settings.epochs + 1):
+        loss, rows, seconds = _train_epoch(model, loss_fn, optimizer, train, epoch, settings.limit_train_batches,
+                                           settings.progress)
         result.train_rows += rows
         result.train_seconds += seconds
         metrics = validate(model)
@@ -71,19 +112,20 @@ def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optim
         if monitor not in metrics:
             raise UserError(f"trainer.monitor={monitor} is not a validation metric; choose one of "
                             f"{', '.join(sorted(k for k in metrics if k.startswith('val/')))}")
-        result.history.append(metrics)
-        if on_epoch_end:
-            on_epoch_end(epoch, metrics)
+        result.epochs.append(metrics)
+        if log:
+            log(metrics, epoch)
         value = metrics[monitor]
         if _improved(value, result.best_value, mode):
             result.best_epoch, result.best_value, stale = epoch, value, 0
             best_state = copy.deepcopy(model.state_dict()) if restore_best else None
         else:
             stale += 1
-            if stale >= patience:
+            if stale >= settings.patience:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    result.kept_epoch = result.best_epoch if restore_best else len(result.epochs)
     return result
 
 
@@ -150,3 +192,13 @@ def evaluate(model: MultiScenarioModel, loader: Loader, split: str,
 def validator(loader: Loader, scenario_names: Sequence[str], split: str = "val") -> Validator:
     """A `fit` validator: the metrics of `evaluate` on `loader`."""
     return lambda model: evaluate(model, loader, split, scenario_names)
+
+
+def train_loader(data: DataSplit, settings: TrainerConfig) -> Loader:
+    """The training loader: shuffled with the job's seed, training batch size."""
+    return data.loader(settings.batch_size, shuffle=True, seed=settings.seed)
+
+
+def eval_loader(data: DataSplit, settings: TrainerConfig) -> Loader:
+    """An evaluation loader: unshuffled, evaluation batch size."""
+    return data.loader(settings.eval_batch_size, shuffle=False)

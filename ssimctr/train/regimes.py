@@ -1,11 +1,13 @@
-"""Training regimes: how models meet scenarios.
+"""Training regimes: how models meet scenarios. A `Regime` is one object that knows its towers,
+its sharing gate, how it trains and how it reports validation metrics (joint training logs val/*
+each epoch; a model per scenario logs its own metrics per epoch and val/* once, at the end).
 
 joint     one model on all rows; the sharing gate decides which towers a row trains
           (mt: own tower, mt_s: every tower, single: the one tower).
 separate  ST-Backbone: one independent model per scenario, trained and early-stopped on that
-          scenario's rows only, evaluated on them (methods.md §1.7, a [reading]).
+          scenario's rows only, evaluated on them (docs/methods.md §1.7, a reading).
 finetune  Finetune: one model trained on all rows, then a copy per scenario fine-tuned on its
-          rows and evaluated on them (methods.md §1.7, a [reading]).
+          rows and evaluated on them (docs/methods.md §1.7, a reading).
 All three report the same metric names: per-scenario, pooled and mean AUC / logloss.
 """
 from __future__ import annotations
@@ -16,74 +18,85 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ssimctr.data.batch import Batch
-from ssimctr.data.datasplit import DataSplit, Loader, as_splits
+from ssimctr.config.schema import RegimeConfig, TrainerConfig
+from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
-from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.loop import FitResult, Validator, evaluate, fit, make_optimizer, predict, validator
 from ssimctr.metrics import scenario_metrics
+from ssimctr.models.base import MultiScenarioModel
+from ssimctr.train.loop import (FitResult, Logger, Outcome, Validator, eval_loader, evaluate, fit, make_optimizer,
+                                predict, train_loader, validator)
 from ssimctr.train.sharing import FixedSharing
 
-Logger = Callable[[dict[str, float], int], None]
-Splits = dict[str, Batch | DataSplit]  # train / val / test; a Batch is a split held in memory
+Splits = dict[str, DataSplit]  # train / val / test
+ModelBuilder = Callable[[], MultiScenarioModel]
 TRAININGS = ("joint", "separate", "finetune")
+TOWERS = ("per_scenario", "single")
+SHARE_GATES = {"own": 0.0, "all": 1.0}
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Trainer options, the same for every regime."""
+class Regime:
+    """One regime option (conf/regime/<name>.yaml), checked once when it is made."""
 
-    batch_size: int
-    eval_batch_size: int
-    epochs: int
-    lr: float
-    weight_decay: float
-    monitor: str
-    mode: str
-    patience: int
-    limit_batches: int | None
-    progress: bool
-    seed: int
+    name: str
+    training: str          # joint | separate | finetune
+    towers: str            # per_scenario | single
+    share: str             # own | all
+    scenario_feature: bool
+    finetune_lr: float | None = None
 
+    def __post_init__(self) -> None:
+        for key, allowed in (("training", TRAININGS), ("towers", TOWERS), ("share", SHARE_GATES)):
+            if getattr(self, key) not in allowed:
+                raise UserError(f"regime.{key}={getattr(self, key)} is not known: use one of {', '.join(allowed)}")
 
-@dataclass
-class Outcome:
-    """Validation metrics of the selected model(s), test metrics, and how training went."""
+    @classmethod
+    def from_config(cls, config: RegimeConfig) -> Regime:
+        """The regime of a composed `regime` config."""
+        return cls(config.name, config.training, config.towers, config.share, bool(config.scenario_feature),
+                   config.finetune_lr)
 
-    val: dict[str, float]
-    test: dict[str, float]
-    fits: list[FitResult]
-
-    @property
-    def best_epoch(self) -> float:
-        """The best epoch (the mean over models when there are several)."""
-        return float(np.mean([f.best_epoch for f in self.fits]))
+    def num_towers(self, num_scenarios: int) -> int:
+        """K towers (one per scenario) or a single tower broadcast to every scenario."""
+        return num_scenarios if self.towers == "per_scenario" else 1
 
     @property
-    def rows_per_second(self) -> float:
-        seconds = sum(f.train_seconds for f in self.fits)
-        return sum(f.train_rows for f in self.fits) / seconds if seconds else float("nan")
+    def gate(self) -> float:
+        """The fixed sharing gate of joint training: 0 = own tower, 1 = every tower."""
+        return SHARE_GATES[self.share]
+
+    @property
+    def is_multi_tower_joint(self) -> bool:
+        """One model, a tower per scenario, trained on all rows: what SSIM's search and retrain need."""
+        return self.training == "joint" and self.towers == "per_scenario"
+
+    def train(self, model: MultiScenarioModel, build: ModelBuilder, splits: Splits, names: Sequence[str],
+              settings: TrainerConfig, log: Logger) -> Outcome:
+        """Train and evaluate under this regime: `model` is the job's model (trained jointly, or
+        pre-trained before fine-tuning); `build` makes a fresh one (one per scenario when separate)."""
+        if self.training == "separate":
+            return train_separately(build, splits, names, settings, log)
+        if self.training == "finetune":
+            return train_then_finetune(model, splits, names, settings, log, self.finetune_lr)
+        return train_jointly(model, self.gate, splits, names, settings, log)
 
 
 def train_jointly(model: MultiScenarioModel, gate: float, splits: Splits, names: Sequence[str],
-                  settings: TrainSettings, log: Logger, prefix: str = "") -> Outcome:
+                  settings: TrainerConfig, log: Logger, prefix: str = "") -> Outcome:
     """One model on all rows with a fixed sharing gate; metrics over all scenarios."""
-    splits = as_splits(splits)
-    history = _fit(model, gate, splits["train"], validator(eval_loader(splits["val"], settings), names), settings,
-                   lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch), settings.lr)
-    val = history.history[history.best_epoch - 1] if history.best_epoch else {}
-    val = {k: v for k, v in val.items() if k.startswith("val/")}
-    return Outcome(val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [history])
+    result = _fit(model, gate, splits["train"], validator(eval_loader(splits["val"], settings), names), settings,
+                  lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch), settings.lr)
+    return Outcome(result.val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [result])
 
 
-def train_separately(build: Callable[[], MultiScenarioModel], splits: Splits, names: Sequence[str],
-                     settings: TrainSettings, log: Logger) -> Outcome:
+def train_separately(build: ModelBuilder, splits: Splits, names: Sequence[str], settings: TrainerConfig,
+                     log: Logger) -> Outcome:
     """ST: a fresh model per scenario, trained on that scenario's rows only."""
     return _per_scenario(lambda _: build(), splits, names, settings, log, "st", settings.lr)
 
 
-def train_then_finetune(model: MultiScenarioModel, splits: Splits, names: Sequence[str],
-                        settings: TrainSettings, log: Logger, finetune_lr: float | None) -> Outcome:
+def train_then_finetune(model: MultiScenarioModel, splits: Splits, names: Sequence[str], settings: TrainerConfig,
+                        log: Logger, finetune_lr: float | None) -> Outcome:
     """Finetune: pre-train on all rows (logged as pretrain/*), then fine-tune a copy per scenario."""
     pretrain = train_jointly(model, 0.0, splits, names, settings, log, prefix="pretrain/")
     outcome = _per_scenario(lambda _: copy.deepcopy(model), splits, names, settings, log, "finetune",
@@ -93,24 +106,25 @@ def train_then_finetune(model: MultiScenarioModel, splits: Splits, names: Sequen
 
 
 def _per_scenario(model_for: Callable[[int], MultiScenarioModel], splits: Splits, names: Sequence[str],
-                  settings: TrainSettings, log: Logger, stage: str, lr: float) -> Outcome:
+                  settings: TrainerConfig, log: Logger, stage: str, lr: float) -> Outcome:
+    """A model per scenario; its validation metrics are logged once, at the end, as val/*."""
     predictions: dict[str, list[tuple[np.ndarray, ...]]] = {"val": [], "test": []}
     fits = []
     settings = replace(settings, monitor="/".join(settings.monitor.split("/")[:2] + ["mean"]))
     for k, name in enumerate(names):
-        part = {split: data.of_scenario(k) for split, data in as_splits(splits).items()}
+        part = {split: data.of_scenario(k) for split, data in splits.items()}
         if part["train"].num_rows == 0:
             raise UserError(f"regime={stage} trains one model per scenario, but scenario '{name}' has no train rows")
         model = model_for(k)
-        history = _fit(model, 0.0, part["train"], _one_scenario_validator(eval_loader(part["val"], settings), name),
-                       settings, lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch), lr)
-        fits.append(history)
+        result = _fit(model, 0.0, part["train"], _one_scenario_validator(eval_loader(part["val"], settings), name),
+                      settings, lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch), lr)
+        fits.append(result)
         for split in predictions:
             labels, logits, _ = predict(model, eval_loader(part[split], settings))
             predictions[split].append((labels, logits, np.full(len(labels), k)))
     val, test = (scenario_metrics(split, *(np.concatenate(parts) for parts in zip(*predictions[split])), names)
                  for split in ("val", "test"))
-    return Outcome(val, test, fits)
+    return Outcome(val, test, fits, val_logged=False)
 
 
 def _one_scenario_validator(loader: Loader, name: str) -> Validator:
@@ -121,18 +135,10 @@ def _one_scenario_validator(loader: Loader, name: str) -> Validator:
     return validate
 
 
-def _fit(model: MultiScenarioModel, gate: float, train: DataSplit, validate: Validator,
-         settings: TrainSettings, log: Logger, lr: float) -> FitResult:
+def _fit(model: MultiScenarioModel, gate: float, train: DataSplit, validate: Validator, settings: TrainerConfig,
+         log: Logger, lr: float) -> FitResult:
     optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay)
-    loader = train.loader(settings.batch_size, shuffle=True, seed=settings.seed)
-    return fit(model, FixedSharing(gate), optimizer, loader, validate, epochs=settings.epochs, monitor=settings.monitor,
-               mode=settings.mode, patience=settings.patience, limit_batches=settings.limit_batches,
-               progress=settings.progress, on_epoch_end=lambda epoch, metrics: log(metrics, epoch))
-
-
-def eval_loader(data: DataSplit, settings: TrainSettings) -> Loader:
-    """An evaluation loader: unshuffled, eval batch size."""
-    return data.loader(settings.eval_batch_size, shuffle=False)
+    return fit(model, FixedSharing(gate), optimizer, train_loader(train, settings), validate, settings, log=log)
 
 
 def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

@@ -6,12 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, compose
 from ssimctr.cli.main import CONFIG_DIR
 
 REQUIRED = {  # options that need values from the user
@@ -33,18 +32,16 @@ def ssimctr(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
 def test_every_option_composes(group, option):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        prefix = "+" if group in APPENDED else ""
-        cfg = compose("config", overrides=[f"{prefix}{group}={option}", *REQUIRED.get((group, option), [])])
+    prefix = "+" if group in APPENDED else ""
+    cfg = compose(f"{prefix}{group}={option}", *REQUIRED.get((group, option), []))
     assert cfg.backbone._target_ and cfg.dataset.name
 
 
 def test_misspelt_key_fails_at_compose_time():
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
-            compose("config", overrides=["trainer.epocs=3"])
-        with pytest.raises((ConfigCompositionException, ValidationError)):
-            compose("config", overrides=["trainer.epochs=many"])
+    with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
+        compose("trainer.epocs=3")
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        compose("trainer.epochs=many")
 
 
 def test_unknown_option_is_a_short_clear_error(tmp_path):
@@ -52,6 +49,8 @@ def test_unknown_option_is_a_short_clear_error(tmp_path):
     assert result.returncode != 0
     assert "transformerzz" in result.stderr and "Available options" in result.stderr
     assert "Traceback" not in result.stderr
+    options = result.stderr.split("Available options in 'backbone':")[1].split("Config search path")[0].split()
+    assert "dnn" in options and not [o for o in options if "schema" in o]  # only YAML options
 
 
 def test_missing_file_is_one_clear_line(tmp_path):

@@ -1,7 +1,7 @@
 """Restructuring must not change results: every regime and SSIM phase on a small seeded dataset
 gives exactly the metrics recorded in pinned_results.json (recorded from the code before the
 task dispatch existed). Re-record only for an intended change of results:
-`python tests/cli/test_pinned_results.py --record`."""
+`PYTHONPATH=tests .venv/bin/python tests/cli/test_pinned_results.py --record`."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from rich.console import Console
 
-from ssimctr.cli.main import CONFIG_DIR
+from conftest import compose
 from ssimctr.cli.runner import JobInfo, run
 
 PINNED = Path(__file__).with_name("pinned_results.json")
@@ -36,8 +35,7 @@ CASES = {
 
 def _results(name: str, tmp: Path) -> dict[str, float]:
     overrides = [o.replace("{search}", str(tmp / "ssim_search" / "ssim")) for o in CASES[name]]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"paths.outputs={tmp / 'outputs'}", *BASE, *overrides])
+    cfg = compose(f"paths.outputs={tmp / 'outputs'}", *BASE, *overrides)
     job = JobInfo(choices={"regime": cfg.regime.name}, overrides=[], output_dir=tmp / name)
     results = run(cfg, job, Console(quiet=True))
     return {key: value for key, value in results.items() if "rows_per_s" not in key}

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from ssimctr.cli.main import CONFIG_DIR
+from conftest import compose
 from ssimctr.cli.runner import JobInfo, run
 from ssimctr.errors import UserError
 
@@ -18,11 +17,9 @@ SCENARIOS = ("s0", "s1", "s2")
 
 
 def job_config(tmp_path: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"paths.outputs={tmp_path}", "dataset.rows=20000",
-                                            "dataset.users=2000", "dataset.items=500", "trainer.progress=false",
-                                            "trainer.epochs=3", "trainer.patience=3", "trainer.batch_size=256",
-                                            *overrides])
+    return compose(f"paths.outputs={tmp_path}", "dataset.rows=20000", "dataset.users=2000", "dataset.items=500",
+                   "trainer.progress=false", "trainer.epochs=3", "trainer.patience=3", "trainer.batch_size=256",
+                   *overrides)
 
 
 def run_job(cfg, tmp_path: Path) -> dict[str, float]:

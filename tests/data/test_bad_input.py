@@ -5,13 +5,13 @@ import re
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ssimctr.cli.main import CONFIG_DIR
-from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from conftest import compose, synthetic_config
+from ssimctr.config.datasets import DATASET_SCHEMAS, DatasetConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
-from ssimctr.data.sources import load_source
+from ssimctr.data.sources import READERS, load_source
 from ssimctr.errors import UserError
 
 ROWS = 40
@@ -186,7 +186,6 @@ def test_split_given_with_files_of_different_columns(tmp_path):
 
 
 def test_split_given_for_the_synthetic_dataset(tmp_path):
-    from conftest import synthetic_config
     with pytest.raises(UserError, match="dataset=synthetic .*split=time or split=random"):
         prepare(synthetic_config(rows=100), ScenarioConfig(column="scenario"), SplitConfig(kind="given"), tmp_path)
 
@@ -256,8 +255,18 @@ def test_a_release_folder_that_is_missing_or_a_file_is_one_clear_error(tmp_path,
     a_file.write_text("a,b\n1,2\n")
     for path, words in ((tmp_path / "missing", ("folder not found", "missing")),
                         (a_file, ("is a file, not a folder", "data.csv", "the folder holding"))):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("config", overrides=[f"dataset={name}", f"dataset.path={path}"])
+        cfg = compose(f"dataset={name}", f"dataset.path={path}")
         with pytest.raises(UserError) as error:
             load_source(OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.split))
         _has(str(error.value), "dataset.path", *words)
+
+
+def test_a_source_given_another_kind_of_dataset_config_is_one_clear_error(tmp_path):
+    dataset = DatasetConfig(name="mine", source="aliccp", path=str(tmp_path), label="click")
+    with pytest.raises(UserError) as error:
+        load_source(dataset, SplitConfig(kind="given"))
+    _has(str(error.value), "dataset.source=aliccp", "AliCCPConfig", "DatasetConfig", "schema_dataset_aliccp")
+
+
+def test_every_dataset_kind_has_a_reader():
+    assert set(READERS) == set(DATASET_SCHEMAS)

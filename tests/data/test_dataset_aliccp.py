@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA
-from ssimctr.cli.main import CONFIG_DIR
+from conftest import SHARED_DATA, compose
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.data.sources.aliccp import read_aliccp
@@ -23,9 +21,7 @@ SAMPLE = SHARED_DATA / "ali-ccp" / "scenario-wise-rec"
 
 def config(name: str = "aliccp", *overrides: str):
     """The dataset config of conf/dataset/<name>.yaml (through Hydra, as the CLI composes it)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"dataset={name}", *overrides])
-    return OmegaConf.to_object(cfg.dataset)
+    return OmegaConf.to_object(compose(f"dataset={name}", *overrides).dataset)
 
 
 def feature_list(features: list[tuple[str, str, str]]) -> str:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA
-from ssimctr.cli.main import CONFIG_DIR
+from conftest import SHARED_DATA, compose
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.data.sources.alimama import read_alimama
@@ -37,9 +35,7 @@ TEST_PID = {B: (1, 1), A: (3, 1)}
 
 def config(*overrides: str):
     """conf/dataset/alimama.yaml, as the CLI composes it."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=alimama", *overrides])
-    return OmegaConf.to_object(cfg.dataset)
+    return OmegaConf.to_object(compose("dataset=alimama", *overrides).dataset)
 
 
 def write_raw(folder, separator: str = ","):

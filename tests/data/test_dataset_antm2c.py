@@ -6,10 +6,9 @@ import csv
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ssimctr.cli.main import CONFIG_DIR
+from conftest import compose
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.data.sources.antm2c import COLUMNS, read_antm2c
@@ -36,9 +35,7 @@ TITLES = {"i1": "支付宝红包, 天天领", "i2": "蚂蚁森林", "i3": "余�
 
 def config(*overrides: str):
     """conf/dataset/antm2c.yaml, as the CLI composes it."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=antm2c", *overrides])
-    return OmegaConf.to_object(cfg.dataset)
+    return OmegaConf.to_object(compose("dataset=antm2c", *overrides).dataset)
 
 
 def write_parts(folder, delimiter: str = ",", header: bool = True, drop_last_column: bool = False):

@@ -3,11 +3,9 @@ Scenario-Wise-Rec samples in shared/data; totals per scenario as listed in share
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA, scenario_totals
-from ssimctr.cli.main import CONFIG_DIR
+from conftest import SHARED_DATA, compose, scenario_totals
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
@@ -16,15 +14,15 @@ DOUBAN = SHARED_DATA / "douban" / "douban_sample.csv"
 MIND = SHARED_DATA / "mind" / "mind_sample.csv"
 
 
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+def _configs(*overrides: str):
+    """The dataset, scenario and split configs composed with `overrides`."""
+    cfg = compose(*overrides)
     return OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.scenario), OmegaConf.to_object(cfg.split)
 
 
 @pytest.mark.skipif(not DOUBAN.is_file(), reason=f"the shared Douban sample is not here ({DOUBAN})")
 def test_douban_preset_three_domains(tmp_path):
-    dataset, scenario, split = _compose("dataset=douban", f"dataset.path={DOUBAN}", "split=random")
+    dataset, scenario, split = _configs("dataset=douban", f"dataset.path={DOUBAN}", "split=random")
     assert type(dataset) is DatasetConfig and dataset.time is None
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("book", "movie", "music")
@@ -38,8 +36,8 @@ def test_douban_preset_three_domains(tmp_path):
 def test_douban_preset_splits_at_random_and_has_no_interaction_time(tmp_path):
     """join_time is the user's join date, not a time of the rating: the preset splits at random,
     and split=time is refused with the fix."""
-    assert _compose("dataset=douban", f"dataset.path={DOUBAN}")[2].kind == "random"
-    dataset, scenario, split = _compose("dataset=douban", f"dataset.path={DOUBAN}", "split=time")
+    assert _configs("dataset=douban", f"dataset.path={DOUBAN}")[2].kind == "random"
+    dataset, scenario, split = _configs("dataset=douban", f"dataset.path={DOUBAN}", "split=time")
     with pytest.raises(UserError) as err:
         prepare(dataset, scenario, split, tmp_path / "cache")
     assert "split=random" in str(err.value)
@@ -47,7 +45,7 @@ def test_douban_preset_splits_at_random_and_has_no_interaction_time(tmp_path):
 
 @pytest.mark.skipif(not MIND.is_file(), reason=f"the shared MIND sample is not here ({MIND})")
 def test_mind_preset_four_categories(tmp_path):
-    dataset, scenario, split = _compose("dataset=mind", f"dataset.path={MIND}", "split=random")
+    dataset, scenario, split = _configs("dataset=mind", f"dataset.path={MIND}", "split=random")
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("finance", "lifestyle", "news", "sports")
     assert scenario_totals(data) == {"news": (3742, 163), "lifestyle": (1565, 60), "sports": (1428, 84),
@@ -58,7 +56,7 @@ def test_mind_preset_four_categories(tmp_path):
 
 @pytest.mark.parametrize("name", ["douban", "mind"])
 def test_presets_need_the_path(tmp_path, name):
-    dataset, scenario, split = _compose(f"dataset={name}", "split=random")
+    dataset, scenario, split = _configs(f"dataset={name}", "split=random")
     with pytest.raises(UserError) as err:
         prepare(dataset, scenario, split, tmp_path / "cache")
     assert f"dataset={name} needs a file: set dataset.path=" in str(err.value)

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA, scenario_totals
-from ssimctr.cli.main import CONFIG_DIR
-from ssimctr.config.datasets_public import KuaiRandConfig
+from conftest import SHARED_DATA, compose, scenario_totals
+from ssimctr.config.datasets import KuaiRandConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
@@ -140,15 +138,15 @@ def test_scenario_wise_rec_five_tabs(tmp_path, scenario, expected, dropped):
     assert data.manifest["dropped"] == dropped
 
 
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=kuairand", *overrides])
+def _configs(*overrides: str):
+    """The dataset, scenario and split configs of dataset=kuairand with `overrides`."""
+    cfg = compose("dataset=kuairand", *overrides)
     return OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.scenario), OmegaConf.to_object(cfg.split)
 
 
 def test_the_yaml_preset_reads_the_release_folder_or_its_parent(tmp_path):
     write_release(tmp_path / "KuaiRand-1K" / "data")
-    dataset, scenario, split = _compose(f"dataset.path={tmp_path / 'KuaiRand-1K'}", "scenario=mapping",
+    dataset, scenario, split = _configs(f"dataset.path={tmp_path / 'KuaiRand-1K'}", "scenario=mapping",
                                         "scenario.mapping={0: tab0, 1: tab1, 2: tab2, 4: tab4, 6: tab6}")
     assert isinstance(dataset, KuaiRandConfig) and dataset.layout == "raw" and split.kind == "time"
     data = prepare(dataset, scenario, split, tmp_path / "cache")
@@ -161,7 +159,7 @@ JOINED = SHARED_DATA / "kuairand" / "kuairand_sample.csv"
 
 @pytest.mark.skipif(not JOINED.is_file(), reason=f"the shared KuaiRand sample is not here ({JOINED})")
 def test_the_joined_sample_holds_one_tab_and_is_refused(tmp_path):
-    dataset, scenario, split = _compose("dataset.layout=joined", f"dataset.path={JOINED}", "dataset.time=null",
+    dataset, scenario, split = _configs("dataset.layout=joined", f"dataset.path={JOINED}", "dataset.time=null",
                                         "split=random")
     with pytest.raises(UserError) as err:
         prepare(dataset, scenario, split, tmp_path / "cache")

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA, scenario_totals
-from ssimctr.cli.main import CONFIG_DIR
-from ssimctr.config.datasets_public import MovieLensConfig
+from conftest import SHARED_DATA, compose, scenario_totals
+from ssimctr.config.datasets import MovieLensConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
@@ -90,15 +88,15 @@ SAMPLE = SHARED_DATA / "movielens" / "movielens_sample.txt"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_file(), reason=f"the shared MovieLens sample is not here ({SAMPLE})")
 
 
-def _compose(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=movielens", *overrides])
+def _configs(*overrides: str):
+    """The dataset, scenario and split configs of dataset=movielens with `overrides`."""
+    cfg = compose("dataset=movielens", *overrides)
     return OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.scenario), OmegaConf.to_object(cfg.split)
 
 
 @needs_sample
 def test_sample_by_age_group_through_the_yaml_preset(tmp_path):
-    dataset, scenario, split = _compose("dataset.layout=csv", f"dataset.path={SAMPLE}", "split=random")
+    dataset, scenario, split = _configs("dataset.layout=csv", f"dataset.path={SAMPLE}", "split=random")
     assert isinstance(dataset, MovieLensConfig) and dataset.label_threshold == 4
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     # PROVENANCE: age 1: 6 (5) | 18: 36 (14) | 25: 72 (41) | 35: 36 (24) | 45: 13 (5) | 50: 25 (17) | 56: 12 (7)
@@ -109,7 +107,7 @@ def test_sample_by_age_group_through_the_yaml_preset(tmp_path):
 
 @needs_sample
 def test_sample_by_gender_with_the_documented_override(tmp_path):
-    dataset, scenario, split = _compose("dataset.layout=csv", f"dataset.path={SAMPLE}", "split=random",
+    dataset, scenario, split = _configs("dataset.layout=csv", f"dataset.path={SAMPLE}", "split=random",
                                         "dataset.scenario=gender",
                                         "dataset.categorical=[user_id,movie_id,occupation,zip,genre]")
     data = prepare(dataset, scenario, split, tmp_path / "cache")
@@ -120,7 +118,7 @@ def test_sample_by_gender_with_the_documented_override(tmp_path):
 
 @needs_sample
 def test_sample_with_the_documented_mapping_override(tmp_path):
-    dataset, scenario, split = _compose(
+    dataset, scenario, split = _configs(
         "dataset.layout=csv", f"dataset.path={SAMPLE}", "split=time", "scenario=mapping", "scenario.column=age",
         "scenario.mapping={1: young, 18: young, 25: adult, 35: adult, 45: senior, 50: senior, 56: senior}")
     data = prepare(dataset, scenario, split, tmp_path / "cache")

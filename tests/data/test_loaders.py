@@ -6,9 +6,10 @@ import polars as pl
 import pytest
 import torch
 
-from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
-from ssimctr.data.batch import Batch, read_split
-from ssimctr.data.loaders import InMemoryLoader
+from ssimctr.config.datasets import DatasetConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig
+from ssimctr.data.batch import Batch
+from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
 
 

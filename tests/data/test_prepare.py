@@ -15,10 +15,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from conftest import synthetic_config
-from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from ssimctr.config.datasets import DatasetConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data import synthetic
 from ssimctr.data.prepare import prepare
-from ssimctr.data.sources.synthetic import GENERATOR_ARGS
 from ssimctr.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -29,8 +29,7 @@ NUMERIC = list(synthetic.NUMERIC)
 @pytest.fixture(scope="module")
 def raw() -> pl.DataFrame:
     """The frame the `prepared_synthetic` fixture was prepared from, generated directly, with its row number."""
-    config = synthetic_config()
-    frame = synthetic.generate(**{name: getattr(config, name) for name in GENERATOR_ARGS}, seed=config.generator_seed)
+    frame = synthetic.generate(synthetic_config())
     return frame.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
 
 

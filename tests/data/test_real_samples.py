@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from conftest import SHARED_DATA, per_split_counts, scenario_totals
-from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from ssimctr.config.datasets import DatasetConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
 

@@ -7,7 +7,8 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from ssimctr.config.schema import DatasetConfig, ScenarioConfig, SplitConfig
+from ssimctr.config.datasets import DatasetConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
 from ssimctr.data.scenarios import assign_scenarios, unique_metric_names
 from ssimctr.errors import UserError

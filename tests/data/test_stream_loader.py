@@ -8,9 +8,9 @@ import polars as pl
 import pytest
 import torch
 
-from ssimctr.data.batch import Batch, read_split
+from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit, StreamedSplit
-from ssimctr.data.loaders import ParquetStreamLoader
+from ssimctr.data.loaders import ParquetStreamLoader, read_split
 
 
 @pytest.fixture

@@ -1,13 +1,17 @@
 """The built-in synthetic generator: determinism, schema, scenario sizes and the hidden click model."""
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import polars as pl
 import pytest
+from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
+from conftest import compose
+from ssimctr.config.datasets import DatasetConfig, SyntheticConfig
 from ssimctr.data import synthetic
-from ssimctr.data.synthetic import generate
 
 EXPECTED_SCHEMA = [
     ("user_id", pl.Int64), ("item_id", pl.Int64), ("user_age", pl.Utf8), ("user_gender", pl.Utf8),
@@ -16,6 +20,11 @@ EXPECTED_SCHEMA = [
     ("timestamp", pl.Int64), ("click", pl.Int8), ("click_prob", pl.Float64),
 ]
 START = 1_704_067_200  # 2024-01-01 00:00 UTC
+
+
+def generate(**parameters) -> pl.DataFrame:
+    """The generator's frame for SyntheticConfig's defaults with `parameters` changed."""
+    return synthetic.generate(SyntheticConfig(**parameters))
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +37,13 @@ def _by_scenario(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
 
 
 def test_same_arguments_give_identical_frames_of_the_asked_size():
-    first = generate()
+    first = generate(rows=200_000)
     assert first.height == 200_000
-    assert first.equals(generate())
+    assert first.equals(generate(rows=200_000))
 
 
 def test_a_different_seed_gives_different_labels():
-    one, other = generate(rows=20_000, seed=1), generate(rows=20_000, seed=2)
+    one, other = generate(rows=20_000, generator_seed=1), generate(rows=20_000, generator_seed=2)
     assert not one["click"].equals(other["click"])
     assert not one["user_id"].equals(other["user_id"])
 
@@ -50,7 +59,7 @@ def test_columns_dtypes_and_order(frame):
 
 @pytest.mark.parametrize("num_scenarios", [2, 3, 5])
 def test_default_scenario_sizes_decrease_with_the_last_smallest(num_scenarios):
-    frame = generate(rows=50_000, num_scenarios=num_scenarios, seed=3)
+    frame = generate(rows=50_000, num_scenarios=num_scenarios, generator_seed=3)
     counts = frame["scenario"].value_counts().sort("scenario")
     assert counts["scenario"].to_list() == [f"s{k}" for k in range(num_scenarios)]
     sizes = counts["count"].to_numpy().astype(np.int64)
@@ -77,7 +86,7 @@ def test_labels_follow_click_prob_in_each_scenario(frame):
 
 @pytest.mark.parametrize(("num_scenarios", "seed"), [(3, 7), (5, 11)])
 def test_oracle_auc_is_between_0_7_and_0_9_per_scenario(num_scenarios, seed):
-    frame = generate(rows=50_000, num_scenarios=num_scenarios, seed=seed)
+    frame = generate(rows=50_000, num_scenarios=num_scenarios, generator_seed=seed)
     for name, part in _by_scenario(frame).items():
         auc = roc_auc_score(part["click"].to_numpy(), part["click_prob"].to_numpy())
         assert 0.7 < auc < 0.9, (name, auc)
@@ -168,3 +177,11 @@ def test_scenarios_prefer_different_but_overlapping_items(frame):
 def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         generate(**kwargs)
+
+
+def test_the_synthetic_preset_takes_the_generator_defaults_of_the_schema():
+    dataset = OmegaConf.to_object(compose("dataset=synthetic").dataset)
+    generator = [f.name for f in fields(SyntheticConfig) if f.name not in {g.name for g in fields(DatasetConfig)}]
+    assert {name: getattr(dataset, name) for name in generator} == {name: getattr(SyntheticConfig(), name)
+                                                                   for name in generator}
+    assert dataset.rows == 500_000

@@ -1,8 +1,12 @@
-"""FM, cross networks v1 / v2 and the K-tower MLP against hand-written loops of their equations."""
+"""FM, cross networks v1 / v2 and the K-tower MLP against hand-written loops of their equations;
+DCN-V2's structure and rank options."""
 from __future__ import annotations
 
+import pytest
 import torch
 
+from conftest import make_model
+from ssimctr.errors import UserError
 from ssimctr.models.layers import CrossNetV1, CrossNetV2, Experts, FactorizationMachine, TowerHead
 
 K, B, H, L = 3, 5, 6, 3
@@ -112,3 +116,10 @@ def test_tower_head_reads_parts_as_concatenation():
     head = TowerHead(5, K)
     a, b = torch.randn(K, B, 2), torch.randn(K, B, 3)
     torch.testing.assert_close(head(a, b), head(torch.cat([a, b], dim=2)))
+
+
+def test_dcnv2_rejects_bad_options(tiny_feature_map):
+    with pytest.raises(UserError, match="structure"):
+        make_model("dcnv2", tiny_feature_map, 3, embedding_dim=8, hidden=[32, 16], structure="diagonal")
+    with pytest.raises(UserError, match="rank"):
+        make_model("dcnv2", tiny_feature_map, 3, embedding_dim=8, hidden=[32, 16], rank=0)

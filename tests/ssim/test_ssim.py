@@ -8,20 +8,18 @@ import polars as pl
 import pytest
 import torch
 
-from conftest import make_batch, synthetic_config
+from conftest import make_batch, make_model, synthetic_config
 from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig
-from ssimctr.data.batch import read_split
+from ssimctr.data.loaders import read_split
 from ssimctr.data.datasplit import MemorySplit, StreamedSplit
 from ssimctr.data.prepare import prepare
-from ssimctr.models.backbones.dnn import DNN
-from ssimctr.models.msr.star import STAR
 from ssimctr.ssim import artifacts, phases
-from ssimctr.ssim.gates import RetrainLoss, SearchLoss, batch_top_ratio
+from ssimctr.ssim.losses import RetrainLoss, SearchLoss
+from ssimctr.ssim.selection import batch_top_ratio
 from ssimctr.ssim.selector import Selector, hard_gate, temperature, top_ratio_gate
-from ssimctr.train.regimes import TrainSettings
+from ssimctr.config.schema import TrainerConfig
 
-SETTINGS = TrainSettings(batch_size=256, eval_batch_size=4096, epochs=2, lr=3e-3, weight_decay=0.0,
-                         monitor="val/auc/mean", mode="max", patience=2, limit_batches=None, progress=False, seed=0)
+SETTINGS = TrainerConfig(batch_size=256, eval_batch_size=4096, epochs=2, lr=3e-3, progress=False, seed=0)
 SMALL_SSIM = dict(selector_hidden=[32, 16], selector_lr=1e-3, epsilon=0.5, lambda_kl=0.4, ratio=0.5, log_every=5)
 
 
@@ -53,11 +51,11 @@ def test_top_ratio_selects_exactly_floor_r_b_rows(batch, ratio):
 @pytest.fixture
 def search_setup(tiny_feature_map):
     torch.manual_seed(0)
-    model = DNN(tiny_feature_map, 3, hidden=[16])
+    model = make_model("dnn", tiny_feature_map, 3, hidden=[16])
     selector = Selector(model.embedding.output_dim, [16], 3)
     logged = []
     loss = SearchLoss(selector, epsilon=0.5, lambda_kl=0.4, final_temperature=1000.0, total_steps=4, gate="hard",
-                      scenario_names=tiny_feature_map.scenario_names, log=lambda m, s: logged.append((s, m)))
+                      scenario_names=tiny_feature_map.scenario_names, log=lambda m, s: logged.append((s, m)), log_every=10)
     return model, selector, loss, make_batch(tiny_feature_map, rows=32), logged
 
 
@@ -103,7 +101,7 @@ def test_search_logs_gate_statistics_and_reaches_the_final_temperature(search_se
 
 
 def test_shared_rows_reach_every_tower_unshared_rows_only_their_own(tiny_feature_map):
-    model = DNN(tiny_feature_map, 3, hidden=[8])
+    model = make_model("dnn", tiny_feature_map, 3, hidden=[8])
     batch = make_batch(tiny_feature_map, rows=6)
     gate = torch.tensor([1.0, 0, 0, 0, 0, 0])
     towers = model.towers(batch)
@@ -122,12 +120,12 @@ def prepared(request, tmp_path_factory):
 
 
 def load_splits(data, device):
-    return {s: read_split(data.split_path(s), data.feature_map).to(device) for s in ("train", "val", "test")}
+    return {s: MemorySplit(read_split(data.split_path(s), data.feature_map).to(device)) for s in ("train", "val", "test")}
 
 
 def run_search(data, folder: Path, device="cpu"):
     torch.manual_seed(0)
-    model = DNN(data.feature_map, data.feature_map.num_scenarios, hidden=[32, 16]).to(device)
+    model = make_model("dnn", data.feature_map, hidden=[32, 16]).to(device)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     outcome = phases.search(model, load_splits(data, device), data.feature_map.scenario_names, SETTINGS,
                             SsimConfig(phase="search", **SMALL_SSIM), lambda m, s: None, folder,
@@ -153,7 +151,7 @@ def test_search_then_retrain_for_any_number_of_scenarios(prepared, tmp_path):
     loaded = []
 
     def build():
-        model = DNN(prepared.feature_map, len(names), hidden=[32, 16])
+        model = make_model("dnn", prepared.feature_map, len(names), hidden=[32, 16])
         loaded.append(model)
         return model
 
@@ -176,7 +174,7 @@ def test_retrain_never_updates_the_frozen_selector(prepared, tmp_path):
     frozen = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
     gate_of = batch_top_ratio(frozen, 0.5)
-    model = DNN(prepared.feature_map, prepared.feature_map.num_scenarios, hidden=[8])
+    model = make_model("dnn", prepared.feature_map, hidden=[8])
     optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
     batch = read_split(prepared.split_path("train"), prepared.feature_map).slice(0, 256)
     for _ in range(3):
@@ -192,8 +190,8 @@ def test_a_saved_selection_retrains_a_different_model_globally(tmp_path, prepare
     run_search(prepared_synthetic, folder)
     names = prepared_synthetic.feature_map.scenario_names
 
-    def build() -> STAR:
-        return STAR(feature_map=prepared_synthetic.feature_map, num_towers=3, scenario_feature=True)
+    def build():
+        return make_model("star", prepared_synthetic.feature_map, 3)
 
     outcome, info = phases.retrain(build, load_splits(prepared_synthetic, "cpu"), prepared_synthetic.feature_map,
                                    SETTINGS, SsimConfig(phase="retrain", selection="global", **SMALL_SSIM),

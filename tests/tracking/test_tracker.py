@@ -1,23 +1,29 @@
-"""MlflowTracker, NullTracker and helpers, read back from a real sqlite store."""
+"""MlflowTracker, NullTracker and the store helpers, read back from a real sqlite store."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
 from ssimctr.errors import UserError
-from ssimctr.tracking import PARENT_RUN_ENV, NullTracker, Tracker, flatten_params, make_tracker
-from ssimctr.tracking.base import parent_run_id_from_env
-from ssimctr.tracking.mlflow_tracker import (
-    MlflowTracker,
-    create_experiment,
-    sqlite_file,
+from ssimctr.tracking import (
+    PARENT_RUN_ENV,
+    NullTracker,
+    Tracker,
+    flatten_params,
+    make_tracker,
+    parent_run_id_from_env,
 )
+from ssimctr.tracking.mlflow_tracker import MlflowTracker, create_experiment
+from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file
 
 EXPERIMENT = "tracker-tests"
 
@@ -90,7 +96,7 @@ def test_nan_metric_is_stored(tracker: MlflowTracker, client: MlflowClient) -> N
     assert math.isnan(metric.value) and metric.step == 0
 
 
-def test_artifacts_file_directory_and_text(
+def test_artifacts_file_and_directory(
     tracker: MlflowTracker, client: MlflowClient, tmp_path: Path
 ) -> None:
     (tmp_path / "report.json").write_text("{}")
@@ -99,13 +105,11 @@ def test_artifacts_file_directory_and_text(
     (plots / "sub" / "roc.png").write_bytes(b"png")
     tracker.log_artifact(tmp_path / "report.json")
     tracker.log_artifact(plots, "figures")
-    tracker.log_text("seed: 1\n", "config/resolved.yaml")
     run_id = tracker.run_id
-    assert {f.path for f in client.list_artifacts(run_id)} == {"report.json", "figures", "config"}
+    assert {f.path for f in client.list_artifacts(run_id)} == {"report.json", "figures"}
     assert [f.path for f in client.list_artifacts(run_id, "figures/plots/sub")] == [
         "figures/plots/sub/roc.png"
     ]
-    assert [f.path for f in client.list_artifacts(run_id, "config")] == ["config/resolved.yaml"]
     with pytest.raises(FileNotFoundError):
         tracker.log_artifact(tmp_path / "missing")
 
@@ -145,7 +149,45 @@ def test_child_run_links_to_parent(
     child = new_tracker()
     child_id = child.start("child", {}, parent_run_id=tracker.run_id)
     assert child_id == child.run_id
-    assert client.get_run(child_id).data.tags["mlflow.parentRunId"] == tracker.run_id
+    assert client.get_run(child_id).data.tags[MLFLOW_PARENT_RUN_ID] == tracker.run_id
+
+
+def test_parent_run_tag_is_mlflows() -> None:
+    assert PARENT_RUN_TAG == MLFLOW_PARENT_RUN_ID
+
+
+def test_download_artifacts_round_trip(
+    tracker: MlflowTracker, new_tracker: Callable[..., MlflowTracker], tmp_path: Path
+) -> None:
+    search = tmp_path / "ssim"
+    (search / "masks").mkdir(parents=True)
+    (search / "summary.json").write_text('{"kept": 3}')
+    (search / "masks" / "s0.pt").write_bytes(bytes(range(256)))
+    tracker.log_artifact(search)
+    reader = new_tracker()  # any tracker of the store can read any run, started or not
+    folder = reader.download_artifacts(str(tracker.run_id), "ssim", tmp_path / "download")
+    assert folder == tmp_path / "download" / "ssim"
+    copied = {path.relative_to(folder): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    assert copied == {
+        Path("summary.json"): b'{"kept": 3}',
+        Path("masks/s0.pt"): bytes(range(256)),
+    }
+
+
+def test_download_artifacts_of_unknown_run_names_the_fix(
+    new_tracker: Callable[..., MlflowTracker], store: tuple[str, Path], tmp_path: Path
+) -> None:
+    run_id = "0" * 32
+    message = (f"ssim.from_run={run_id}: no such run in {store[0]} (copy the run id from the search run's "
+               "output or the MLflow UI, and use the same tracking.uri)")
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        new_tracker().download_artifacts(run_id, "ssim", tmp_path / "download")
+
+
+def test_download_artifacts_of_run_without_them(tracker: MlflowTracker, tmp_path: Path) -> None:
+    message = f"run {tracker.run_id} has no 'ssim' artifacts: is it an ssim=search run?"
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        tracker.download_artifacts(str(tracker.run_id), "ssim", tmp_path / "download")
 
 
 def test_logging_before_start_is_an_error(new_tracker: Callable[..., MlflowTracker]) -> None:
@@ -202,9 +244,16 @@ def test_null_tracker_does_nothing(tmp_path: Path) -> None:
     tracker.log_params({"a": 1})
     tracker.log_metrics({"m": 1.0}, step=1)
     tracker.log_artifact(tmp_path / "missing")
-    tracker.log_text("x", "x.txt")
     tracker.set_tags({"a": "b"})
     tracker.end("FAILED", error="boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_null_tracker_cannot_download_artifacts(tmp_path: Path) -> None:
+    message = ("ssim.from_run needs tracking=mlflow (this run has tracking=none): "
+               "use ssim.from_path=<the search run's ssim/ folder>")
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        NullTracker().download_artifacts("abc", "ssim", tmp_path / "download")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -216,6 +265,19 @@ def test_make_tracker_builds_mlflow_tracker(store: tuple[str, Path]) -> None:
 def test_make_tracker_rejects_unknown_backend() -> None:
     with pytest.raises(UserError, match=r"tracking\.backend='wandb'.*mlflow, none"):
         make_tracker("wandb", "sqlite:///x.db", "e", None)
+
+
+
+def test_paginate_yields_every_item_of_every_page() -> None:
+    pages = {None: PagedList([1, 2], "b"), "b": PagedList([], "c"), "c": PagedList([3], None)}
+    tokens: list[str | None] = []
+
+    def fetch_page(token: str | None) -> PagedList[int]:
+        tokens.append(token)
+        return pages[token]
+
+    assert list(paginate(fetch_page)) == [1, 2, 3]
+    assert tokens == [None, "b", "c"]
 
 
 def test_parent_run_id_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,13 +6,14 @@ import torch
 from torch import nn
 
 from conftest import make_batch
-from ssimctr.data.batch import Batch, scenario_rows
+from ssimctr.data.batch import Batch
+from ssimctr.data.datasplit import MemorySplit
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.regimes import TrainSettings, train_jointly, train_separately, train_then_finetune
+from ssimctr.config.schema import TrainerConfig
+from ssimctr.train.regimes import train_jointly, train_separately, train_then_finetune
 from ssimctr.train.sharing import sharing_loss
 
-SETTINGS = TrainSettings(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, weight_decay=0.0,
-                         monitor="val/auc/mean", mode="max", patience=2, limit_batches=None, progress=False, seed=0)
+SETTINGS = TrainerConfig(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, progress=False, seed=0)
 
 
 class RecordingModel(MultiScenarioModel):
@@ -63,11 +64,12 @@ def test_sharing_loss_values():
 
 @pytest.fixture
 def splits(tiny_feature_map):
-    return {name: make_batch(tiny_feature_map, rows=60, seed=i) for i, name in enumerate(("train", "val", "test"))}
+    return {name: MemorySplit(make_batch(tiny_feature_map, rows=60, seed=i))
+            for i, name in enumerate(("train", "val", "test"))}
 
 
-def test_scenario_rows_keeps_exactly_that_scenario(splits):
-    part = scenario_rows(splits["train"], 1)
+def test_batch_of_scenario_keeps_exactly_that_scenario(splits):
+    part = splits["train"].of_scenario(1).batch
     assert len(part) == 20 and (part.scenario == 1).all()
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import polars as pl
 
-from ssimctr.config.schema import DatasetConfig, SplitConfig
+from ssimctr.config.datasets import AliCCPConfig
+from ssimctr.config.schema import SplitConfig
 from ssimctr.data.sources.base import SPLIT_COLUMN, Source, release_folder
 from ssimctr.data.sources.files import fingerprint, read_files
 from ssimctr.data.sources.pools import carve_validation, check_fraction, warn_unless_given
@@ -42,14 +43,14 @@ COMMON = {"common_feature_index": pl.String, "feature_num": pl.String, "feature_
 FIELD_ID = re.compile(r"^\d+(_\d+)?$")
 
 
-def read_aliccp(dataset: DatasetConfig, split: SplitConfig) -> Source:
-    layout = getattr(dataset, "layout", "raw")
-    if layout == "processed":
-        return _read_processed(dataset, split)
-    if layout != "raw":
-        raise UserError(f"dataset.layout={layout} is not an Ali-CCP layout: use one of {', '.join(LAYOUTS)}")
-    warn_unless_given(dataset.name, split.kind, "official test file as test, a seeded "
-                      f"{getattr(dataset, 'val_fraction', 0.1):.0%} of the official train file as val")
+def read_aliccp(dataset: AliCCPConfig, rule: SplitConfig) -> Source:
+    """The Ali-CCP rows of `dataset.layout`; the raw layout marks its own `_split` (use split=given)."""
+    if dataset.layout == "processed":
+        return _read_processed(dataset, rule)
+    if dataset.layout != "raw":
+        raise UserError(f"dataset.layout={dataset.layout} is not an Ali-CCP layout: use one of {', '.join(LAYOUTS)}")
+    warn_unless_given(dataset.name, rule.kind, "official test file as test, a seeded "
+                      f"{dataset.val_fraction:.0%} of the official train file as val")
     return _read_raw(dataset)
 
 
@@ -62,16 +63,15 @@ def drop_unclicked_purchases(frame: pl.LazyFrame) -> pl.LazyFrame:
                               for c in ("click", "purchase"))
 
 
-def _read_processed(dataset: DatasetConfig, split: SplitConfig) -> Source:
-    files = read_files(dataset, split)
+def _read_processed(dataset: AliCCPConfig, rule: SplitConfig) -> Source:
+    files = read_files(dataset, rule)
     return Source(load=lambda: drop_unclicked_purchases(files.load()), fingerprint=files.fingerprint,
                   origin=files.origin)
 
 
-def _read_raw(dataset: DatasetConfig) -> Source:
+def _read_raw(dataset: AliCCPConfig) -> Source:
     folder = _folder(dataset)
-    fraction = check_fraction(getattr(dataset, "val_fraction", 0.1), "dataset.val_fraction")
-    seed = int(getattr(dataset, "val_seed", 2020))
+    fraction = check_fraction(dataset.val_fraction, "dataset.val_fraction")
     categorical, numeric = _wanted_fields(dataset)
     paths = {index: (folder / skeleton, folder / common) for index, (skeleton, common) in PAIRS.items()}
     for skeleton, common in paths.values():
@@ -84,13 +84,13 @@ def _read_raw(dataset: DatasetConfig) -> Source:
                                                                              .alias(SPLIT_COLUMN))
                  for index, (skeleton, common) in paths.items()]
         frame = drop_unclicked_purchases(pl.concat(parts, how="vertical"))
-        return carve_validation(frame, fraction, seed)
+        return carve_validation(frame, fraction, dataset.val_seed)
 
     files = [path for pair in paths.values() for path in pair]
     return Source(load=load, fingerprint={"files": fingerprint(files), "layout": "raw"}, origin=str(folder))
 
 
-def _folder(dataset: DatasetConfig) -> Path:
+def _folder(dataset: AliCCPConfig) -> Path:
     if not dataset.path:
         raise UserError("dataset=aliccp needs the folder of the original files: set dataset.path=/path/to/aliccp "
                         f"(sample_skeleton_{{train,test}}.csv and common_features_{{train,test}}.csv from {DOWNLOAD})")
@@ -106,7 +106,7 @@ def _folder(dataset: DatasetConfig) -> Path:
     return folder
 
 
-def _wanted_fields(dataset: DatasetConfig) -> tuple[list[str], list[str]]:
+def _wanted_fields(dataset: AliCCPConfig) -> tuple[list[str], list[str]]:
     """Field ids whose feature id is a column, and field ids whose value is a column (D<field>)."""
     named = [dataset.scenario, dataset.user, dataset.item, *dataset.categorical]
     categorical = list(dict.fromkeys(c for c in named if c))

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import polars as pl
 
-from ssimctr.config.schema import DatasetConfig, SplitConfig
+from ssimctr.config.datasets import AliMamaConfig
+from ssimctr.config.schema import SplitConfig
 from ssimctr.data.columns import parse_cutoff
 from ssimctr.data.sources.base import SPLIT_COLUMN, Source, release_folder
 from ssimctr.data.sources.files import data_files, fingerprint
@@ -59,25 +60,25 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 NULLS = ["", "NULL", "null", "NaN", "nan"]
 
 
-def read_alimama(dataset: DatasetConfig, split: SplitConfig) -> Source:
-    layout = getattr(dataset, "layout", "raw")
-    if layout not in LAYOUTS:
-        raise UserError(f"dataset.layout={layout} is not an AliMama layout: use one of {', '.join(LAYOUTS)}")
+def read_alimama(dataset: AliMamaConfig, rule: SplitConfig) -> Source:
+    """The AliMama rows of `dataset.layout` with SSIM's `_split` (or the joined files' own; use split=given)."""
+    if dataset.layout not in LAYOUTS:
+        raise UserError(f"dataset.layout={dataset.layout} is not an AliMama layout: use one of {', '.join(LAYOUTS)}")
     if not dataset.path:
         raise UserError(f"dataset=alimama needs its files: set dataset.path=/path/to/folder (raw_sample.csv, "
                         f"ad_feature.csv, user_profile.csv from {DOWNLOAD}), or dataset.layout=joined with a "
                         "FuxiCTR CSV")
-    fraction = check_fraction(getattr(dataset, "val_fraction", 0.1), "dataset.val_fraction")
-    seed = int(getattr(dataset, "val_seed", 2021))
-    test_start = parse_cutoff(getattr(dataset, "test_start", "2017-05-12T00:00:00+08:00"))
+    fraction = check_fraction(dataset.val_fraction, "dataset.val_fraction")
+    test_start = parse_cutoff(dataset.test_start)
     scenario = dataset.scenario or "shopping_level"
-    warn_unless_given(dataset.name, split.kind, f"SSIM's: test from dataset.test_start, a seeded {fraction:.0%} "
+    warn_unless_given(dataset.name, rule.kind, f"SSIM's: test from dataset.test_start, a seeded {fraction:.0%} "
                       "of the earlier rows as val; or the joined layout's own files")
 
     def ssim_split(frame: pl.LazyFrame) -> pl.LazyFrame:
-        return carve_validation(frame.with_columns(pool_or_test(pl.col("time_stamp"), test_start)), fraction, seed)
+        pooled = frame.with_columns(pool_or_test(pl.col("time_stamp"), test_start))
+        return carve_validation(pooled, fraction, dataset.val_seed)
 
-    if layout == "raw":
+    if dataset.layout == "raw":
         folder = Path(dataset.path)
         paths = _raw_files(folder)
         for name, path in paths.items():

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from ssimctr.config.schema import DatasetConfig, SplitConfig
+from ssimctr.config.datasets import AntM2CConfig
+from ssimctr.config.schema import SplitConfig
 from ssimctr.data.sources.base import Source, release_folder
 from ssimctr.data.sources.files import fingerprint
 from ssimctr.errors import UserError
@@ -30,14 +31,14 @@ COLUMNS = ["user_id", "item_id", "log_time", "label", *TEXT, "scene", *DEEP]
 OTHER_SEPARATORS = (",", "\t", ";", "|", "\x01")
 
 
-def read_antm2c(dataset: DatasetConfig, split: SplitConfig) -> Source:
+def read_antm2c(dataset: AntM2CConfig, rule: SplitConfig) -> Source:
+    """The AntM2C parts read together, every column as text (label as a number)."""
     files = part_files(dataset)
-    has_header = bool(getattr(dataset, "has_header", True))
     for path in files:
-        _check_first_line(path, dataset.separator, has_header)
+        _check_first_line(path, dataset.separator, dataset.has_header)
 
     def load() -> pl.LazyFrame:
-        frame = pl.scan_csv(files, has_header=has_header, separator=dataset.separator,
+        frame = pl.scan_csv(files, has_header=dataset.has_header, separator=dataset.separator,
                             schema={c: pl.String for c in COLUMNS}, null_values=[""])
         label = pl.col("label").str.strip_chars().cast(pl.Float64, strict=False).cast(pl.Int64)
         return frame.with_columns(label.alias("label"))
@@ -45,9 +46,9 @@ def read_antm2c(dataset: DatasetConfig, split: SplitConfig) -> Source:
     return Source(load=load, fingerprint={"files": fingerprint(files)}, origin=str(Path(dataset.path)))
 
 
-def part_files(dataset: DatasetConfig) -> list[Path]:
+def part_files(dataset: AntM2CConfig) -> list[Path]:
     """The part files, in the order of dataset.parts; a clear error naming a missing one."""
-    parts = list(getattr(dataset, "parts", []) or [])
+    parts = list(dataset.parts)
     if not dataset.path:
         raise UserError("dataset=antm2c needs the folder of the part files: set dataset.path=/path/to/antm2c "
                         f"(antm2c_10m_part0, _part1, _part2 from {DOWNLOAD})")

@@ -5,16 +5,17 @@ from pathlib import Path
 
 import polars as pl
 
-from ssimctr.config.schema import DatasetConfig, SplitConfig
+from ssimctr.config.datasets import DatasetConfig
+from ssimctr.config.schema import SplitConfig
 from ssimctr.data.sources.base import SPLIT_COLUMN, Source
 from ssimctr.errors import UserError
 
 FORMATS = ("csv", "parquet")
 
 
-def read_files(dataset: DatasetConfig, split: SplitConfig) -> Source:
+def read_files(dataset: DatasetConfig, rule: SplitConfig) -> Source:
     """Scan `dataset.path` (or, with split=given, the train/val/test paths) lazily."""
-    if split.kind == "given":
+    if rule.kind == "given":
         named = {"dataset.path": dataset.path, "dataset.val_path": dataset.val_path,
                  "dataset.test_path": dataset.test_path}
         missing = [key for key, value in named.items() if not value]

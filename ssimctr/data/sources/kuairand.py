@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ssimctr.config.datasets_public import KuaiRandConfig
+from ssimctr.config.datasets import KuaiRandConfig
 from ssimctr.config.schema import SplitConfig
 from ssimctr.data.sources.base import Source, release_folder
 from ssimctr.data.sources.files import fingerprint, read_files
@@ -36,14 +36,14 @@ VIDEO_TYPES = {"video_id": pl.Int64, "author_id": pl.Int64, "video_type": pl.Str
 JOINED_RENAMES = {"server_heigh": "server_height"}  # a truncated header name in some copies of the joined file
 
 
-def read_kuairand(dataset: KuaiRandConfig, split: SplitConfig) -> Source:
+def read_kuairand(dataset: KuaiRandConfig, rule: SplitConfig) -> Source:
     """The KuaiRand rows of `dataset.layout` with the release's column names (+ `timestamp` for raw)."""
     if dataset.layout not in LAYOUTS:
         raise UserError(f"dataset.layout={dataset.layout} is not a KuaiRand layout: use raw (the release's folder "
                         "of log and feature CSVs) or joined (one preprocessed CSV like Scenario-Wise-Rec's)")
     if dataset.layout == "joined":
-        return _read_joined(dataset, split)
-    if split.kind == "given":
+        return _read_joined(dataset, rule)
+    if rule.kind == "given":
         raise UserError("dataset=kuairand (layout=raw) ships no train/val/test files: use split=time (by time_ms) "
                         "or split=random")
     folder, files = _raw_files(dataset)
@@ -63,11 +63,11 @@ def read_kuairand(dataset: KuaiRandConfig, split: SplitConfig) -> Source:
     return Source(load=load, fingerprint={"files": fingerprint(used)}, origin=str(folder))
 
 
-def _read_joined(dataset: KuaiRandConfig, split: SplitConfig) -> Source:
+def _read_joined(dataset: KuaiRandConfig, rule: SplitConfig) -> Source:
     if dataset.path and Path(dataset.path).is_dir() and any(Path(dataset.path).glob("log_standard_*.csv")):
         raise UserError(f"dataset.path {dataset.path} holds the KuaiRand release's log files: read them with "
                         "dataset.layout=raw (layout=joined expects one preprocessed CSV)")
-    files = read_files(dataset, split)
+    files = read_files(dataset, rule)
 
     def load() -> pl.LazyFrame:
         frame = files.load()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ssimctr.config.datasets_public import MovieLensConfig
+from ssimctr.config.datasets import MovieLensConfig
 from ssimctr.config.schema import SplitConfig
 from ssimctr.data.sources.base import Source, release_folder
 from ssimctr.data.sources.files import data_files, fingerprint
@@ -41,12 +41,12 @@ COLUMNS = ("user_id", "movie_id", "rating", "timestamp", "title", "genres", "gen
 FIELD_SEPARATOR = "\x1f"  # ASCII unit separator: stands in for '::' in users.dat / movies.dat
 
 
-def read_movielens(dataset: MovieLensConfig, split: SplitConfig) -> Source:
+def read_movielens(dataset: MovieLensConfig, rule: SplitConfig) -> Source:
     """The MovieLens ratings joined with their user and movie, plus `genre` and `age_group`."""
     if dataset.layout not in LAYOUTS:
         raise UserError(f"dataset.layout={dataset.layout} is not a MovieLens layout: use dat (the ML-1M folder "
                         "of ratings.dat, users.dat, movies.dat) or csv (one joined CSV with a header)")
-    if split.kind == "given":
+    if rule.kind == "given":
         raise UserError("dataset=movielens ships no train/val/test files: use split=time (by timestamp) or "
                         "split=random")
     if not dataset.path:

@@ -20,9 +20,8 @@ class DCN(MultiScenarioModel):
     shared: cross network, MLP and head are per tower.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 hidden: Sequence[int] = (256, 128, 64), dropout: float = 0.0,
-                 batch_norm: bool = False, cross_layers: int = 3, scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
+                 dropout: float, batch_norm: bool, cross_layers: int, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim

@@ -24,9 +24,8 @@ class DCNv2(MultiScenarioModel):
     shared: cross network, MLP and head are per tower.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 hidden: Sequence[int] = (256, 128, 64), dropout: float = 0.0, batch_norm: bool = False,
-                 cross_layers: int = 3, structure: str = "parallel", rank: int | None = None,
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
+                 dropout: float, batch_norm: bool, cross_layers: int, structure: str, rank: int | None,
                  scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         if structure not in STRUCTURES:

@@ -21,9 +21,8 @@ class DeepFM(MultiScenarioModel):
     first-order weights are shared by the towers; only the MLPs are per tower.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 hidden: Sequence[int] = (256, 128, 64), dropout: float = 0.0,
-                 batch_norm: bool = False, first_order: bool = False, scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
+                 dropout: float, batch_norm: bool, first_order: bool, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.fm = FactorizationMachine()

@@ -25,13 +25,11 @@ class DFFM(MultiScenarioModel):
     DFUB (domain-facilitated user behaviour) is left out: the datasets have no behaviour sequences.
     No batch norm option: the towers share the MLP, and batch statistics over all towers' rows would
     let one tower's inputs move another's outputs.
-    Defaults: MLP [256, 128, 64] (the project default; methods.md §3.7 suggests [1024, 512, 256]),
-    interaction hidden 32.
+    Defaults: ssimctr.config.models.DFFMConfig (the project's; methods.md §3.7 suggests an MLP [1024, 512, 256]).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 hidden: Sequence[int] = (256, 128, 64), interaction_hidden: int = 32,
-                 dropout: float = 0.0, scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
+                 interaction_hidden: int, dropout: float, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         fields = self.embedding.num_fields

@@ -24,9 +24,8 @@ class HMoE(MultiScenarioModel):
     BCE of ŷ_t. With one tower the mixture is the single score itself.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 bottom: Sequence[int] = (128,), num_experts: int = 8, expert: Sequence[int] = (64,),
-                 tower: Sequence[int] = (32,), dropout: float = 0.0, batch_norm: bool = False,
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, bottom: Sequence[int],
+                 num_experts: int, expert: Sequence[int], tower: Sequence[int], dropout: float, batch_norm: bool,
                  scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)

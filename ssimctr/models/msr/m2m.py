@@ -28,13 +28,12 @@ class M2M(MultiScenarioModel):
     behaviour sequences); S_k comes from the scenario id alone (no scenario statistics features), and
     user / item features enter only through e. Tower k plays scenario k; with one tower there is one
     scenario embedding and the row's scenario acts through its input field.
-    Project defaults (no reference config): 4 experts [256, 64], S of 32, attention 32, 2 meta layers.
+    Defaults: ssimctr.config.models.M2MConfig (the project's: no reference config).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 num_experts: int = 4, expert_hidden: Sequence[int] = (256, 64), scenario_dim: int = 32,
-                 attention_dim: int = 32, meta_layers: int = 2, dropout: float = 0.0,
-                 scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, num_experts: int,
+                 expert_hidden: Sequence[int], scenario_dim: int, attention_dim: int, meta_layers: int,
+                 dropout: float, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.experts = Experts(self.embedding.output_dim, expert_hidden, num_experts, dropout)

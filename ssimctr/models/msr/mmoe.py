@@ -18,9 +18,8 @@ class MMoE(MultiScenarioModel):
     z_k = Tower_k(h_k).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 num_experts: int = 4, expert: Sequence[int] = (256, 128), tower: Sequence[int] = (64,),
-                 gate_bias: bool = False, dropout: float = 0.0, batch_norm: bool = False,
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, num_experts: int,
+                 expert: Sequence[int], tower: Sequence[int], gate_bias: bool, dropout: float, batch_norm: bool,
                  scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)

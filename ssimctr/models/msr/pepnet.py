@@ -44,12 +44,11 @@ class PEPNet(MultiScenarioModel):
         z_k = w_kᵀ h^k_L + c_k.
     Tower k plays scenario k (its prior p_k), so every row can be scored as every scenario; with one
     tower there is one prior p and the row's scenario acts through its input field.
-    Project defaults (no reference config): tower [256, 128, 64], gate hidden 64, γ = 2.
+    Defaults: ssimctr.config.models.PEPNetConfig (the project's: no reference config).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 hidden: Sequence[int] = (256, 128, 64), gate_hidden: int = 64, gate_scale: float = 2.0,
-                 dropout: float = 0.0, scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
+                 gate_hidden: int, gate_scale: float, dropout: float, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         names = feature_map.categorical_names

@@ -20,10 +20,9 @@ class PLE(MultiScenarioModel):
     With one tower there is one "scenario" group of specific experts, broadcast to every scenario.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 num_levels: int = 1, specific_experts: int = 2, shared_experts: int = 1,
-                 expert: Sequence[int] = (256, 128), tower: Sequence[int] = (64,), gate_bias: bool = False,
-                 dropout: float = 0.0, batch_norm: bool = False, scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, num_levels: int,
+                 specific_experts: int, shared_experts: int, expert: Sequence[int], tower: Sequence[int],
+                 gate_bias: bool, dropout: float, batch_norm: bool, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim

@@ -17,9 +17,8 @@ class SharedBottom(MultiScenarioModel):
     h = MLP_shared(e), z_k = Tower_k(h), with e the flattened field embeddings.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 bottom: Sequence[int] = (256,), tower: Sequence[int] = (128, 64), dropout: float = 0.0,
-                 batch_norm: bool = False, scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, bottom: Sequence[int],
+                 tower: Sequence[int], dropout: float, batch_norm: bool, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.bottom = MLP(self.embedding.output_dim, bottom, dropout, batch_norm)

@@ -29,9 +29,8 @@ class STAR(MultiScenarioModel):
     Reference defaults (KDD25_SSIM STAR-SSIM): hidden [128, 64, 32], aux [16]; dropout 0 here.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, embedding_dim: int = 16,
-                 hidden: Sequence[int] = (128, 64, 32), aux_hidden: Sequence[int] = (16,),
-                 dropout: float = 0.0, scenario_feature: bool = True) -> None:
+    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
+                 aux_hidden: Sequence[int], dropout: float, scenario_feature: bool = True) -> None:
         super().__init__(feature_map.num_scenarios)
         self.num_towers = num_towers
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)

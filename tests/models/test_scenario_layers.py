@@ -1,81 +1,19 @@
-"""STAR, DFFM, PEPNet and M2M: the required tests, partitioned norm statistics by hand, the star
-product and the generated linear layer."""
+"""STAR's layers (its scenario embedding rows, partitioned norm statistics by hand, the star product)
+and the generated linear layer of DFFM and M2M. The contract every model keeps is in
+test_model_contract.py."""
 from __future__ import annotations
 
-import dataclasses
-
-import pytest
 import torch
 
-from conftest import (assert_gradients_stay_in_own_tower, assert_single_tower_broadcasts, assert_tower_contract,
-                      one_scenario_batch, train_briefly)
+from conftest import make_model, one_scenario_batch
 from ssimctr.models.layers import GeneratedLinear, PartitionedNorm, StarLinear
-from ssimctr.models.msr.dffm import DFFM
-from ssimctr.models.msr.m2m import M2M
-from ssimctr.models.msr.pepnet import PEPNet
-from ssimctr.models.msr.star import STAR
 from ssimctr.train.sharing import sharing_loss
-
-# case -> (class, small hyper-parameters, prefixes of per-scenario parameters stored [K, ...])
-CASES = {
-    "star": (STAR, dict(hidden=[16, 8], aux_hidden=[4]),
-             ("norm.gamma_p", "norm.beta_p", "layers.0.partition_", "layers.1.partition_", "layers.2.partition_",
-              "scenario.")),
-    "star_dropout": (STAR, dict(hidden=[16], dropout=0.2), ("norm.gamma_p", "norm.beta_p", "layers.0.partition_",
-                                                             "layers.1.partition_", "scenario.")),
-    "dffm": (DFFM, dict(hidden=[16, 8], interaction_hidden=4), ("domain.",)),
-    "dffm_dropout": (DFFM, dict(hidden=[16], interaction_hidden=4, dropout=0.2), ("domain.",)),
-    "pepnet": (PEPNet, dict(hidden=[16, 8], gate_hidden=8), ("prior.", "layers.", "gates.", "output.")),
-    "pepnet_user_item": (PEPNet, dict(hidden=[16, 8], gate_hidden=8, user_item=True),
-                         ("prior.", "layers.", "gates.", "output.")),
-    "m2m": (M2M, dict(num_experts=3, expert_hidden=[16, 8], scenario_dim=8, attention_dim=4), ("scenario.",)),
-}
-LEARNS = {
-    "star": dict(hidden=[32, 16]),
-    "dffm": dict(hidden=[32, 16], interaction_hidden=8),
-    "pepnet": dict(hidden=[32, 16], gate_hidden=16),
-    "m2m": dict(num_experts=3, expert_hidden=[32, 16], scenario_dim=8, attention_dim=8),
-}
-
-
-def build(case: str, feature_map, num_towers: int):
-    cls, params, _ = CASES[case]
-    params = dict(params)
-    if params.pop("user_item", False):
-        feature_map = dataclasses.replace(feature_map, user="a", item="b")
-    torch.manual_seed(0)
-    return cls(feature_map=feature_map, num_towers=num_towers, scenario_feature=True, **params)
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_shapes_and_logits(case, tiny_feature_map):
-    assert_tower_contract(build(case, tiny_feature_map, 3), tiny_feature_map)
-
-
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("scenario", [0, 2])
-def test_gradients_stay_in_own_scenario(case, scenario, tiny_feature_map):
-    model = build(case, tiny_feature_map, tiny_feature_map.num_scenarios)
-    private = CASES[case][2]
-    assert assert_gradients_stay_in_own_tower(model, tiny_feature_map, scenario, private) == set(private)
-
-
-@pytest.mark.parametrize("case", LEARNS)
-def test_learns(case, prepared_synthetic):
-    cls = CASES[case][0]
-    torch.manual_seed(0)
-    model = cls(feature_map=prepared_synthetic.feature_map, num_towers=3, scenario_feature=True, **LEARNS[case])
-    assert train_briefly(model, prepared_synthetic)["test/auc/mean"] > 0.55
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_single_tower_broadcasts(case, tiny_feature_map):
-    assert_single_tower_broadcasts(build(case, tiny_feature_map, 1), tiny_feature_map)
 
 
 def test_star_scenario_embedding_rows_of_other_scenarios_stay_untouched(tiny_feature_map):
     """The input's scenario field: only the batch's scenario row of the shared table trains under mt."""
-    model = build("star", tiny_feature_map, 3)
+    torch.manual_seed(0)
+    model = make_model("star", tiny_feature_map, 3, hidden=[16, 8], aux_hidden=[4])
     sharing_loss(model.towers(one_scenario_batch(tiny_feature_map, 1)), torch.ones(32), torch.full((32,), 1), 0.0).backward()
     offset = model.embedding.offsets[-1]
     grads = model.embedding.table.weight.grad[offset:offset + 3].abs().sum(1)

@@ -1,64 +1,31 @@
-"""Shared-Bottom, MMoE, PLE and HMoE: the required tests, the expert layers against loops,
-gate isolation and HMoE's stop-gradient label-space mixture."""
+"""Expert layers against loops (experts, gates, grouped towers, CGC levels), shared experts training
+under every scenario, and HMoE's stop-gradient label-space mixture. The contract every model keeps
+is in test_model_contract.py."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from conftest import (assert_gradients_stay_in_own_tower, assert_single_tower_broadcasts, assert_tower_contract,
-                      make_batch, one_scenario_batch, train_briefly)
+from conftest import make_batch, make_model, one_scenario_batch
 from ssimctr.models.layers import CGCLevel, Experts, Gates, GroupedTowers, mix
-from ssimctr.models.msr.hmoe import HMoE
-from ssimctr.models.msr.mmoe import MMoE
-from ssimctr.models.msr.ple import PLE
-from ssimctr.models.msr.shared_bottom import SharedBottom
 from ssimctr.train.sharing import sharing_loss
 
-# case -> (class, small hyper-parameters, prefixes of per-scenario parameters stored [K, ...])
-CASES = {
-    "shared_bottom": (SharedBottom, dict(bottom=[32], tower=[16, 8]), ("tower.",)),
-    "shared_bottom_bn": (SharedBottom, dict(bottom=[32], tower=[16], batch_norm=True), ("tower.",)),
-    "mmoe": (MMoE, dict(num_experts=3, expert=[32, 16], tower=[8]), ("gates.", "tower.")),
-    "mmoe_bn_bias": (MMoE, dict(num_experts=3, expert=[32], tower=[8], batch_norm=True, gate_bias=True),
-                     ("gates.", "tower.")),
-    "ple": (PLE, dict(expert=[32, 16], tower=[8]), ("levels.0.gates.", "levels.0.specific_experts.", "tower.")),
-    # at non-final levels the shared gate reads every expert: only the last level's specific experts are private
-    "ple_2_levels_bn": (PLE, dict(num_levels=2, expert=[16], tower=[8], batch_norm=True, gate_bias=True),
-                        ("levels.0.gates.", "levels.1.gates.", "levels.1.specific_experts.", "tower.")),
-    "hmoe": (HMoE, dict(bottom=[32], num_experts=4, expert=[16], tower=[8]), ("gates.", "tower.", "mixture.")),
+# case -> (model, small hyper-parameters, prefix of its shared experts)
+SHARED_EXPERTS = {
+    "mmoe": ("mmoe", dict(num_experts=3, expert=[32, 16], tower=[8]), "experts."),
+    "mmoe_bn_bias": ("mmoe", dict(num_experts=3, expert=[32], tower=[8], batch_norm=True, gate_bias=True),
+                     "experts."),
+    "ple": ("ple", dict(expert=[32, 16], tower=[8]), "levels.0.shared_experts."),
+    "ple_2_levels_bn": ("ple", dict(num_levels=2, expert=[16], tower=[8], batch_norm=True, gate_bias=True),
+                        "levels.1.shared_experts."),
+    "hmoe": ("hmoe", dict(bottom=[32], num_experts=4, expert=[16], tower=[8]), "experts."),
 }
-SHARED_EXPERTS = {"mmoe": "experts.", "mmoe_bn_bias": "experts.", "ple": "levels.0.shared_experts.",
-                  "ple_2_levels_bn": "levels.1.shared_experts.", "hmoe": "experts."}
 
 
-def build(case: str, feature_map, num_towers: int, **extra):
-    cls, params, _ = CASES[case]
+def build(case: str, feature_map, num_towers: int):
+    name, params, _ = SHARED_EXPERTS[case]
     torch.manual_seed(0)
-    return cls(feature_map=feature_map, num_towers=num_towers, scenario_feature=True, **{**params, **extra})
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_shapes_and_logits(case, tiny_feature_map):
-    assert_tower_contract(build(case, tiny_feature_map, 3), tiny_feature_map)
-
-
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("scenario", [0, 2])
-def test_gradients_stay_in_own_scenario(case, scenario, tiny_feature_map):
-    model = build(case, tiny_feature_map, tiny_feature_map.num_scenarios)  # shared experts train too
-    private = CASES[case][2]
-    assert assert_gradients_stay_in_own_tower(model, tiny_feature_map, scenario, private) == set(private)
-
-
-@pytest.mark.parametrize("case", ["shared_bottom", "mmoe", "ple", "hmoe"])
-def test_learns(case, prepared_synthetic):
-    model = build(case, prepared_synthetic.feature_map, 3)
-    assert train_briefly(model, prepared_synthetic)["test/auc/mean"] > 0.55
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_single_tower_broadcasts(case, tiny_feature_map):
-    assert_single_tower_broadcasts(build(case, tiny_feature_map, 1), tiny_feature_map)
+    return make_model(name, feature_map, num_towers, **params)
 
 
 @pytest.mark.parametrize("case", SHARED_EXPERTS)
@@ -68,7 +35,7 @@ def test_shared_experts_train_under_every_scenario(case, tiny_feature_map):
         model.zero_grad(set_to_none=True)
         batch = one_scenario_batch(tiny_feature_map, scenario)
         sharing_loss(model.towers(batch), batch.label, batch.scenario, 0.0).backward()
-        shared = [p for name, p in model.named_parameters() if name.startswith(SHARED_EXPERTS[case])]
+        shared = [p for name, p in model.named_parameters() if name.startswith(SHARED_EXPERTS[case][2])]
         assert shared and all(p.grad.abs().sum() > 0 for p in shared)
 
 

@@ -1,4 +1,5 @@
-"""Train / val / test assignment of rows: by time, at random (seeded), or given by the files."""
+"""Which split (train / val / test) each row goes to, by the configured rule: by time, at random
+(seeded), or as the dataset's own files say."""
 from __future__ import annotations
 
 import polars as pl
@@ -8,30 +9,30 @@ from ssimctr.data.columns import parse_cutoff
 from ssimctr.data.sources.base import SPLIT_COLUMN
 from ssimctr.errors import UserError
 
-KINDS = ("time", "random", "given")
+RULES = ("time", "random", "given")
 HASH_MODULUS = 1_000_000_007
 
 
-def split_expression(frame: pl.LazyFrame, split: SplitConfig, has_time: bool) -> pl.Expr:
-    """An Int8 expression: 0 = train, 1 = val, 2 = test."""
-    if split.kind not in KINDS:
-        raise UserError(f"split={split.kind} is not known: use one of {', '.join(KINDS)}")
-    if split.kind == "given":
+def split_assignment(frame: pl.LazyFrame, rule: SplitConfig, has_time: bool) -> pl.Expr:
+    """Each row's split as an Int8 expression: 0 = train, 1 = val, 2 = test."""
+    if rule.kind not in RULES:
+        raise UserError(f"split={rule.kind} is not known: use one of {', '.join(RULES)}")
+    if rule.kind == "given":
         return pl.col(SPLIT_COLUMN)
-    if split.kind == "random":
-        train, val = check_fractions(split.fractions)
-        u = (pl.col("row_id").hash(seed=split.seed) % HASH_MODULUS).cast(pl.Float64) / HASH_MODULUS
+    if rule.kind == "random":
+        train, val = _fractions(rule.fractions)
+        u = (pl.col("row_id").hash(seed=rule.seed) % HASH_MODULUS).cast(pl.Float64) / HASH_MODULUS
         return _by_thresholds(u, train, train + val)
     if not has_time:
         raise UserError("split=time needs a time column: set dataset.time=COLUMN, or use split=random")
-    if split.cutoffs is not None:
-        if len(split.cutoffs) != 2:
-            raise UserError(f"split.cutoffs needs two values [val_start, test_start], got {list(split.cutoffs)}")
-        val_start, test_start = (parse_cutoff(c) for c in split.cutoffs)
+    if rule.cutoffs is not None:
+        if len(rule.cutoffs) != 2:
+            raise UserError(f"split.cutoffs needs two values [val_start, test_start], got {list(rule.cutoffs)}")
+        val_start, test_start = (parse_cutoff(c) for c in rule.cutoffs)
         if val_start > test_start:
-            raise UserError(f"split.cutoffs must be in order, got {list(split.cutoffs)}")
+            raise UserError(f"split.cutoffs must be in order, got {list(rule.cutoffs)}")
         return _by_thresholds(pl.col("ts"), val_start, test_start)
-    train, val = check_fractions(split.fractions)
+    train, val = _fractions(rule.fractions)
     edges = frame.select(pl.col("ts").quantile(train, "lower").alias("val"),
                          pl.col("ts").quantile(train + val, "lower").alias("test")).collect()
     return _by_thresholds(pl.col("ts"), edges["val"][0], edges["test"][0])
@@ -42,7 +43,7 @@ def _by_thresholds(value: pl.Expr, val_start, test_start) -> pl.Expr:
     return pl.when(value < val_start).then(0).when(value < test_start).then(1).otherwise(2).cast(pl.Int8)
 
 
-def check_fractions(fractions: list[float]) -> tuple[float, float]:
+def _fractions(fractions: list[float]) -> tuple[float, float]:
     """(train, val) fractions from [train, val, test]; a clear error unless they are >= 0 and sum to 1."""
     values = list(fractions)
     if len(values) != 3 or any(f < 0 for f in values) or abs(sum(values) - 1) > 1e-6 or values[0] == 0:

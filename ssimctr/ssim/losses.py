@@ -5,31 +5,29 @@ Search:  L = mean_i[1(g_i = 0) · BCE(own tower) + g_i · mean_k BCE(tower k)] +
          The own-tower mask 1(g = 0) carries no gradient (as in the official code), so a shared row's
          selector gradient is (1/B)[mean_k BCE_k − λe]: rows that are hard for the other scenarios
          drop out of sharing. gate="soft" (SSIM-P): g = p, continuous, no threshold.
-Retrain: the same loss without the KL term, g from a frozen selection (top ⌊r·B⌋ of each batch by m,
-         the global selection saved by search, random rows at the same ratio (SSIM-R), or soft
-         sigmoid(m) weights (SSIM-P)).
+Retrain: the same loss without the KL term, g from a frozen selection (ssimctr.ssim.selection).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from ssimctr.data.batch import Batch
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.ssim.selector import FrozenSelector, Selector, hard_gate, temperature, top_ratio_gate
+from ssimctr.ssim.selection import Gate
+from ssimctr.ssim.selector import Selector, hard_gate, temperature
+from ssimctr.train.loop import Logger
 from ssimctr.train.sharing import sharing_loss
-
-StepLogger = Callable[[dict[str, float], int], None]
 
 
 class SearchLoss:
     """Joint training of backbone and selector; the selector reads the backbone's live embedding."""
 
     def __init__(self, selector: Selector, *, epsilon: float, lambda_kl: float, final_temperature: float,
-                 total_steps: int, gate: str, scenario_names: Sequence[str], log: StepLogger,
-                 log_every: int = 10) -> None:
+                 total_steps: int, gate: str, scenario_names: Sequence[str], log: Logger,
+                 log_every: int) -> None:
         if gate not in ("hard", "soft"):
             raise ValueError(f"gate must be hard or soft, got {gate}")
         self.selector = selector
@@ -71,33 +69,8 @@ class SearchLoss:
 class RetrainLoss:
     """Retraining with a fixed selection: `gate_of(batch)` gives g [B]; no KL term."""
 
-    def __init__(self, gate_of: Callable[[Batch], torch.Tensor]) -> None:
+    def __init__(self, gate_of: Gate) -> None:
         self.gate_of = gate_of
 
     def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
         return sharing_loss(model.towers(batch), batch.label, batch.scenario, self.gate_of(batch))
-
-
-def batch_top_ratio(selector: FrozenSelector, ratio: float) -> Callable[[Batch], torch.Tensor]:
-    """The official code's retrain: the top ⌊r·B⌋ rows of each batch by m are shared."""
-    return lambda batch: top_ratio_gate(selector(batch), ratio)
-
-
-def soft_weights(selector: FrozenSelector) -> Callable[[Batch], torch.Tensor]:
-    """SSIM-P: sigmoid(m) as a continuous sharing weight."""
-    return lambda batch: torch.sigmoid(selector(batch))
-
-
-def global_selection(shared_by_row: torch.Tensor) -> Callable[[Batch], torch.Tensor]:
-    """The selection saved by search: shared_by_row[row_id] (a bool tensor indexed by row id) as 0/1 gates."""
-    return lambda batch: shared_by_row[batch.row_id].float()
-
-
-def random_selection(ratio: float, seed: int) -> Callable[[Batch], torch.Tensor]:
-    """SSIM-R: ⌊r·B⌋ rows of each batch chosen uniformly at random (seeded)."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def gate(batch: Batch) -> torch.Tensor:
-        scores = torch.rand(len(batch), generator=generator).to(batch.label.device)
-        return top_ratio_gate(scores, ratio)
-    return gate

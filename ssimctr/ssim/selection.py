@@ -1,0 +1,42 @@
+"""Which rows a retrain shares: the gate g [B] of each batch (docs/methods.md §1.4).
+
+batch_top_ratio   the official code's retrain: the top ⌊r·B⌋ rows of each batch by the frozen m
+global_selection  the global top r of every train row's m, saved by the search
+random_selection  SSIM-R: ⌊r·B⌋ rows of each batch at random (seeded)
+soft_weights      SSIM-P: continuous weights from the frozen selector
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ssimctr.data.batch import Batch
+from ssimctr.ssim.selector import FrozenSelector, top_ratio_gate
+
+Gate = Callable[[Batch], torch.Tensor]
+
+
+def batch_top_ratio(selector: FrozenSelector, ratio: float) -> Gate:
+    """The official code's retrain: the top ⌊r·B⌋ rows of each batch by m are shared."""
+    return lambda batch: top_ratio_gate(selector(batch), ratio)
+
+
+def soft_weights(selector: FrozenSelector) -> Gate:
+    """SSIM-P: sigmoid(m) as a continuous sharing weight."""
+    return lambda batch: torch.sigmoid(selector(batch))
+
+
+def global_selection(shared_by_row: torch.Tensor) -> Gate:
+    """The selection saved by search: shared_by_row[row_id] (a bool tensor indexed by row id) as 0/1 gates."""
+    return lambda batch: shared_by_row[batch.row_id].float()
+
+
+def random_selection(ratio: float, seed: int) -> Gate:
+    """SSIM-R: ⌊r·B⌋ rows of each batch chosen uniformly at random (seeded)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def gate(batch: Batch) -> torch.Tensor:
+        scores = torch.rand(len(batch), generator=generator).to(batch.label.device)
+        return top_ratio_gate(scores, ratio)
+    return gate
