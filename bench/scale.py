@@ -52,7 +52,7 @@ def prepare_once(path: Path, cache: Path) -> tuple[dict, PreparedDataset]:
                             categorical=list(synthetic.CATEGORICAL), numeric=list(synthetic.NUMERIC),
                             time=synthetic.TIME, user="user_id", item="item_id")
     started = time.perf_counter()
-    data = prepare(dataset, ScenarioConfig(column=synthetic.SCENARIO), SplitConfig(), cache)
+    data = prepare(dataset, ScenarioConfig(kind="column", column=synthetic.SCENARIO), SplitConfig(kind="time"), cache)
     seconds = time.perf_counter() - started
     rows = sum(data.manifest["splits"][s]["rows"] for s in ("train", "val", "test"))
     return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}, data

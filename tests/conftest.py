@@ -46,7 +46,7 @@ def compose(*overrides: str) -> DictConfig:
 @pytest.fixture(scope="session")
 def prepared_synthetic(tmp_path_factory) -> PreparedDataset:
     """30,000 synthetic rows, 3 scenarios, time split 80/10/10, prepared once per session."""
-    return prepare(synthetic_config(), ScenarioConfig(column="scenario"), SplitConfig(),
+    return prepare(synthetic_config(), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"),
                    tmp_path_factory.mktemp("cache"))
 
 

@@ -30,7 +30,7 @@ class ScenarioConfig:
     bins (numeric column cut at `bins`), top_k (k most frequent values, the rest merged or dropped).
     """
 
-    kind: str = "column"
+    kind: str = MISSING                  # column | mapping | bins | top_k
     column: Optional[str] = None
     mapping: Any = None                   # {value: name}; typed Any so a CLI dict replaces it
     unmapped: str = "drop"               # mapping only: drop | error
@@ -45,7 +45,7 @@ class SplitConfig:
     """time: by the time column (fractions of rows in time order, or cutoffs);
     random: seeded fractions; given: the dataset's own train/val/test files."""
 
-    kind: str = "time"
+    kind: str = MISSING                  # time | random | given
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     cutoffs: Optional[list[str]] = None   # time only: [val_start, test_start]
     seed: int = 2020
@@ -80,7 +80,7 @@ class SsimConfig:
     """SSIM (methods.md §1). Defaults are the official code's AliCCP values; see
     conf/experiment/ssim_*_reference.yaml for both reference presets."""
 
-    phase: str = "disabled"               # disabled | search | retrain | pipeline (search, then retrain)
+    phase: str = MISSING                  # disabled | search | retrain | pipeline (search, then retrain)
     epsilon: float = 0.55                 # search: g = 1 where sigmoid(τ m) > ε
     lambda_kl: float = 0.4                # weight of e·(1 − mean g); 0 = SSIM-NK
     final_temperature: float = 1000.0     # τ goes 1 -> final over the search steps
@@ -124,7 +124,7 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: str = "mlflow"               # mlflow | none
+    backend: str = MISSING                # mlflow | none
     uri: str = "sqlite:///outputs/mlflow.db"
     experiment: str = "ssimctr"
     artifact_location: Optional[str] = None

@@ -6,12 +6,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import SHARED_DATA, compose
 from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.config.schema import SCHEMAS
 
 REQUIRED = {  # options that need values from the user
     ("dataset", "tabular"): ["dataset.path=x.csv", "dataset.label=y", "dataset.scenario=s"],
@@ -95,3 +98,23 @@ def test_bring_your_own_csv_on_the_mind_sample(tmp_path):
     assert result.returncode == 0, result.stderr
     for name in ("news", "lifestyle", "sports", "finance"):
         assert name in result.stdout
+
+
+SCHEMA_OPTIONS = [path for path in sorted(Path(CONFIG_DIR).glob("*/*.yaml")) if path.parent.name in SCHEMAS]
+
+
+@pytest.mark.parametrize("path", SCHEMA_OPTIONS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_no_option_repeats_a_default_of_its_schema(path):
+    """Each default lives once, in the schema: an option's YAML sets only what differs."""
+    values = yaml.safe_load(path.read_text()) or {}
+    defaults = values.pop("defaults")
+    group = path.parent.name
+    if "default" in defaults:  # an option built on another option of its group (trainer/debug)
+        return
+    [schema] = [entry[1:].split("@")[0] for entry in defaults if str(entry).startswith("/schema_")]
+    kind = schema.removeprefix(f"schema_{group}").lstrip("_")
+    own = OmegaConf.structured(SCHEMAS[group][kind])
+    repeated = {key: value for key, value in values.items()
+                if key in own and not OmegaConf.is_missing(own, key)
+                and OmegaConf.to_container(own, resolve=False)[key] == value}
+    assert not repeated

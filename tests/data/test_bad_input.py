@@ -33,7 +33,7 @@ def _error(tmp_path, rows: list[str] | None = None, header: str = HEADER, scenar
     values = dict(name="bad", path=_write(tmp_path / "data.csv", rows or _good_rows(), header), label="click",
                   scenario="domain", categorical=["user"], numeric=["price"], time="ts")
     values.update(dataset)
-    scenario = scenario or ScenarioConfig(column=values["scenario"])
+    scenario = scenario or ScenarioConfig(kind="column", column=values["scenario"])
     with pytest.raises(UserError) as err:
         prepare(DatasetConfig(**values), scenario, split or SplitConfig(kind="time"), tmp_path / "cache")
     assert not list((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True  # nothing half-written
@@ -48,20 +48,20 @@ def _has(message: str, *words: str) -> None:
 def test_the_good_input_prepares(tmp_path):
     data = prepare(DatasetConfig(name="ok", path=_write(tmp_path / "data.csv", _good_rows()), label="click",
                                  scenario="domain", categorical=["user"], numeric=["price"], time="ts"),
-                   ScenarioConfig(column="domain"), SplitConfig(kind="time"), tmp_path / "cache")
+                   ScenarioConfig(kind="column", column="domain"), SplitConfig(kind="time"), tmp_path / "cache")
     assert sum(data.manifest["splits"][s]["rows"] for s in ("train", "val", "test")) == ROWS
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(UserError) as err:
-        prepare(DatasetConfig(name="x", path=str(tmp_path / "nope.csv"), label="click"), ScenarioConfig(column="d"),
+        prepare(DatasetConfig(name="x", path=str(tmp_path / "nope.csv"), label="click"), ScenarioConfig(kind="column", column="d"),
                 SplitConfig(kind="random"), tmp_path / "cache")
     _has(str(err.value), "dataset.path", "file not found", "nope.csv", "check the path")
 
 
 def test_no_path_at_all(tmp_path):
     with pytest.raises(UserError) as err:
-        prepare(DatasetConfig(name="x", label="click"), ScenarioConfig(column="d"), SplitConfig(kind="random"),
+        prepare(DatasetConfig(name="x", label="click"), ScenarioConfig(kind="column", column="d"), SplitConfig(kind="random"),
                 tmp_path / "cache")
     _has(str(err.value), "dataset.path=")
 
@@ -187,7 +187,7 @@ def test_split_given_with_files_of_different_columns(tmp_path):
 
 def test_split_given_for_the_synthetic_dataset(tmp_path):
     with pytest.raises(UserError, match="dataset=synthetic .*split=time or split=random"):
-        prepare(synthetic_config(rows=100), ScenarioConfig(column="scenario"), SplitConfig(kind="given"), tmp_path)
+        prepare(synthetic_config(rows=100), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="given"), tmp_path)
 
 
 def test_unknown_dataset_format(tmp_path):
@@ -213,7 +213,7 @@ def test_a_folder_of_csv_files_is_read_as_one_dataset(tmp_path):
     _write(folder / "b.csv", rows[25:])
     (folder / "notes.md").write_text("not data")
     data = prepare(DatasetConfig(name="f", path=str(folder), label="click", scenario="domain", categorical=["user"],
-                                 numeric=["price"], time="ts"), ScenarioConfig(column="domain"),
+                                 numeric=["price"], time="ts"), ScenarioConfig(kind="column", column="domain"),
                    SplitConfig(kind="time"), tmp_path / "cache")
     assert sum(data.manifest["splits"][s]["rows"] for s in ("train", "val", "test")) == ROWS
 
@@ -237,7 +237,7 @@ def test_malformed_lines_are_one_clear_error(tmp_path):
     path.write_text("click,domain,user\n1,a,u1\n0,b,u2,extra,fields\n1,a\n")
     dataset = DatasetConfig(name="t", path=str(path), label="click", scenario="domain", categorical=["user"])
     with pytest.raises(UserError, match="broken.csv") as error:
-        prepare(dataset, ScenarioConfig(column="domain"), SplitConfig(kind="random"), tmp_path / "cache")
+        prepare(dataset, ScenarioConfig(kind="column", column="domain"), SplitConfig(kind="random"), tmp_path / "cache")
     assert "separator" in str(error.value)
 
 
@@ -246,7 +246,7 @@ def test_an_empty_file_is_one_clear_error(tmp_path):
     path.write_text("")
     dataset = DatasetConfig(name="t", path=str(path), label="click", scenario="domain")
     with pytest.raises(UserError, match="empty.csv"):
-        prepare(dataset, ScenarioConfig(column="domain"), SplitConfig(kind="random"), tmp_path / "cache")
+        prepare(dataset, ScenarioConfig(kind="column", column="domain"), SplitConfig(kind="random"), tmp_path / "cache")
 
 
 @pytest.mark.parametrize("name", ["aliccp", "alimama", "antm2c", "kuairand", "movielens"])

@@ -76,7 +76,7 @@ def counts(data) -> dict[str, dict[str, tuple[int, int]]]:
 def test_raw_files_join_drop_and_split(tmp_path):
     folder = write_raw(tmp_path / "aliccp")
     dataset = config("aliccp", f"dataset.path={folder}", "dataset.min_freq=1", "dataset.val_fraction=0.5")
-    data = prepare(dataset, ScenarioConfig(column="301"), GIVEN, tmp_path / "cache")
+    data = prepare(dataset, ScenarioConfig(kind="column", column="301"), GIVEN, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("1", "2", "3")
     assert data.manifest["dropped"] == {"label_missing": 1}   # the click=0 & purchase=1 row
     per = counts(data)
@@ -136,7 +136,7 @@ def test_processed_sample_three_scenarios(tmp_path, name):
     paths = [f"dataset.{key}={SAMPLE / f'ali_ccp_{split}_sample.csv'}"
              for key, split in (("path", "train"), ("val_path", "val"), ("test_path", "test"))]
     dataset = config(name, "dataset.layout=processed", "dataset.min_freq=1", *paths)
-    data = prepare(dataset, ScenarioConfig(column="301"), GIVEN, tmp_path / "cache")
+    data = prepare(dataset, ScenarioConfig(kind="column", column="301"), GIVEN, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("1", "2", "3")
     assert data.manifest["dropped"] == {}
     assert counts(data) == {  # shared/data/PROVENANCE.md
@@ -154,8 +154,8 @@ def test_processed_layout_missing_column_and_file(tmp_path):
         pl.read_csv(SAMPLE / f"ali_ccp_{split}_sample.csv").drop("216").write_csv(target)
         paths.append(f"dataset.{key}={target}")
     with pytest.raises(UserError, match=r"dataset.categorical: column '216' is not in .*train.csv"):
-        prepare(config("aliccp", "dataset.layout=processed", *paths), ScenarioConfig(column="301"), GIVEN,
+        prepare(config("aliccp", "dataset.layout=processed", *paths), ScenarioConfig(kind="column", column="301"), GIVEN,
                 tmp_path / "cache")
     with pytest.raises(UserError, match="dataset.val_path"):
-        prepare(config("aliccp", "dataset.layout=processed", paths[0]), ScenarioConfig(column="301"), GIVEN,
+        prepare(config("aliccp", "dataset.layout=processed", paths[0]), ScenarioConfig(kind="column", column="301"), GIVEN,
                 tmp_path / "cache")

@@ -68,7 +68,7 @@ def test_raw_tables_ssim_protocol(tmp_path, scenario, pool, test):
     folder = write_raw(tmp_path / "taobao")
     dataset = config(f"dataset.path={folder}", f"dataset.scenario={scenario}", "dataset.min_freq=1",
                      "dataset.val_fraction=0.5")
-    data = prepare(dataset, ScenarioConfig(column=scenario), GIVEN, tmp_path / "cache")
+    data = prepare(dataset, ScenarioConfig(kind="column", column=scenario), GIVEN, tmp_path / "cache")
     assert data.feature_map.scenario_names == tuple(sorted(pool))
     assert data.manifest["dropped"] == {}
     assert pool_and_test(data) == (pool, test)
@@ -120,7 +120,7 @@ def test_joined_sample_two_pid_scenarios(tmp_path):
     dataset = config("dataset.layout=joined", "dataset.scenario=pid", "dataset.min_freq=1",
                      f"dataset.path={SAMPLE / 'train_sample.csv'}", f"dataset.val_path={SAMPLE / 'valid_sample.csv'}",
                      f"dataset.test_path={SAMPLE / 'test_sample.csv'}")
-    data = prepare(dataset, ScenarioConfig(column="pid"), GIVEN, tmp_path / "cache")
+    data = prepare(dataset, ScenarioConfig(kind="column", column="pid"), GIVEN, tmp_path / "cache")
     assert data.feature_map.scenario_names == (B, A)
     assert data.manifest["dropped"] == {}
     expected = {B: (30, 2), A: (70, 2)}    # shared/data/PROVENANCE.md, in each of the three files

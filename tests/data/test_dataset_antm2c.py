@@ -55,7 +55,7 @@ def write_parts(folder, delimiter: str = ",", header: bool = True, drop_last_col
 
 def test_three_parts_four_scenes_date_split(tmp_path):
     folder = write_parts(tmp_path / "antm2c")
-    data = prepare(config(f"dataset.path={folder}"), ScenarioConfig(column="scene"), CUTOFFS, tmp_path / "cache")
+    data = prepare(config(f"dataset.path={folder}"), ScenarioConfig(kind="column", column="scene"), CUTOFFS, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("1", "2", "3", "4")
     assert data.manifest["dropped"] == {}
     assert {s: {k: (v["rows"], v["positives"]) for k, v in data.manifest["splits"][s]["scenarios"].items()}

@@ -96,7 +96,7 @@ def _per_split(data) -> dict[str, dict[str, tuple[int, int]]]:
 
 def test_raw_logs_joined_with_features_and_split_by_time(tmp_path):
     write_release(tmp_path / "data")
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="tab"),
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="tab"),
                            SplitConfig(kind="time", cutoffs=[str(seconds(20)), str(seconds(25))]))
     assert data.feature_map.scenario_names == ("0", "1", "2", "3", "4", "6")
     assert scenario_totals(data) == PER_TAB
@@ -119,7 +119,7 @@ def test_raw_logs_joined_with_features_and_split_by_time(tmp_path):
 
 def test_random_log_is_added_on_request(tmp_path):
     write_release(tmp_path / "data")
-    data, _ = _prepare(tmp_path, ScenarioConfig(column="tab"), SplitConfig(kind="random"), include_random=True)
+    data, _ = _prepare(tmp_path, ScenarioConfig(kind="column", column="tab"), SplitConfig(kind="random"), include_random=True)
     assert scenario_totals(data) == {**PER_TAB, "0": (6, 2), "1": (9, 4)}
 
 
@@ -178,7 +178,7 @@ def test_the_joined_layout_with_a_truncated_column_name(tmp_path):
         fields[7] = "0"
         rows[index] = ",".join(fields)
     (tmp_path / "joined.csv").write_text("\n".join([lines[0], *rows]) + "\n")
-    data, _ = _prepare(tmp_path, ScenarioConfig(column="tab"), SplitConfig(kind="random"), layout="joined",
+    data, _ = _prepare(tmp_path, ScenarioConfig(kind="column", column="tab"), SplitConfig(kind="random"), layout="joined",
                        path=str(tmp_path / "joined.csv"), time=None)
     assert data.feature_map.scenario_names == ("0", "1")
     assert sum(rows for rows, _ in scenario_totals(data).values()) == 200
@@ -188,7 +188,7 @@ def test_the_joined_layout_with_a_truncated_column_name(tmp_path):
 
 def _error(tmp_path, **options) -> str:
     with pytest.raises(UserError) as err:
-        _prepare(tmp_path, ScenarioConfig(column="tab"), SplitConfig(kind="random"), **options)
+        _prepare(tmp_path, ScenarioConfig(kind="column", column="tab"), SplitConfig(kind="random"), **options)
     return str(err.value)
 
 

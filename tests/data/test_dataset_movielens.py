@@ -52,7 +52,7 @@ def _prepare(tmp_path, scenario: ScenarioConfig, split: SplitConfig, **options):
 def test_latin1_dat_files_by_age_group_with_a_time_split(tmp_path):
     assert b"\xe9" in write_ml1m(tmp_path / "ml-1m").joinpath("movies.dat").read_bytes()  # é in Latin-1
     cutoffs = [str(T0 + 13_000), str(T0 + 15_000)]  # val = ratings 13-14, test = ratings 15-16
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="age_group"), SplitConfig(kind="time", cutoffs=cutoffs))
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="age_group"), SplitConfig(kind="time", cutoffs=cutoffs))
     assert data.feature_map.scenario_names == ("25-34", "35plus", "under25")
     assert scenario_totals(data) == AGE_GROUPS
     assert [data.manifest["splits"][s]["rows"] for s in SPLITS] == [12, 2, 2]
@@ -70,7 +70,7 @@ def test_latin1_dat_files_by_age_group_with_a_time_split(tmp_path):
 
 def test_utf8_movies_file_reads_the_same(tmp_path):
     write_ml1m(tmp_path / "ml-1m", encoding="utf-8")
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="gender"), SplitConfig(kind="random"))
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="gender"), SplitConfig(kind="random"))
     assert scenario_totals(data) == {"F": (4, 2), "M": (12, 7)}
     titles = pl.concat(parts.values())["title"].to_list()
     assert "Misérables, Les (1995)" in titles
@@ -127,7 +127,7 @@ def test_sample_with_the_documented_mapping_override(tmp_path):
 
 def _error(tmp_path, **options) -> str:
     with pytest.raises(UserError) as err:
-        _prepare(tmp_path, ScenarioConfig(column="age_group"), SplitConfig(kind="random"), **options)
+        _prepare(tmp_path, ScenarioConfig(kind="column", column="age_group"), SplitConfig(kind="random"), **options)
     return str(err.value)
 
 

@@ -111,7 +111,7 @@ def test_read_split_without_categorical_fields_keeps_one_row_per_label(tmp_path)
     path = tmp_path / "n.csv"
     path.write_text("y,s,x\n" + "".join(f"{i % 2},{'ab'[i % 3 == 0]},{i}\n" for i in range(60)))
     data = prepare(DatasetConfig(name="n", path=str(path), label="y", scenario="s", numeric=["x"]),
-                   ScenarioConfig(column="s"), SplitConfig(kind="random"), tmp_path / "cache")
+                   ScenarioConfig(kind="column", column="s"), SplitConfig(kind="random"), tmp_path / "cache")
     batch = read_split(data.split_path("train"), data.feature_map)
     assert batch.cat.shape == (len(batch), 0) and batch.num.shape == (len(batch), 1)
     assert len(batch) == data.manifest["splits"]["train"]["rows"]

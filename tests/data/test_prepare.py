@@ -183,7 +183,7 @@ def test_numeric_fields_are_standardized_with_train_statistics(prepared_syntheti
 
 
 def test_a_second_prepare_is_a_cache_hit_that_rewrites_nothing(tmp_path):
-    config, scenario, split = synthetic_config(rows=3_000, users=300, items=100), ScenarioConfig(column="scenario"), SplitConfig()
+    config, scenario, split = synthetic_config(rows=3_000, users=300, items=100), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time")
     first = prepare(config, scenario, split, tmp_path)
     files = sorted(p for p in first.path.rglob("*") if p.is_file())
     mtimes = {p: p.stat().st_mtime_ns for p in files}
@@ -198,12 +198,12 @@ def test_a_second_prepare_is_a_cache_hit_that_rewrites_nothing(tmp_path):
 
 @pytest.mark.parametrize("change", ["min_freq", "fractions", "scenario", "generator"])
 def test_changing_a_config_key_is_a_cache_miss(tmp_path, change):
-    config, scenario, split = synthetic_config(rows=3_000, users=300, items=100), ScenarioConfig(column="scenario"), SplitConfig()
+    config, scenario, split = synthetic_config(rows=3_000, users=300, items=100), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time")
     first = prepare(config, scenario, split, tmp_path)
     if change == "min_freq":
         config = synthetic_config(rows=3_000, users=300, items=100, min_freq=2)
     elif change == "fractions":
-        split = SplitConfig(fractions=[0.7, 0.2, 0.1])
+        split = SplitConfig(kind="time", fractions=[0.7, 0.2, 0.1])
     elif change == "scenario":
         scenario = ScenarioConfig(kind="top_k", column="scenario", top_k=2)
     else:
@@ -218,7 +218,7 @@ def test_touching_the_source_file_is_a_cache_miss(tmp_path):
     path = tmp_path / "data.csv"
     _rows(path, "y,s,c", [f"{i % 2},{'ab'[i % 3 == 0]},{i % 7}" for i in range(60)])
     args = (DatasetConfig(name="t", path=str(path), label="y", scenario="s", categorical=["c"]),
-            ScenarioConfig(column="s"), SplitConfig(kind="random"), tmp_path / "cache")
+            ScenarioConfig(kind="column", column="s"), SplitConfig(kind="random"), tmp_path / "cache")
     first = prepare(*args)
     assert prepare(*args).cache_hit
     stat = path.stat()
@@ -234,7 +234,7 @@ def test_touching_the_source_file_is_a_cache_miss(tmp_path):
 
 def _random_split(tmp_path, seed: int, fractions=(0.6, 0.25, 0.15), name="cache"):
     config = synthetic_config(rows=6_000, users=500, items=200)
-    data = prepare(config, ScenarioConfig(column="scenario"), SplitConfig(kind="random", fractions=list(fractions),
+    data = prepare(config, ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="random", fractions=list(fractions),
                                                                            seed=seed), tmp_path / name)
     return data, {s: set(pl.read_parquet(data.split_path(s), columns=["row_id"])["row_id"].to_list()) for s in SPLITS}
 
@@ -272,7 +272,7 @@ def _given(given_files, tmp_path, **overrides):
     values = dict(name="given", label="click", scenario="area", categorical=["user"], numeric=["price"],
                   **given_files)
     values.update(overrides)
-    return prepare(DatasetConfig(**values), ScenarioConfig(column="area"), SplitConfig(kind="given"),
+    return prepare(DatasetConfig(**values), ScenarioConfig(kind="column", column="area"), SplitConfig(kind="given"),
                    tmp_path / "cache")
 
 
@@ -319,7 +319,7 @@ def test_min_freq_2_maps_train_singletons_to_zero(given_files, tmp_path):
 
 
 def test_splits_are_written_as_shards_of_at_most_shard_rows_rows(prepared_synthetic, tmp_path):
-    sharded = prepare(synthetic_config(shard_rows=4000), ScenarioConfig(column="scenario"), SplitConfig(), tmp_path)
+    sharded = prepare(synthetic_config(shard_rows=4000), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"), tmp_path)
     for name in SPLITS:
         shards = sorted((sharded.path / name).glob("*.parquet"))
         sizes = [pl.scan_parquet(shard).select(pl.len()).collect().item() for shard in shards]
@@ -331,4 +331,4 @@ def test_splits_are_written_as_shards_of_at_most_shard_rows_rows(prepared_synthe
 
 def test_a_shard_size_below_one_row_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="dataset.shard_rows=0"):
-        prepare(synthetic_config(shard_rows=0), ScenarioConfig(column="scenario"), SplitConfig(), tmp_path)
+        prepare(synthetic_config(shard_rows=0), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"), tmp_path)

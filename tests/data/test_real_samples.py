@@ -36,7 +36,7 @@ def _check_consistent(data, parts, total_rows: int) -> None:
 
 
 def test_douban_three_domains(tmp_path):
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="domain"), SplitConfig(kind="random"),
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="domain"), SplitConfig(kind="random"),
                            name="douban", path=str(SHARED_DATA / "douban" / "douban_sample.csv"), label="rating",
                            scenario="domain", categorical=["user_id", "item_id", "living_place"])
     assert data.feature_map.scenario_names == ("book", "movie", "music")
@@ -48,7 +48,7 @@ def test_douban_three_domains(tmp_path):
 
 
 def test_douban_time_split_on_the_join_date(tmp_path):
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="domain"), SplitConfig(kind="time"),
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="domain"), SplitConfig(kind="time"),
                            name="douban", path=str(SHARED_DATA / "douban" / "douban_sample.csv"), label="rating",
                            scenario="domain", categorical=["user_id", "item_id"], time="join_time")
     assert parts["train"]["ts"].max() < parts["val"]["ts"].min() <= parts["val"]["ts"].max() < parts["test"]["ts"].min()
@@ -57,7 +57,7 @@ def test_douban_time_split_on_the_join_date(tmp_path):
 
 
 def test_mind_four_categories(tmp_path):
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="Category"), SplitConfig(kind="random"),
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="Category"), SplitConfig(kind="random"),
                            name="mind", path=str(SHARED_DATA / "mind" / "mind_sample.csv"), label="label",
                            scenario="Category", categorical=["User_ID", "News_ID", "SubCategory"])
     assert data.feature_map.scenario_names == ("finance", "lifestyle", "news", "sports")
@@ -70,7 +70,7 @@ MOVIELENS = dict(name="movielens", path=str(SHARED_DATA / "movielens" / "moviele
 
 
 def test_movielens_by_gender_with_binarized_rating(tmp_path):
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="gender"), SplitConfig(kind="random"),
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="gender"), SplitConfig(kind="random"),
                            scenario="gender", **MOVIELENS)
     assert data.feature_map.scenario_names == ("F", "M")
     assert scenario_totals(data) == {"F": (46, 25), "M": (154, 88)}
@@ -98,7 +98,7 @@ TAOBAO = SHARED_DATA / "taobao-alimama"
 
 
 def test_taobao_alimama_given_split_two_slots(tmp_path):
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="pid"), SplitConfig(kind="given"),
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="pid"), SplitConfig(kind="given"),
                            name="taobao", path=str(TAOBAO / "train_sample.csv"), val_path=str(TAOBAO / "valid_sample.csv"),
                            test_path=str(TAOBAO / "test_sample.csv"), label="clk", scenario="pid",
                            categorical=["userid", "adgroup_id", "cate_id", "brand", "pvalue_level"], numeric=["price"],
@@ -121,7 +121,7 @@ ALI = SHARED_DATA / "ali-ccp" / "scenario-wise-rec"
 
 
 def test_ali_ccp_scenario_wise_rec_given_split_three_scenarios(tmp_path):
-    data, parts = _prepare(tmp_path, ScenarioConfig(column="301"), SplitConfig(kind="given"),
+    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="301"), SplitConfig(kind="given"),
                            name="aliccp", path=str(ALI / "ali_ccp_train_sample.csv"),
                            val_path=str(ALI / "ali_ccp_val_sample.csv"), test_path=str(ALI / "ali_ccp_test_sample.csv"),
                            label="click", scenario="301", categorical=["101", "121", "205", "206", "216"],
@@ -135,7 +135,7 @@ def test_ali_ccp_scenario_wise_rec_given_split_three_scenarios(tmp_path):
 
 
 def test_ali_ccp_purchase_label_per_scenario(tmp_path):
-    data, _ = _prepare(tmp_path, ScenarioConfig(column="301"), SplitConfig(kind="given"),
+    data, _ = _prepare(tmp_path, ScenarioConfig(kind="column", column="301"), SplitConfig(kind="given"),
                        name="aliccp", path=str(ALI / "ali_ccp_train_sample.csv"),
                        val_path=str(ALI / "ali_ccp_val_sample.csv"), test_path=str(ALI / "ali_ccp_test_sample.csv"),
                        label="purchase", scenario="301", categorical=["101", "205"])
@@ -150,7 +150,7 @@ def test_ali_ccp_purchase_label_per_scenario(tmp_path):
 def test_single_scenario_samples_are_refused_with_the_reason(tmp_path, path, label, scenario):
     with pytest.raises(UserError) as err:
         prepare(DatasetConfig(name="one", path=str(SHARED_DATA / path), label=label, scenario=scenario,
-                              categorical=[]), ScenarioConfig(column=scenario), SplitConfig(kind="random"),
+                              categorical=[]), ScenarioConfig(kind="column", column=scenario), SplitConfig(kind="random"),
                 tmp_path / "cache")
     message = str(err.value)
     assert f"'{scenario}'" in message and "1 scenario ('1')" in message and "at least 2" in message

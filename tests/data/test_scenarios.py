@@ -44,17 +44,17 @@ def _totals(data) -> dict[str, int]:
 
 
 def test_column_gives_one_scenario_per_distinct_value_sorted():
-    index, names = _assign(["b", "a", "c", "a", None], ScenarioConfig(column="s"))
+    index, names = _assign(["b", "a", "c", "a", None], ScenarioConfig(kind="column", column="s"))
     assert names == ["a", "b", "c"]
     assert index == [1, 0, 2, 0, None]
-    index, names = _assign([10, 2, 1, 2], ScenarioConfig(column="s"))
+    index, names = _assign([10, 2, 1, 2], ScenarioConfig(kind="column", column="s"))
     assert names == ["1", "2", "10"]  # numeric order, names as text
     assert index == [2, 1, 0, 1]
 
 
 def test_column_drops_and_counts_missing_values(tmp_path):
     values = ["a", "b", None, "c"] * 20
-    data, kept, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(column="s"))
+    data, kept, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(kind="column", column="s"))
     assert data.manifest["dropped"] == {"scenario_missing": 20}
     assert _totals(data) == {"a": 20, "b": 20, "c": 20}
     expected = [v for v in values if v is not None]
@@ -208,7 +208,7 @@ def test_names_are_sanitized_for_mlflow_and_made_unique():
 
 def test_prepared_scenario_names_are_sanitized(tmp_path):
     values = ["news/top", "news?top", "overall", "sport & fun"] * 15
-    data, _, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(column="s"))
+    data, _, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(kind="column", column="s"))
     assert data.feature_map.scenario_names == ("news_top", "news_top_2", "overall_2", "sport _ fun")
     assert data.manifest["scenarios"] == list(data.feature_map.scenario_names)
     assert set(data.manifest["splits"]["train"]["scenarios"]) == set(data.feature_map.scenario_names)
@@ -221,7 +221,7 @@ def test_unknown_kind_and_missing_column_are_user_errors():
     with pytest.raises(UserError, match="scenario.kind=cluster is not known"):
         assign_scenarios(frame, ScenarioConfig(kind="cluster", column="domain"), "f.csv")
     with pytest.raises(UserError, match="dataset.scenario"):
-        assign_scenarios(frame, ScenarioConfig(column=None), "f.csv")
+        assign_scenarios(frame, ScenarioConfig(kind="column", column=None), "f.csv")
     with pytest.raises(UserError) as err:
-        assign_scenarios(frame, ScenarioConfig(column="domian"), "f.csv")
+        assign_scenarios(frame, ScenarioConfig(kind="column", column="domian"), "f.csv")
     assert "'domian'" in str(err.value) and "did you mean 'domain'" in str(err.value)

@@ -116,7 +116,7 @@ def test_shared_rows_reach_every_tower_unshared_rows_only_their_own(tiny_feature
 @pytest.fixture(scope="module", params=[2, 3, 5], ids=lambda k: f"K{k}")
 def prepared(request, tmp_path_factory):
     config = synthetic_config(rows=8000, users=800, items=300, num_scenarios=request.param)
-    return prepare(config, ScenarioConfig(column="scenario"), SplitConfig(), tmp_path_factory.mktemp("cache"))
+    return prepare(config, ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"), tmp_path_factory.mktemp("cache"))
 
 
 def load_splits(data, device):
