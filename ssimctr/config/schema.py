@@ -77,7 +77,7 @@ class TaskConfig:
 
 @dataclass
 class SsimConfig:
-    """SSIM (methods.md §1). Defaults are the official code's AliCCP values; see
+    """SSIM (docs/methods.md §1). Defaults are the official code's AliCCP values; see
     conf/experiment/ssim_*_reference.yaml for both reference presets."""
 
     phase: str = MISSING                  # disabled | search | retrain | pipeline (search, then retrain)

@@ -1,4 +1,4 @@
-"""Loss callables for the two SSIM phases (methods.md §1.3–§1.4).
+"""Loss callables for the two SSIM phases (docs/methods.md §1.3–§1.4).
 
 Search:  L = mean_i[1(g_i = 0) · BCE(own tower) + g_i · mean_k BCE(tower k)] + λ · e · (1 − mean g),
          g = STE(relu(sigmoid(τ m) − ε)), τ annealed 1 → final over the search steps.

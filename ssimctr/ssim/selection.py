@@ -1,4 +1,4 @@
-"""Which rows a retrain shares: the gate g [B] of each batch (docs/methods.md §1.4).
+"""Which rows a retrain shares: the gate g [B] of each batch (docs/methods.md §1.3, §1.6).
 
 batch_top_ratio   the official code's retrain: the top ⌊r·B⌋ rows of each batch by the frozen m
 global_selection  the global top r of every train row's m, saved by the search

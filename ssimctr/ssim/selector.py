@@ -1,4 +1,4 @@
-"""SSIM's adaptive selection network and its gates (methods.md §1.3).
+"""SSIM's adaptive selection network and its gates (docs/methods.md §1.3).
 
 m(x) = a_{d(x)}ᵀ MLP(e(x)) + b_{d(x)}: an MLP on the flattened instance embedding (scenario field
 included) and one linear head per scenario, the row's own head used (`shared_head=True`: one head

@@ -1,4 +1,4 @@
-"""SSIM mechanics (methods.md §1.9 checklist) and the search -> retrain round trip."""
+"""SSIM mechanics (docs/methods.md §1.9 checklist) and the search -> retrain round trip."""
 from __future__ import annotations
 
 import math

@@ -5,7 +5,7 @@ layout=raw: the original files in the folder `dataset.path`, comma-separated wit
   ad_feature.csv    adgroup_id,cate_id,campaign_id,customer,brand,price      (brand may be NULL)
   user_profile.csv  userid,cms_segid,cms_group_id,final_gender_code,age_level,pvalue_level,
                     shopping_level,occupation,new_user_class_level   (the last name ends with a space)
-  raw_sample left-joins user_profile on user and ad_feature on adgroup_id (SSIM, methods.md §1.8).
+  raw_sample left-joins user_profile on user and ad_feature on adgroup_id (SSIM, docs/methods.md §1.8).
 layout=joined: FuxiCTR's 19-column CSV (clk,time_stamp,userid,...,click_sequence; time_stamp a
   '%Y-%m-%d %H:%M:%S' string in China time), one file or folder; or its own train / val / test in
   dataset.path / val_path / test_path.
@@ -13,7 +13,7 @@ layout=joined: FuxiCTR's 19-column CSV (clk,time_stamp,userid,...,click_sequence
 Both layouts give the same columns: clk, time_stamp (unix seconds), userid, adgroup_id, pid, the
 ad and profile fields, price (float) and
   price_bucket  v > 2 -> floor(ln(v)^2), else int(v): SSIM's bucketing, applied consistently
-                (methods.md §1.8 notes the reference code's OOV bug; we do not reproduce it)
+                (docs/methods.md §1.8 notes the reference code's OOV bug; we do not reproduce it)
   context       pid when the scenario is shopping_level, shopping_level otherwise: the field that is
                 not the scenario, so one categorical list serves dataset.scenario=shopping_level and =pid
 Missing values of the joined fields become 0 (SSIM: NaN -> 0); a user without profile has

@@ -1,4 +1,4 @@
-"""AntM2C (Alipay; arXiv 2308.16437, SIGIR 2024; research/data-formats.md, methods.md §2).
+"""AntM2C (Alipay; arXiv 2308.16437, SIGIR 2024; research/data-formats.md, docs/methods.md §2).
 
 The 10M-row release ships as `antm2c_10m_part0..2` (no file extension; `.csv` is accepted too) in
 the folder `dataset.path`, read together in that order. Each part: one header line, then 37 columns

@@ -1,7 +1,7 @@
 """A dataset's own test set plus a random validation share of its train pool (split=given).
 
 Ali-CCP ships its train and test files; AliMama's SSIM protocol cuts train pool / test at a time.
-Both then validate on a seeded random fraction of the train pool (SSIM, methods.md §1.8). A reader
+Both then validate on a seeded random fraction of the train pool (SSIM, docs/methods.md §1.8). A reader
 marks the pool `_split` 0 and the test `_split` 2; `carve_validation` turns a fraction of the pool
 into `_split` 1.
 """

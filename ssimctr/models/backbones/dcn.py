@@ -16,7 +16,7 @@ class DCN(MultiScenarioModel):
 
     e = flatten(E(x)); tower k: z_k = w_kᵀ [Cross_k(e) ; MLP_k(e)], Cross_k = `cross_layers`
     v1 cross layers x_{l+1} = x0 · (x_lᵀ w_l) + b_l + x_l, MLP_k without output layer, the head
-    w_k without bias (methods.md §1.2, §3.3; SSIM's MaskDeepCross). Only the embedding is
+    w_k without bias (docs/methods.md §1.2, §3.3; SSIM's MaskDeepCross). Only the embedding is
     shared: cross network, MLP and head are per tower.
     """
 

@@ -18,7 +18,7 @@ class DCNv2(MultiScenarioModel):
     """Shared embedding and `num_towers` towers (1 = one tower broadcast to every scenario).
 
     e = flatten(E(x)); Cross_k = `cross_layers` v2 layers x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l,
-    W_l full rank (`rank=None`) or U_l V_lᵀ of rank `rank` (methods.md §3.3).
+    W_l full rank (`rank=None`) or U_l V_lᵀ of rank `rank` (docs/methods.md §3.3).
     parallel: z_k = w_kᵀ [Cross_k(e) ; MLP_k(e)];  stacked: z_k = w_kᵀ MLP_k(Cross_k(e)).
     MLP_k has no output layer and the head w_k no bias, as in our DCN. Only the embedding is
     shared: cross network, MLP and head are per tower.

@@ -14,7 +14,7 @@ from ssimctr.models.layers import FactorizationMachine, FeatureEmbedding, Groupe
 class DeepFM(MultiScenarioModel):
     """Shared embedding E, FM term and `num_towers` MLP towers (1 = one tower broadcast to every scenario).
 
-    z_k = MLP_k(flatten(E)) + ½ Σ_d [(Σ_i E_id)² − Σ_i E_id²]  (methods.md §1.2, §3.2).
+    z_k = MLP_k(flatten(E)) + ½ Σ_d [(Σ_i E_id)² − Σ_i E_id²]  (docs/methods.md §1.2, §3.2).
     As in SSIM's code there is no first-order term by default; `first_order=True` adds
     Σ_i w_{x_i} (one learned scalar per feature value, value × scalar for numeric fields).
     The global bias w_0 is the towers' output bias. The embedding, the FM term and the

@@ -1,7 +1,7 @@
 """Mixture-of-experts layers: batched experts, softmax gates, batched towers and a PLE CGC level.
 
 Every layer here holds G independent maps as one weight with a leading G dimension and runs them
-as one batched matrix product (methods.md §3.4, §3.6). Map g's parameters are slice g of each
+as one batched matrix product (docs/methods.md §3.4, §3.6). Map g's parameters are slice g of each
 weight, so a loss that never reaches map g leaves slice g's gradient at exactly zero.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ def mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
 
 
 class CGCLevel(nn.Module):
-    """One Customized Gate Control level of PLE (methods.md §3.4) for K scenarios.
+    """One Customized Gate Control level of PLE (docs/methods.md §3.4) for K scenarios.
 
     Scenario k has S specific experts E_k; there are S_h shared experts E_s. Scenario k's gate
     mixes [E_k ; E_s]: h_k = Σ_{j ∈ E_k ∪ E_s} softmax(W_k x_k)_j f_j. With `shared_gate` (every

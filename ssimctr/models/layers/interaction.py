@@ -3,7 +3,7 @@
 Per-scenario layers keep every tower's parameters in one tensor with a leading K dimension and
 run all towers together (batched matrix products), tower-major: activations are [K, B, H].
 Tower k's parameters are slice k of each tensor, so a loss that reads only tower k leaves
-the other slices' gradients at exactly zero. methods.md §3.2, §3.3.
+the other slices' gradients at exactly zero. docs/methods.md §3.2, §3.3.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _per_tower(x: torch.Tensor, num_towers: int) -> torch.Tensor:
 class FactorizationMachine(nn.Module):
     """FM second-order term, no parameters: [B, F, D] -> [B, 1].
 
-    ½ Σ_d [(Σ_i E_id)² − Σ_i E_id²] = Σ_{i<j} <E_i, E_j> (methods.md §3.2).
+    ½ Σ_d [(Σ_i E_id)² − Σ_i E_id²] = Σ_{i<j} <E_i, E_j> (docs/methods.md §3.2).
     """
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,7 @@ class FactorizationMachine(nn.Module):
 
 
 class CrossNetV1(nn.Module):
-    """DCN cross network, one per tower: x_{l+1} = x0 · (x_lᵀ w_l) + b_l + x_l (methods.md §3.3).
+    """DCN cross network, one per tower: x_{l+1} = x0 · (x_lᵀ w_l) + b_l + x_l (docs/methods.md §3.3).
 
     w_l, b_l ∈ R^H per tower and layer. Input x0 [B, H] (shared by the towers) or [K, B, H];
     output x_L [K, B, H]. Computed in closed form: by induction x_l = α_l x0 + β_l with a scalar
@@ -65,7 +65,7 @@ class CrossNetV1(nn.Module):
 
 
 class CrossNetV2(nn.Module):
-    """DCN-V2 cross network, one per tower: x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l (methods.md §3.3).
+    """DCN-V2 cross network, one per tower: x_{l+1} = x0 ⊙ (W_l x_l + b_l) + x_l (docs/methods.md §3.3).
 
     W_l ∈ R^{H×H} (full rank, `rank=None`) or W_l = U_l V_lᵀ with U_l, V_l ∈ R^{H×r} (`rank=r`).
     Input x0 [B, H] (shared by the towers) or [K, B, H]; output [K, B, H].

@@ -1,4 +1,4 @@
-"""Scenario-conditioned layers: STAR's partitioned norm and star-topology linear map (methods.md
+"""Scenario-conditioned layers: STAR's partitioned norm and star-topology linear map (docs/methods.md
 §3.5), and a linear layer whose parameters a hyper-network generates (DFFM §3.7, M2M).
 
 Every layer holds one slice per partition (scenario) or generates parameters per conditioning
@@ -15,7 +15,7 @@ from torch import nn
 
 
 class PartitionedNorm(nn.Module):
-    """STAR's Partitioned Normalization over P partitions (methods.md §3.5).
+    """STAR's Partitioned Normalization over P partitions (docs/methods.md §3.5).
 
     z' = (γ ⊙ γ_p) ⊙ (z − μ_p) / sqrt(σ²_p + ε) + (β + β_p), γ/β shared, γ_p/β_p private to p.
 
@@ -72,7 +72,7 @@ class PartitionedNorm(nn.Module):
 
 
 class StarLinear(nn.Module):
-    """Star-topology fully connected layer over P partitions (methods.md §3.5).
+    """Star-topology fully connected layer over P partitions (docs/methods.md §3.5).
 
     Partition p uses W_p^⋆ = W ⊙ W_p and b_p^⋆ = b + b_p: out = in · W_p^⋆ + b_p^⋆ (no activation).
     W, b are shared; W_p (initialised to ones) and b_p (zeros) are private to p, so every

@@ -1,5 +1,5 @@
 """DFFM (Guan et al., CIKM 2023, "Domain Facilitated Feature Modeling for CTR Prediction"):
-domain-facilitated feature interaction with generated parameters (methods.md §3.7, a reading)."""
+domain-facilitated feature interaction with generated parameters (docs/methods.md §3.7, a reading)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,7 +25,7 @@ class DFFM(MultiScenarioModel):
     DFUB (domain-facilitated user behaviour) is left out: the datasets have no behaviour sequences.
     No batch norm option: the towers share the MLP, and batch statistics over all towers' rows would
     let one tower's inputs move another's outputs.
-    Defaults: ssimctr.config.models.DFFMConfig (the project's; methods.md §3.7 suggests an MLP [1024, 512, 256]).
+    Defaults: ssimctr.config.models.DFFMConfig (the project's; docs/methods.md §3.7 suggests an MLP [1024, 512, 256]).
     """
 
     def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],

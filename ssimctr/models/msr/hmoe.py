@@ -1,4 +1,4 @@
-"""HMoE (Li et al., CIKM 2020): feature-space MMoE plus a label-space mixture (methods.md §3.6)."""
+"""HMoE (Li et al., CIKM 2020): feature-space MMoE plus a label-space mixture (docs/methods.md §3.6)."""
 from __future__ import annotations
 
 from typing import Sequence

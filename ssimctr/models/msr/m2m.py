@@ -1,6 +1,6 @@
 """M2M (Zhang et al., WSDM 2022, "Leaving No One Behind: A Multi-Scenario Multi-Task Meta Learning
-Approach for Advertiser Modeling"), single-task (CTR) version. Not in methods.md: the equations
-below are our reading of the paper."""
+Approach for Advertiser Modeling"), single-task (CTR) version. Equations: docs/methods.md §3.10
+(our reading of the paper)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,4 +1,4 @@
-"""MMoE (Ma et al., KDD'18) as a multi-scenario model: one gate per scenario (methods.md §3.4)."""
+"""MMoE (Ma et al., KDD'18) as a multi-scenario model: one gate per scenario (docs/methods.md §3.4)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,6 +1,6 @@
 """PEPNet (Chang et al., KDD 2023, "PEPNet: Parameter and Embedding Personalized Network for
 Infusing with Personalized Prior Information"): EPNet and PPNet gates on a multi-scenario CTR model.
-Not in methods.md: the equations below are our reading of the paper."""
+Equations: docs/methods.md §3.9 (our reading of the paper)."""
 from __future__ import annotations
 
 from typing import Sequence

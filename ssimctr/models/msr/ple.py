@@ -1,4 +1,4 @@
-"""PLE (Tang et al., RecSys'20) as a multi-scenario model: stacked CGC levels (methods.md §3.4)."""
+"""PLE (Tang et al., RecSys'20) as a multi-scenario model: stacked CGC levels (docs/methods.md §3.4)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,4 +1,4 @@
-"""Shared-Bottom as a multi-scenario model (methods.md §3.4)."""
+"""Shared-Bottom as a multi-scenario model (docs/methods.md §3.4)."""
 from __future__ import annotations
 
 from typing import Sequence

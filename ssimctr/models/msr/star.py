@@ -1,5 +1,5 @@
 """STAR (Sheng et al., CIKM 2021, "One model to serve all"): partitioned normalization, a
-star-topology FCN and an auxiliary network (methods.md §3.5)."""
+star-topology FCN and an auxiliary network (docs/methods.md §3.5)."""
 from __future__ import annotations
 
 from typing import Sequence
