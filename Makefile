@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast sweep ui bench bench-scale clean
+.PHONY: run test test-fast lint format sweep ui bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ test: $(STAMP)  ## the test suite (slow end-to-end tests included); pytest's 5 (
 
 test-fast: $(STAMP)  ## without the tests marked slow
 	$(BIN)/pytest -q -m "not slow" || [ $$? -eq 5 ]
+
+lint: $(STAMP)  ## ruff: lint and formatting check (configured in pyproject.toml)
+	$(BIN)/ruff check ssimctr tests bench
+	$(BIN)/ruff format --check ssimctr tests bench
+
+format: $(STAMP)  ## ruff: fix what can be fixed and format
+	$(BIN)/ruff check --fix ssimctr tests bench
+	$(BIN)/ruff format ssimctr tests bench
 
 sweep: $(STAMP)  ## a small multirun: regimes x seeds, one parent MLflow run
 	$(BIN)/ssimctr -m regime=mt,mt_s,single seed=1,2,3

@@ -8,6 +8,7 @@ Writes synthetic logs as CSV (outputs/bench/scale/rows_<n>.csv, kept for reruns)
 through `dataset=tabular` in a fresh process and reports wall time, rows/s and peak RSS of that
 process; figures go to the terminal and outputs/bench/scale.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,9 @@ from ssimctr.config.schema import ScenarioConfig, SplitConfig, TrainerConfig
 from ssimctr.data import synthetic
 from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
+from ssimctr.models.build import build_model
 from ssimctr.train.loop import fit, make_optimizer
 from ssimctr.train.sharing import FixedSharing
-from ssimctr.models.build import build_model
 from ssimctr.utils.seed import configure_torch
 
 
@@ -41,16 +42,25 @@ def write_csv(rows: int, folder: Path) -> Path:
     path = folder / f"rows_{rows}.csv"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        synthetic.generate(SyntheticConfig(rows=rows, users=max(20_000, rows // 50),
-                                           items=max(5_000, rows // 200))).write_csv(path)
+        synthetic.generate(
+            SyntheticConfig(rows=rows, users=max(20_000, rows // 50), items=max(5_000, rows // 200))
+        ).write_csv(path)
     return path
 
 
 def prepare_once(path: Path, cache: Path) -> tuple[dict, PreparedDataset]:
     """Prepare one CSV (in this process) and report seconds and peak RSS."""
-    dataset = DatasetConfig(name="scale", path=str(path), label=synthetic.LABEL, scenario=synthetic.SCENARIO,
-                            categorical=list(synthetic.CATEGORICAL), numeric=list(synthetic.NUMERIC),
-                            time=synthetic.TIME, user="user_id", item="item_id")
+    dataset = DatasetConfig(
+        name="scale",
+        path=str(path),
+        label=synthetic.LABEL,
+        scenario=synthetic.SCENARIO,
+        categorical=list(synthetic.CATEGORICAL),
+        numeric=list(synthetic.NUMERIC),
+        time=synthetic.TIME,
+        user="user_id",
+        item="item_id",
+    )
     started = time.perf_counter()
     data = prepare(dataset, ScenarioConfig(kind="column", column=synthetic.SCENARIO), SplitConfig(kind="time"), cache)
     seconds = time.perf_counter() - started
@@ -62,13 +72,26 @@ def train_once(data: PreparedDataset, streamed: bool) -> dict:
     """One training epoch of the DNN (mt, batch 2048, 2 threads) on the train split: rows/s and peak RSS."""
     configure_torch(2)
     fm = data.feature_map
-    train = (ParquetStreamLoader(data.split_path("train"), fm, 2048, shuffle=True) if streamed
-             else InMemoryLoader(read_split(data.split_path("train"), fm), 2048, shuffle=True))
+    train = (
+        ParquetStreamLoader(data.split_path("train"), fm, 2048, shuffle=True)
+        if streamed
+        else InMemoryLoader(read_split(data.split_path("train"), fm), 2048, shuffle=True)
+    )
     model = build_model(OmegaConf.structured(DNNConfig), fm, fm.num_scenarios, scenario_feature=True)
-    history = fit(model, FixedSharing(0.0), make_optimizer(model.parameters(), 1e-3, 0.0), train,
-                  lambda m: {"val/auc/mean": 0.0}, TrainerConfig(epochs=1, patience=1, progress=False, seed=0))
-    return {"streamed": streamed, "rows": history.train_rows, "rows_per_s": history.rows_per_second,
-            "peak_rss_mb": peak_rss_mb()}
+    history = fit(
+        model,
+        FixedSharing(0.0),
+        make_optimizer(model.parameters(), 1e-3, 0.0),
+        train,
+        lambda m: {"val/auc/mean": 0.0},
+        TrainerConfig(epochs=1, patience=1, progress=False, seed=0),
+    )
+    return {
+        "streamed": streamed,
+        "rows": history.train_rows,
+        "rows_per_s": history.rows_per_second,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def peak_rss_mb() -> float:
@@ -96,29 +119,45 @@ def main() -> None:
     results = []
     for rows in (int(n) for n in args.sizes.split(",")):
         path = write_csv(rows, Path(args.dir))
-        out = subprocess.run([sys.executable, __file__, "--prepare-one", str(path)], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--prepare-one", str(path)], capture_output=True, text=True, check=True
+        ).stdout
         result = json.loads(out.strip().splitlines()[-1]) | {"csv_mb": path.stat().st_size / 2**20}
         results.append(result)
-        console.print(f"{rows:,} rows: {result['seconds']:.1f}s, {result['rows'] / result['seconds']:,.0f} rows/s, "
-                      f"peak RSS {result['peak_rss_mb']:,.0f} MiB")
+        console.print(
+            f"{rows:,} rows: {result['seconds']:.1f}s, {result['rows'] / result['seconds']:,.0f} rows/s, "
+            f"peak RSS {result['peak_rss_mb']:,.0f} MiB"
+        )
     table = Table(title="preparation from CSV (tabular, time split, vocab on train, parquet out)")
     for column in ("rows", "CSV MiB", "seconds", "rows/s", "µs/row", "peak RSS MiB"):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(f"{r['rows']:,}", f"{r['csv_mb']:,.0f}", f"{r['seconds']:.1f}", f"{r['rows'] / r['seconds']:,.0f}",
-                      f"{1e6 * r['seconds'] / r['rows']:.2f}", f"{r['peak_rss_mb']:,.0f}")
+        table.add_row(
+            f"{r['rows']:,}",
+            f"{r['csv_mb']:,.0f}",
+            f"{r['seconds']:.1f}",
+            f"{r['rows'] / r['seconds']:,.0f}",
+            f"{1e6 * r['seconds'] / r['rows']:.2f}",
+            f"{r['peak_rss_mb']:,.0f}",
+        )
     console.print(table)
     training = []
     if args.train:
         for streamed in (True, False):
-            out = subprocess.run([sys.executable, __file__, "--train-one", str(path)], capture_output=True, text=True,
-                                 check=True, env={**os.environ, "SSIMCTR_BENCH_STREAM": "1" if streamed else "0"}).stdout
+            out = subprocess.run(
+                [sys.executable, __file__, "--train-one", str(path)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "SSIMCTR_BENCH_STREAM": "1" if streamed else "0"},
+            ).stdout
             training.append(json.loads(out.strip().splitlines()[-1]))
-            console.print(f"one epoch on {training[-1]['rows']:,} train rows, "
-                          f"{'streamed from parquet' if streamed else 'in memory'}: "
-                          f"{training[-1]['rows_per_s']:,.0f} rows/s, peak RSS {training[-1]['peak_rss_mb']:,.0f} MiB "
-                          "(preparation included)")
+            console.print(
+                f"one epoch on {training[-1]['rows']:,} train rows, "
+                f"{'streamed from parquet' if streamed else 'in memory'}: "
+                f"{training[-1]['rows_per_s']:,.0f} rows/s, peak RSS {training[-1]['peak_rss_mb']:,.0f} MiB "
+                "(preparation included)"
+            )
     Path("outputs/bench").mkdir(parents=True, exist_ok=True)
     Path("outputs/bench/scale.json").write_text(json.dumps({"prepare": results, "train": training}, indent=2))
 

@@ -8,6 +8,7 @@ Training speed is measured on one epoch of the train split (validation excluded)
 embedding 16, MLP [256, 128, 64] (the DNN's defaults, ssimctr.config.models), Adam; figures go to the
 terminal and to outputs/bench/train_speed.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,14 @@ from rich.console import Console
 from rich.table import Table
 
 from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
-from ssimctr.config.schema import TrainerConfig
 from ssimctr.ssim.losses import SearchLoss
-from ssimctr.tasks.base import ModelFactory
-from ssimctr.train.regimes import Regime
 from ssimctr.ssim.selector import Selector
+from ssimctr.tasks.base import ModelFactory
 from ssimctr.train.loop import FitResult, fit, make_optimizer, validator
+from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import FixedSharing
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
@@ -53,8 +54,14 @@ def _build(cfg, fm, device):
 def _fit_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
     """One training epoch of the configured model: its FitResult and parameter count."""
     model, regime = _build(cfg, fm, device)
-    history = fit(model, FixedSharing(regime.gate), make_optimizer(model.parameters(), 1e-3, 0.0), train,
-                  validator(val, fm.scenario_names), ONE_EPOCH)
+    history = fit(
+        model,
+        FixedSharing(regime.gate),
+        make_optimizer(model.parameters(), 1e-3, 0.0),
+        train,
+        validator(val, fm.scenario_names),
+        ONE_EPOCH,
+    )
     return history, sum(p.numel() for p in model.parameters())
 
 
@@ -62,11 +69,22 @@ def _search_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
     """One SSIM search epoch (backbone + selector, two Adam groups): its FitResult and parameter count."""
     model, _ = _build(cfg, fm, device)
     selector = Selector(model.embedding.output_dim, cfg.ssim.selector_hidden, fm.num_scenarios).to(device)
-    loss = SearchLoss(selector, epsilon=cfg.ssim.epsilon, lambda_kl=cfg.ssim.lambda_kl,
-                      final_temperature=cfg.ssim.final_temperature, total_steps=len(train), gate="hard",
-                      scenario_names=fm.scenario_names, log=lambda metrics, step: None, log_every=len(train))
-    optimizer = make_optimizer([{"params": list(model.parameters())},
-                                {"params": list(selector.parameters()), "lr": cfg.ssim.selector_lr}], 1e-3, 0.0)
+    loss = SearchLoss(
+        selector,
+        epsilon=cfg.ssim.epsilon,
+        lambda_kl=cfg.ssim.lambda_kl,
+        final_temperature=cfg.ssim.final_temperature,
+        total_steps=len(train),
+        gate="hard",
+        scenario_names=fm.scenario_names,
+        log=lambda metrics, step: None,
+        log_every=len(train),
+    )
+    optimizer = make_optimizer(
+        [{"params": list(model.parameters())}, {"params": list(selector.parameters()), "lr": cfg.ssim.selector_lr}],
+        1e-3,
+        0.0,
+    )
     history = fit(model, loss, optimizer, train, validator(val, fm.scenario_names), ONE_EPOCH, restore_best=False)
     return history, sum(p.numel() for p in [*model.parameters(), *selector.parameters()])
 
@@ -79,39 +97,59 @@ def main() -> None:
     parser.add_argument("--backbones", default="dnn", help="comma-separated names, or 'all'")
     parser.add_argument("--regimes", default="single,mt", help="comma-separated regime options")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--ssim", action="store_true",
-                        help="also time an SSIM search epoch against a plain mt epoch (DNN, two tower sizes)")
+    parser.add_argument(
+        "--ssim",
+        action="store_true",
+        help="also time an SSIM search epoch against a plain mt epoch (DNN, two tower sizes)",
+    )
     parser.add_argument("--out", default="outputs/bench/train_speed.json")
     args = parser.parse_args()
     console = Console()
     seed_everything(0)
     configure_torch(args.threads)
-    backbones = (sorted(p.stem for p in (Path(CONFIG_DIR) / "backbone").glob("*.yaml"))
-                 if args.backbones == "all" else args.backbones.split(","))
+    backbones = (
+        sorted(p.stem for p in (Path(CONFIG_DIR) / "backbone").glob("*.yaml"))
+        if args.backbones == "all"
+        else args.backbones.split(",")
+    )
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         base = compose("config", overrides=[f"dataset.rows={args.rows}"])
         with tempfile.TemporaryDirectory() as cache:
             started = time.perf_counter()
-            data = prepare(OmegaConf.to_object(base.dataset), OmegaConf.to_object(base.scenario),
-                           OmegaConf.to_object(base.split), Path(cache))
+            data = prepare(
+                OmegaConf.to_object(base.dataset),
+                OmegaConf.to_object(base.scenario),
+                OmegaConf.to_object(base.split),
+                Path(cache),
+            )
             prepare_seconds = time.perf_counter() - started
             prepare_peak = peak_rss_mb()
             fm = data.feature_map
             device = resolve_device(args.device)
-            train = InMemoryLoader(read_split(data.split_path("train"), fm), args.batch_size, shuffle=True,
-                                   device=device)
+            train = InMemoryLoader(
+                read_split(data.split_path("train"), fm), args.batch_size, shuffle=True, device=device
+            )
             val = InMemoryLoader(read_split(data.split_path("val"), fm), 16384, shuffle=False, device=device)
-        console.print(f"prepared {args.rows:,} rows in {prepare_seconds:.1f}s "
-                      f"({args.rows / prepare_seconds:,.0f} rows/s), peak RSS {prepare_peak:,.0f} MiB")
+        console.print(
+            f"prepared {args.rows:,} rows in {prepare_seconds:.1f}s "
+            f"({args.rows / prepare_seconds:,.0f} rows/s), peak RSS {prepare_peak:,.0f} MiB"
+        )
         results = []
         for backbone in backbones:
             for regime in args.regimes.split(","):
                 cfg = compose("config", overrides=[f"backbone={backbone}", f"regime={regime}"])
                 history, parameters = _fit_once(cfg, fm, train, val, device)
-                results.append({"backbone": backbone, "regime": regime, "rows_per_s": history.rows_per_second,
-                                "val_auc_mean": history.epochs[0]["val/auc/mean"],
-                                "parameters": parameters, "peak_rss_mb": peak_rss_mb()})
+                results.append(
+                    {
+                        "backbone": backbone,
+                        "regime": regime,
+                        "rows_per_s": history.rows_per_second,
+                        "val_auc_mean": history.epochs[0]["val/auc/mean"],
+                        "parameters": parameters,
+                        "peak_rss_mb": peak_rss_mb(),
+                    }
+                )
                 console.print(f"{backbone:>14} {regime:>7}: {history.rows_per_second:,.0f} rows/s")
 
         if args.ssim:
@@ -119,30 +157,62 @@ def main() -> None:
                 cfg = compose("config", overrides=["regime=mt", "ssim=search", f"backbone.hidden={hidden}"])
                 mt, parameters = _fit_once(cfg, fm, train, val, device)
                 search, search_parameters = _search_once(cfg, fm, train, val, device)
-                results.append({"backbone": f"dnn {hidden}", "regime": "mt", "rows_per_s": mt.rows_per_second,
-                                "val_auc_mean": mt.epochs[0]["val/auc/mean"], "parameters": parameters,
-                                "peak_rss_mb": peak_rss_mb()})
-                results.append({"backbone": f"dnn {hidden}", "regime": "ssim search",
-                                "rows_per_s": search.rows_per_second,
-                                "val_auc_mean": search.epochs[0]["val/auc/mean"],
-                                "parameters": search_parameters,
-                                "peak_rss_mb": peak_rss_mb(),
-                                "search_cost_vs_mt": search.train_seconds / mt.train_seconds})
-                console.print(f"dnn {hidden}: search epoch costs {search.train_seconds / mt.train_seconds:.2f}x "
-                              f"a plain mt epoch (selector {list(cfg.ssim.selector_hidden)})")
+                results.append(
+                    {
+                        "backbone": f"dnn {hidden}",
+                        "regime": "mt",
+                        "rows_per_s": mt.rows_per_second,
+                        "val_auc_mean": mt.epochs[0]["val/auc/mean"],
+                        "parameters": parameters,
+                        "peak_rss_mb": peak_rss_mb(),
+                    }
+                )
+                results.append(
+                    {
+                        "backbone": f"dnn {hidden}",
+                        "regime": "ssim search",
+                        "rows_per_s": search.rows_per_second,
+                        "val_auc_mean": search.epochs[0]["val/auc/mean"],
+                        "parameters": search_parameters,
+                        "peak_rss_mb": peak_rss_mb(),
+                        "search_cost_vs_mt": search.train_seconds / mt.train_seconds,
+                    }
+                )
+                console.print(
+                    f"dnn {hidden}: search epoch costs {search.train_seconds / mt.train_seconds:.2f}x "
+                    f"a plain mt epoch (selector {list(cfg.ssim.selector_hidden)})"
+                )
 
-    table = Table(title=f"training speed: {len(train.data):,} train rows, batch {args.batch_size}, "
-                        f"{args.threads} threads, {device}, torch {torch.__version__}")
+    table = Table(
+        title=f"training speed: {len(train.data):,} train rows, batch {args.batch_size}, "
+        f"{args.threads} threads, {device}, torch {torch.__version__}"
+    )
     for column in ("backbone", "regime", "rows/s", "val AUC (1 epoch)", "parameters", "peak RSS MiB"):
         table.add_column(column, justify="left" if column in ("backbone", "regime") else "right")
     for r in results:
-        table.add_row(r["backbone"], r["regime"], f"{r['rows_per_s']:,.0f}", f"{r['val_auc_mean']:.4f}",
-                      f"{r['parameters']:,}", f"{r['peak_rss_mb']:,.0f}")
+        table.add_row(
+            r["backbone"],
+            r["regime"],
+            f"{r['rows_per_s']:,.0f}",
+            f"{r['val_auc_mean']:.4f}",
+            f"{r['parameters']:,}",
+            f"{r['peak_rss_mb']:,.0f}",
+        )
     console.print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": args.rows, "threads": args.threads, "prepare_seconds": prepare_seconds,
-                               "prepare_peak_rss_mb": prepare_peak, "training": results}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "threads": args.threads,
+                "prepare_seconds": prepare_seconds,
+                "prepare_peak_rss_mb": prepare_peak,
+                "training": results,
+            },
+            indent=2,
+        )
+    )
     console.print(f"written {out}")
 
 

@@ -1,4 +1,5 @@
 """`python -m ssimctr` is the `ssimctr` command."""
+
 from ssimctr.cli.main import main
 
 main()

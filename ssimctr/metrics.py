@@ -5,10 +5,11 @@ Metric names double as MLflow metric keys:
 `{split}/logloss/overall` (all rows pooled), `{split}/auc/mean`, `{split}/logloss/mean`
 (macro mean over scenarios).
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.stats import rankdata

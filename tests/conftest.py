@@ -1,4 +1,5 @@
 """Shared fixtures: a small prepared synthetic dataset, tiny batches, a short training helper."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,21 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def synthetic_config(**overrides) -> SyntheticConfig:
     """The synthetic dataset config of conf/dataset/synthetic.yaml, with overrides."""
-    values = dict(name="synthetic", label=synthetic.LABEL, scenario=synthetic.SCENARIO,
-                  categorical=list(synthetic.CATEGORICAL), numeric=list(synthetic.NUMERIC),
-                  text=list(synthetic.TEXT), time=synthetic.TIME, user="user_id", item="item_id",
-                  oracle=synthetic.ORACLE, rows=30_000, users=2_000, items=500)
+    values = dict(
+        name="synthetic",
+        label=synthetic.LABEL,
+        scenario=synthetic.SCENARIO,
+        categorical=list(synthetic.CATEGORICAL),
+        numeric=list(synthetic.NUMERIC),
+        text=list(synthetic.TEXT),
+        time=synthetic.TIME,
+        user="user_id",
+        item="item_id",
+        oracle=synthetic.ORACLE,
+        rows=30_000,
+        users=2_000,
+        items=500,
+    )
     values.update(overrides)
     return SyntheticConfig(**values)
 
@@ -46,16 +58,24 @@ def compose(*overrides: str) -> DictConfig:
 @pytest.fixture(scope="session")
 def prepared_synthetic(tmp_path_factory) -> PreparedDataset:
     """30,000 synthetic rows, 3 scenarios, time split 80/10/10, prepared once per session."""
-    return prepare(synthetic_config(), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"),
-                   tmp_path_factory.mktemp("cache"))
+    return prepare(
+        synthetic_config(),
+        ScenarioConfig(kind="column", column="scenario"),
+        SplitConfig(kind="time"),
+        tmp_path_factory.mktemp("cache"),
+    )
 
 
 @pytest.fixture
 def tiny_feature_map() -> FeatureMap:
     """3 categorical fields, 2 numeric fields, 3 scenarios."""
-    return FeatureMap(categorical=(CategoricalField("a", 10), CategoricalField("b", 7), CategoricalField("c", 4)),
-                      numeric=(NumericField("x", 0.0, 1.0, -3.0, 3.0), NumericField("y", 0.0, 1.0, -3.0, 3.0)),
-                      scenario_names=("s0", "s1", "s2"), scenario_column="scenario", label_column="click")
+    return FeatureMap(
+        categorical=(CategoricalField("a", 10), CategoricalField("b", 7), CategoricalField("c", 4)),
+        numeric=(NumericField("x", 0.0, 1.0, -3.0, 3.0), NumericField("y", 0.0, 1.0, -3.0, 3.0)),
+        scenario_names=("s0", "s1", "s2"),
+        scenario_column="scenario",
+        label_column="click",
+    )
 
 
 def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
@@ -63,9 +83,13 @@ def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     cat = torch.stack([torch.randint(0, f.vocab_size, (rows,), generator=g) for f in feature_map.categorical], 1)
     k = feature_map.num_scenarios
-    return Batch(cat=cat, num=torch.randn(rows, len(feature_map.numeric), generator=g),
-                 scenario=torch.arange(rows) % k, label=(torch.rand(rows, generator=g) < 0.3).float(),
-                 row_id=torch.arange(rows))
+    return Batch(
+        cat=cat,
+        num=torch.randn(rows, len(feature_map.numeric), generator=g),
+        scenario=torch.arange(rows) % k,
+        label=(torch.rand(rows, generator=g) < 0.3).float(),
+        row_id=torch.arange(rows),
+    )
 
 
 @pytest.fixture
@@ -76,24 +100,35 @@ def tiny_batch(tiny_feature_map) -> Batch:
 def scenario_totals(data: PreparedDataset) -> dict[str, tuple[int, int]]:
     """(rows, positives) per scenario, summed over the three splits of the manifest."""
     splits = data.manifest["splits"]
-    return {name: (sum(splits[s]["scenarios"][name]["rows"] for s in SPLITS),
-                   sum(splits[s]["scenarios"][name]["positives"] for s in SPLITS))
-            for name in data.feature_map.scenario_names}
+    return {
+        name: (
+            sum(splits[s]["scenarios"][name]["rows"] for s in SPLITS),
+            sum(splits[s]["scenarios"][name]["positives"] for s in SPLITS),
+        )
+        for name in data.feature_map.scenario_names
+    }
 
 
 def per_split_counts(data: PreparedDataset) -> dict[str, dict[str, tuple[int, int]]]:
     """(rows, positives) per split and scenario, as the manifest records them."""
-    return {s: {name: (v["rows"], v["positives"]) for name, v in data.manifest["splits"][s]["scenarios"].items()}
-            for s in SPLITS}
+    return {
+        s: {name: (v["rows"], v["positives"]) for name, v in data.manifest["splits"][s]["scenarios"].items()}
+        for s in SPLITS
+    }
 
 
-def make_model(name: str, feature_map: FeatureMap, num_towers: int | None = None, scenario_feature: bool = True,
-               **overrides):
+def make_model(
+    name: str, feature_map: FeatureMap, num_towers: int | None = None, scenario_feature: bool = True, **overrides
+):
     """The model of conf/backbone/<name>.yaml (its schema's defaults) with `overrides`, built as the runner
     builds it; `num_towers` None = one tower per scenario."""
     config = OmegaConf.structured(MODEL_SCHEMAS[name](**overrides))
-    return instantiate(config, feature_map=feature_map, scenario_feature=scenario_feature,
-                       num_towers=feature_map.num_scenarios if num_towers is None else num_towers)
+    return instantiate(
+        config,
+        feature_map=feature_map,
+        scenario_feature=scenario_feature,
+        num_towers=feature_map.num_scenarios if num_towers is None else num_towers,
+    )
 
 
 def assert_single_tower_broadcasts(model, feature_map: FeatureMap, rows: int = 16) -> None:
@@ -112,8 +147,13 @@ def one_scenario_batch(feature_map: FeatureMap, scenario: int, rows: int = 32) -
     return dataclasses.replace(batch, scenario=torch.full_like(batch.scenario, scenario))
 
 
-def assert_gradients_stay_in_own_tower(model, feature_map: FeatureMap, scenario: int, private: tuple[str, ...],
-                                       per_tower=lambda name, grad, k: grad.reshape(k, -1)) -> set[str]:
+def assert_gradients_stay_in_own_tower(
+    model,
+    feature_map: FeatureMap,
+    scenario: int,
+    private: tuple[str, ...],
+    per_tower=lambda name, grad, k: grad.reshape(k, -1),
+) -> set[str]:
     """A batch of one scenario trains every parameter; of each private parameter (stored [K, ...],
     `per_tower` lays it out as [K, -1]) it reaches only slice `scenario` under mt (gate 0) and every
     slice under mt_s (gate 1). Returns the private prefixes that matched a parameter."""
@@ -154,14 +194,23 @@ def assert_tower_contract(model, feature_map: FeatureMap, rows: int = 32) -> Non
     torch.testing.assert_close(own, towers[torch.arange(rows), batch.scenario])
 
 
-def train_briefly(model, data: PreparedDataset, epochs: int = 2, gate: float = 0.0, lr: float = 3e-3,
-                  seed: int = 0) -> dict[str, float]:
+def train_briefly(
+    model, data: PreparedDataset, epochs: int = 2, gate: float = 0.0, lr: float = 3e-3, seed: int = 0
+) -> dict[str, float]:
     """Train `model` on `data` for a few epochs; return val and test metrics."""
     torch.manual_seed(seed)
     fm = data.feature_map
-    loaders = {s: InMemoryLoader(read_split(data.split_path(s), fm), 512, shuffle=s == "train", seed=seed)
-               for s in ("train", "val", "test")}
+    loaders = {
+        s: InMemoryLoader(read_split(data.split_path(s), fm), 512, shuffle=s == "train", seed=seed)
+        for s in ("train", "val", "test")
+    }
     settings = TrainerConfig(epochs=epochs, patience=epochs, progress=False, seed=seed)
-    fit(model, FixedSharing(gate), make_optimizer(model.parameters(), lr, 0.0), loaders["train"],
-        validator(loaders["val"], fm.scenario_names), settings)
+    fit(
+        model,
+        FixedSharing(gate),
+        make_optimizer(model.parameters(), lr, 0.0),
+        loaders["train"],
+        validator(loaders["val"], fm.scenario_names),
+        settings,
+    )
     return evaluate(model, loaders["test"], "test", fm.scenario_names)

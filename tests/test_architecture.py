@@ -1,4 +1,5 @@
 """The package's layering: no import cycle, data never reaches train, --help shows only user options."""
+
 from __future__ import annotations
 
 import ast

@@ -52,9 +52,7 @@ def test_auc_one_class_is_nan_without_warning():
 def test_logloss_matches_sklearn(n, seed):
     labels, logits, _ = _data(n, seed)
     logits = np.round(logits, 1)
-    assert logloss(labels, logits) == pytest.approx(
-        log_loss(labels, _sigmoid(logits), labels=[0, 1]), abs=1e-9
-    )
+    assert logloss(labels, logits) == pytest.approx(log_loss(labels, _sigmoid(logits), labels=[0, 1]), abs=1e-9)
 
 
 def test_logloss_extreme_logits_are_finite():
@@ -76,9 +74,7 @@ def test_scenario_metrics_keys_and_values():
     assert out["val/auc/overall"] == pytest.approx(roc_auc_score(labels, logits), abs=1e-9)
     assert out["val/logloss/overall"] == pytest.approx(log_loss(labels, _sigmoid(logits)), abs=1e-9)
     assert out["val/auc/mean"] == pytest.approx(np.mean([out[f"val/auc/{n}"] for n in NAMES]), abs=1e-12)
-    assert out["val/logloss/mean"] == pytest.approx(
-        np.mean([out[f"val/logloss/{n}"] for n in NAMES]), abs=1e-12
-    )
+    assert out["val/logloss/mean"] == pytest.approx(np.mean([out[f"val/logloss/{n}"] for n in NAMES]), abs=1e-12)
 
 
 def test_one_class_scenario_is_nan_with_warning():
@@ -90,9 +86,7 @@ def test_one_class_scenario_is_nan_with_warning():
     assert np.isnan(out["val/auc/s2"])
     assert np.isfinite(out["val/logloss/s2"])
     assert out["val/auc/mean"] == pytest.approx((out["val/auc/s0"] + out["val/auc/s1"]) / 2, abs=1e-12)
-    assert out["val/logloss/mean"] == pytest.approx(
-        np.mean([out[f"val/logloss/{n}"] for n in NAMES]), abs=1e-12
-    )
+    assert out["val/logloss/mean"] == pytest.approx(np.mean([out[f"val/logloss/{n}"] for n in NAMES]), abs=1e-12)
     assert np.isfinite(out["val/auc/overall"])
 
 
@@ -104,9 +98,7 @@ def test_zero_row_scenario():
     assert len(record) == 1
     assert np.isnan(out["test/auc/s1"]) and np.isnan(out["test/logloss/s1"])
     assert out["test/auc/mean"] == pytest.approx((out["test/auc/s0"] + out["test/auc/s2"]) / 2, abs=1e-12)
-    assert out["test/logloss/mean"] == pytest.approx(
-        (out["test/logloss/s0"] + out["test/logloss/s2"]) / 2, abs=1e-12
-    )
+    assert out["test/logloss/mean"] == pytest.approx((out["test/logloss/s0"] + out["test/logloss/s2"]) / 2, abs=1e-12)
 
 
 def test_all_scenarios_one_class_means_are_nan_without_runtime_warning():

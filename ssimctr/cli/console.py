@@ -1,11 +1,12 @@
 """What a job shows the user: the prepared data in a few lines, per-scenario results as a rich
 table and as CSV."""
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from rich.console import Console
 from rich.table import Table
@@ -20,22 +21,31 @@ def describe_data(console: Console, data: PreparedDataset) -> None:
     manifest = data.manifest
     sizes = ", ".join(f"{s} {manifest['splits'][s]['rows']:,}" for s in ("train", "val", "test"))
     state = "cached" if data.cache_hit else f"prepared in {manifest.get('seconds', 0):.1f}s"
-    console.print(f"data [bold]{manifest['dataset']}[/]: {len(manifest['scenarios'])} scenarios "
-                  f"({', '.join(manifest['scenarios'])}); {sizes} rows; {state} -> {data.path}")
+    console.print(
+        f"data [bold]{manifest['dataset']}[/]: {len(manifest['scenarios'])} scenarios "
+        f"({', '.join(manifest['scenarios'])}); {sizes} rows; {state} -> {data.path}"
+    )
     if manifest.get("dropped"):
         console.print(f"dropped rows: {manifest['dropped']}")
     if "oracle_auc" in manifest:
         oracle = manifest["oracle_auc"]["test"]
-        console.print("oracle test AUC (true click probability): "
-                      + ", ".join(f"{k} {v:.4f}" for k, v in oracle.items()))
+        console.print(
+            "oracle test AUC (true click probability): " + ", ".join(f"{k} {v:.4f}" for k, v in oracle.items())
+        )
 
 
 def split_summary(manifest: dict, scenario_names: Sequence[str], split: str) -> list[dict]:
     """Rows, positives and CTR per scenario of a split, from the manifest."""
     counts = manifest["splits"][split]["scenarios"]
-    return [{"scenario": name, "rows": counts[name]["rows"], "positives": counts[name]["positives"],
-             "ctr": counts[name]["positives"] / counts[name]["rows"] if counts[name]["rows"] else float("nan")}
-            for name in scenario_names]
+    return [
+        {
+            "scenario": name,
+            "rows": counts[name]["rows"],
+            "positives": counts[name]["positives"],
+            "ctr": counts[name]["positives"] / counts[name]["rows"] if counts[name]["rows"] else float("nan"),
+        }
+        for name in scenario_names
+    ]
 
 
 def results_rows(results: dict[str, float], summary: list[dict], split: str = "test") -> list[dict]:

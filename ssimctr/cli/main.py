@@ -1,9 +1,10 @@
 """The `ssimctr` command: a Hydra app (`ssimctr --help` lists the config groups)."""
+
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,8 +29,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def app(cfg: DictConfig) -> float:
     """Run one job; return `optimized_metric` for sweepers."""
     hydra_cfg = HydraConfig.get()
-    job = JobInfo(choices=dict(hydra_cfg.runtime.choices), overrides=list(hydra_cfg.overrides.task),
-                  output_dir=Path(hydra_cfg.runtime.output_dir))
+    job = JobInfo(
+        choices=dict(hydra_cfg.runtime.choices),
+        overrides=list(hydra_cfg.overrides.task),
+        output_dir=Path(hydra_cfg.runtime.output_dir),
+    )
     warnings.showwarning = _show_warning
     try:
         results = run(cfg, job, console)

@@ -1,4 +1,5 @@
 """One job: compose -> seed -> prepare -> task.run -> log -> print."""
+
 from __future__ import annotations
 
 import subprocess
@@ -35,8 +36,9 @@ def run(cfg: DictConfig, info: JobInfo, console: Console | None = None) -> dict[
     console = console or Console()
     tracking = cfg.tracking
     tracker = make_tracker(tracking.backend, tracking.uri, tracking.experiment, tracking.artifact_location)
-    tracker.start(run_name=tracking.run_name or _run_name(info), tags=_tags(cfg, info),
-                  parent_run_id=parent_run_id_from_env())
+    tracker.start(
+        run_name=tracking.run_name or _run_name(info), tags=_tags(cfg, info), parent_run_id=parent_run_id_from_env()
+    )
     try:
         results = _run(cfg, info, tracker, console)
     except KeyboardInterrupt:
@@ -65,8 +67,16 @@ def _run(cfg: DictConfig, info: JobInfo, tracker: Tracker, console: Console) -> 
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")
     task: Task = instantiate(cfg.task)
-    job = Job(cfg, data, _open_splits(settings, data, device), ModelFactory(cfg.backbone, data.feature_map, device),
-              settings, tracker, folder, console)
+    job = Job(
+        cfg,
+        data,
+        _open_splits(settings, data, device),
+        ModelFactory(cfg.backbone, data.feature_map, device),
+        settings,
+        tracker,
+        folder,
+        console,
+    )
     outcome = task.run(job)
 
     results = outcome.summary()
@@ -77,8 +87,9 @@ def _run(cfg: DictConfig, info: JobInfo, tracker: Tracker, console: Console) -> 
     if (folder / ".hydra").is_dir():
         tracker.log_artifact(folder / ".hydra", "hydra")
     footer = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
-    print_results(console, rows, title=f"test, regime {cfg.regime.name}, best epoch {outcome.best_epoch:g}",
-                  footer=footer)
+    print_results(
+        console, rows, title=f"test, regime {cfg.regime.name}, best epoch {outcome.best_epoch:g}", footer=footer
+    )
     return results
 
 
@@ -92,9 +103,13 @@ def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path) -> None:
 def _prepare(cfg: DictConfig, console: Console) -> PreparedDataset:
     """The prepared dataset (from the cache when it is there), with progress lines."""
     with console.status("preparing data") as status:
-        data = prepare(OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.scenario),
-                       OmegaConf.to_object(cfg.split), Path(cfg.paths.cache),
-                       progress=lambda message: (console.print(f"  {message}"), status.update(message)))
+        data = prepare(
+            OmegaConf.to_object(cfg.dataset),
+            OmegaConf.to_object(cfg.scenario),
+            OmegaConf.to_object(cfg.split),
+            Path(cfg.paths.cache),
+            progress=lambda message: (console.print(f"  {message}"), status.update(message)),
+        )
     describe_data(console, data)
     return data
 
@@ -106,8 +121,9 @@ def _open_splits(settings: TrainerConfig, data: PreparedDataset, device: torch.d
     for name in ("train", "val", "test"):
         rows = data.manifest["splits"][name]["rows"]
         in_memory = settings.in_memory if settings.in_memory is not None else rows <= settings.stream_above_rows
-        splits[name] = open_split(data.split_path(name), data.feature_map, in_memory, settings.stream_buffer_rows,
-                                  device)
+        splits[name] = open_split(
+            data.split_path(name), data.feature_map, in_memory, settings.stream_buffer_rows, device
+        )
     return splits
 
 
@@ -120,14 +136,21 @@ def _run_name(info: JobInfo) -> str:
 
 def _tags(cfg: DictConfig, info: JobInfo) -> dict[str, str]:
     tags = {group: str(option) for group, option in info.choices.items() if not group.startswith("hydra")}
-    tags.update({"overrides": " ".join(info.overrides), "seed": str(cfg.seed), "git_commit": _git_commit(),
-                 "output_dir": str(info.output_dir)})
+    tags.update(
+        {
+            "overrides": " ".join(info.overrides),
+            "seed": str(cfg.seed),
+            "git_commit": _git_commit(),
+            "output_dir": str(info.output_dir),
+        }
+    )
     return tags
 
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -7,10 +7,10 @@ kind (ssimctr.data.sources.READERS) and adds that reader's options in a subclass
 the Alibaba / Ant Group releases (Ali-CCP, AliMama, AntM2C) and the public academic ones (KuaiRand,
 MovieLens). Each option's default lives here only; the presets name what differs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from omegaconf import MISSING
 
@@ -22,25 +22,25 @@ class DatasetConfig:
     """A dataset read from files: which columns play which role."""
 
     name: str = MISSING
-    source: str = "files"                 # the reader of the files' layout (ssimctr.data.sources.READERS)
-    path: Optional[str] = None            # a file or a folder of files (train file for split=given)
-    val_path: Optional[str] = None        # split=given only
-    test_path: Optional[str] = None       # split=given only
-    format: str = "auto"                  # auto | csv | parquet
+    source: str = "files"  # the reader of the files' layout (ssimctr.data.sources.READERS)
+    path: str | None = None  # a file or a folder of files (train file for split=given)
+    val_path: str | None = None  # split=given only
+    test_path: str | None = None  # split=given only
+    format: str = "auto"  # auto | csv | parquet
     separator: str = ","
     label: str = MISSING
-    label_threshold: Optional[float] = None  # label = 1 where value >= threshold (e.g. a rating)
-    scenario: Optional[str] = None        # the column that names each row's scenario
+    label_threshold: float | None = None  # label = 1 where value >= threshold (e.g. a rating)
+    scenario: str | None = None  # the column that names each row's scenario
     categorical: list[str] = field(default_factory=list)
     numeric: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
-    time: Optional[str] = None
-    time_format: Optional[str] = None     # strptime format when the time column is a string
-    user: Optional[str] = None
-    item: Optional[str] = None
-    min_freq: int = 1                     # categorical values seen fewer times in train -> OOV (0)
-    shard_rows: int = 5_000_000           # prepared splits are written as parquet shards of at most this many rows
-    oracle: Optional[str] = None          # a column of true click probabilities (synthetic data)
+    time: str | None = None
+    time_format: str | None = None  # strptime format when the time column is a string
+    user: str | None = None
+    item: str | None = None
+    min_freq: int = 1  # categorical values seen fewer times in train -> OOV (0)
+    shard_rows: int = 5_000_000  # prepared splits are written as parquet shards of at most this many rows
+    oracle: str | None = None  # a column of true click probabilities (synthetic data)
 
 
 @dataclass
@@ -52,12 +52,12 @@ class SyntheticConfig(DatasetConfig):
 
     rows: int = 500_000
     num_scenarios: int = 3
-    scenario_weights: Optional[list[float]] = None  # relative sizes; default: geometric, unequal
+    scenario_weights: list[float] | None = None  # relative sizes; default: geometric, unequal
     users: int = 20_000
     items: int = 5_000
     latent_dim: int = 8
     zipf_exponent: float = 1.1
-    shared_weight: float = 0.8            # share of the click logit common to all scenarios
+    shared_weight: float = 0.8  # share of the click logit common to all scenarios
     days: int = 30
     generator_seed: int = 7
 
@@ -70,9 +70,9 @@ class AliCCPConfig(DatasetConfig):
     path / val_path / test_path. Use split=given with both."""
 
     source: str = "aliccp"
-    layout: str = "raw"                   # raw | processed
-    val_fraction: float = 0.1             # raw: share of the train pool that validates (SSIM: 10%)
-    val_seed: int = 2020                  # raw: seed of that draw (SSIM's AliCCP code: 2020)
+    layout: str = "raw"  # raw | processed
+    val_fraction: float = 0.1  # raw: share of the train pool that validates (SSIM: 10%)
+    val_seed: int = 2020  # raw: seed of that draw (SSIM's AliCCP code: 2020)
 
 
 @dataclass
@@ -84,10 +84,10 @@ class AliMamaConfig(DatasetConfig):
     use split=given."""
 
     source: str = "alimama"
-    layout: str = "raw"                   # raw | joined
+    layout: str = "raw"  # raw | joined
     test_start: str = "2017-05-12T00:00:00+08:00"  # first test instant (SSIM: local China time)
     val_fraction: float = 0.1
-    val_seed: int = 2021                  # SSIM's AliMama code: pandas sample, seed 2021
+    val_seed: int = 2021  # SSIM's AliMama code: pandas sample, seed 2021
 
 
 @dataclass
@@ -96,7 +96,7 @@ class AntM2CConfig(DatasetConfig):
 
     source: str = "antm2c"
     parts: list[str] = field(default_factory=lambda: list(ANTM2C_PARTS))  # file names in `path`
-    has_header: bool = True               # the first line of each part names the columns
+    has_header: bool = True  # the first line of each part names the columns
 
 
 @dataclass
@@ -104,9 +104,9 @@ class KuaiRandConfig(DatasetConfig):
     """KuaiRand (kuairand.com): the release's log + feature files, or Scenario-Wise-Rec's joined CSV."""
 
     source: str = "kuairand"
-    layout: str = "raw"                   # raw (folder of the release's CSVs) | joined (one CSV, 42 columns)
-    version: str = "1k"                   # raw: file suffix of the release: 1k | pure | 27k
-    include_random: bool = False          # raw: also read log_random_* (randomly exposed videos)
+    layout: str = "raw"  # raw (folder of the release's CSVs) | joined (one CSV, 42 columns)
+    version: str = "1k"  # raw: file suffix of the release: 1k | pure | 27k
+    include_random: bool = False  # raw: also read log_random_* (randomly exposed videos)
 
 
 @dataclass
@@ -114,8 +114,8 @@ class MovieLensConfig(DatasetConfig):
     """MovieLens-1M (grouplens.org): the ::-separated .dat files, or one joined CSV."""
 
     source: str = "movielens"
-    layout: str = "dat"                   # dat (ratings/users/movies.dat folder) | csv (joined, with header)
-    label_threshold: Optional[float] = 4.0  # label = rating >= threshold
+    layout: str = "dat"  # dat (ratings/users/movies.dat folder) | csv (joined, with header)
+    label_threshold: float | None = 4.0  # label = rating >= threshold
 
 
 DATASET_SCHEMAS: dict[str, type] = {

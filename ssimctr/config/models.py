@@ -6,6 +6,7 @@ conf/backbone/<name>.yaml is `defaults: [/schema_backbone_<name>@_here_, _self_]
 without defaults. `feature_map`, `num_towers` and `scenario_feature` are given at build time
 (ssimctr.models.build).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ class DCNConfig(DNNConfig):
 @dataclass
 class DCNv2Config(DCNConfig):
     _target_: str = "ssimctr.models.backbones.dcnv2.DCNv2"
-    structure: str = "parallel"           # parallel (cross ∥ MLP) | stacked (cross -> MLP)
-    rank: int | None = None               # null: full-rank W_l; r: low-rank U_l V_lᵀ
+    structure: str = "parallel"  # parallel (cross ∥ MLP) | stacked (cross -> MLP)
+    rank: int | None = None  # null: full-rank W_l; r: low-rank U_l V_lᵀ
 
 
 @dataclass
@@ -104,7 +105,7 @@ class StarConfig(ModelConfig):
 class DFFMConfig(ModelConfig):
     _target_: str = "ssimctr.models.msr.dffm.DFFM"
     hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
-    interaction_hidden: int = 32          # hidden units of each generated field-pair MLP
+    interaction_hidden: int = 32  # hidden units of each generated field-pair MLP
     dropout: float = 0.0
 
 
@@ -113,7 +114,7 @@ class PEPNetConfig(ModelConfig):
     _target_: str = "ssimctr.models.msr.pepnet.PEPNet"
     hidden: list[int] = field(default_factory=lambda: [256, 128, 64])
     gate_hidden: int = 64
-    gate_scale: float = 2.0               # γ in δ = γ·sigmoid(...)
+    gate_scale: float = 2.0  # γ in δ = γ·sigmoid(...)
     dropout: float = 0.0
 
 
@@ -122,16 +123,25 @@ class M2MConfig(ModelConfig):
     _target_: str = "ssimctr.models.msr.m2m.M2M"
     num_experts: int = 4
     expert_hidden: list[int] = field(default_factory=lambda: [256, 64])
-    scenario_dim: int = 32                # width of the scenario knowledge representation S
+    scenario_dim: int = 32  # width of the scenario knowledge representation S
     attention_dim: int = 32
     meta_layers: int = 2
     dropout: float = 0.0
 
 
 MODEL_SCHEMAS: dict[str, type] = {
-    "dnn": DNNConfig, "deepfm": DeepFMConfig, "dcn": DCNConfig, "dcnv2": DCNv2Config,
-    "shared_bottom": SharedBottomConfig, "mmoe": MMoEConfig, "ple": PLEConfig, "hmoe": HMoEConfig,
-    "star": StarConfig, "dffm": DFFMConfig, "pepnet": PEPNetConfig, "m2m": M2MConfig,
+    "dnn": DNNConfig,
+    "deepfm": DeepFMConfig,
+    "dcn": DCNConfig,
+    "dcnv2": DCNv2Config,
+    "shared_bottom": SharedBottomConfig,
+    "mmoe": MMoEConfig,
+    "ple": PLEConfig,
+    "hmoe": HMoEConfig,
+    "star": StarConfig,
+    "dffm": DFFMConfig,
+    "pepnet": PEPNetConfig,
+    "m2m": M2MConfig,
 }
 
 

@@ -4,10 +4,11 @@ Each YAML option under conf/<group>/ starts with `defaults: [/schema_<group>[_<k
 so its keys are checked against the dataclass here. `register()` stores every schema in Hydra's
 ConfigStore; the CLI calls it before Hydra composes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
@@ -30,14 +31,14 @@ class ScenarioConfig:
     bins (numeric column cut at `bins`), top_k (k most frequent values, the rest merged or dropped).
     """
 
-    kind: str = MISSING                  # column | mapping | bins | top_k
-    column: Optional[str] = None
-    mapping: Any = None                   # {value: name}; typed Any so a CLI dict replaces it
-    unmapped: str = "drop"               # mapping only: drop | error
-    bins: Optional[list[float]] = None
-    names: Optional[list[str]] = None     # bins only: one name per bin (len(bins) + 1)
-    top_k: Optional[int] = None
-    rest: str = "merge"                   # top_k only: merge (into "other") | drop
+    kind: str = MISSING  # column | mapping | bins | top_k
+    column: str | None = None
+    mapping: Any = None  # {value: name}; typed Any so a CLI dict replaces it
+    unmapped: str = "drop"  # mapping only: drop | error
+    bins: list[float] | None = None
+    names: list[str] | None = None  # bins only: one name per bin (len(bins) + 1)
+    top_k: int | None = None
+    rest: str = "merge"  # top_k only: merge (into "other") | drop
 
 
 @dataclass
@@ -45,9 +46,9 @@ class SplitConfig:
     """time: by the time column (fractions of rows in time order, or cutoffs);
     random: seeded fractions; given: the dataset's own train/val/test files."""
 
-    kind: str = MISSING                  # time | random | given
+    kind: str = MISSING  # time | random | given
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    cutoffs: Optional[list[str]] = None   # time only: [val_start, test_start]
+    cutoffs: list[str] | None = None  # time only: [val_start, test_start]
     seed: int = 2020
 
 
@@ -65,7 +66,7 @@ class RegimeConfig:
     towers: str = MISSING
     share: str = MISSING
     scenario_feature: bool = True
-    finetune_lr: Optional[float] = None
+    finetune_lr: float | None = None
 
 
 @dataclass
@@ -80,24 +81,24 @@ class SsimConfig:
     """SSIM (docs/methods.md §1). Defaults are the official code's AliCCP values; see
     conf/experiment/ssim_*_reference.yaml for both reference presets."""
 
-    phase: str = MISSING                  # disabled | search | retrain | pipeline (search, then retrain)
-    epsilon: float = 0.55                 # search: g = 1 where sigmoid(τ m) > ε
-    lambda_kl: float = 0.4                # weight of e·(1 − mean g); 0 = SSIM-NK
-    final_temperature: float = 1000.0     # τ goes 1 -> final over the search steps
+    phase: str = MISSING  # disabled | search | retrain | pipeline (search, then retrain)
+    epsilon: float = 0.55  # search: g = 1 where sigmoid(τ m) > ε
+    lambda_kl: float = 0.4  # weight of e·(1 − mean g); 0 = SSIM-NK
+    final_temperature: float = 1000.0  # τ goes 1 -> final over the search steps
     search_epochs: int = 1
     selector_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
     selector_lr: float = 1e-5
     selector_dropout: float = 0.0
-    heads: str = "per_scenario"           # per_scenario | shared (SSIM-ND)
-    gate: str = "hard"                    # hard | soft (SSIM-P: p as continuous weights)
-    ratio: float = 0.95                   # r: share of rows selected as shared
-    selection: str = "batch_topk"         # retrain: batch_topk (top r of each batch) | global (saved top r)
-    selector: str = "learned"             # retrain: learned | random (SSIM-R)
-    retrain_dropout: Optional[float] = None  # retrain: backbone.dropout override (AliMama: 0.3)
-    search_backbone: Any = None           # pipeline: the backbone config to search with (null = the job's)
-    from_run: Optional[str] = None        # retrain: MLflow run id of a search run
-    from_path: Optional[str] = None       # retrain: or its ssim/ artifact folder on disk
-    log_every: int = 10                   # search: steps between gate statistics
+    heads: str = "per_scenario"  # per_scenario | shared (SSIM-ND)
+    gate: str = "hard"  # hard | soft (SSIM-P: p as continuous weights)
+    ratio: float = 0.95  # r: share of rows selected as shared
+    selection: str = "batch_topk"  # retrain: batch_topk (top r of each batch) | global (saved top r)
+    selector: str = "learned"  # retrain: learned | random (SSIM-R)
+    retrain_dropout: float | None = None  # retrain: backbone.dropout override (AliMama: 0.3)
+    search_backbone: Any = None  # pipeline: the backbone config to search with (null = the job's)
+    from_run: str | None = None  # retrain: MLflow run id of a search run
+    from_path: str | None = None  # retrain: or its ssim/ artifact folder on disk
+    log_every: int = 10  # search: steps between gate statistics
 
 
 @dataclass
@@ -111,24 +112,24 @@ class TrainerConfig:
     weight_decay: float = 0.0
     patience: int = 2
     monitor: str = "val/auc/mean"
-    monitor_mode: str = "max"             # max | min
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N
-    threads: Optional[int] = None         # torch intra-op threads; null = torch's default
-    limit_train_batches: Optional[int] = None
+    monitor_mode: str = "max"  # max | min
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op threads; null = torch's default
+    limit_train_batches: int | None = None
     progress: bool = True
-    in_memory: Optional[bool] = None      # false: stream every split from its parquet shards; null: auto
-    stream_above_rows: int = 50_000_000   # auto: stream a split that has more rows
-    stream_buffer_rows: int = 1_000_000   # streaming: rows shuffled together
-    seed: int = II("seed")                # shuffling and random selections: the job's seed
+    in_memory: bool | None = None  # false: stream every split from its parquet shards; null: auto
+    stream_above_rows: int = 50_000_000  # auto: stream a split that has more rows
+    stream_buffer_rows: int = 1_000_000  # streaming: rows shuffled together
+    seed: int = II("seed")  # shuffling and random selections: the job's seed
 
 
 @dataclass
 class TrackingConfig:
-    backend: str = MISSING                # mlflow | none
+    backend: str = MISSING  # mlflow | none
     uri: str = "sqlite:///outputs/mlflow.db"
     experiment: str = "ssimctr"
-    artifact_location: Optional[str] = None
-    run_name: Optional[str] = None
+    artifact_location: str | None = None
+    run_name: str | None = None
 
 
 @dataclass

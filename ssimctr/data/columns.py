@@ -2,10 +2,11 @@
 
 Every failure is a UserError naming the option, the column, the input and the fix.
 """
+
 from __future__ import annotations
 
 import difflib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -22,33 +23,47 @@ def feature_roles(dataset: DatasetConfig) -> dict[str, list[str]]:
     features = [c for cols in roles.values() for c in cols]
     duplicated = sorted({c for c in features if features.count(c) > 1})
     if duplicated:
-        raise UserError(f"column(s) {duplicated} are listed under more than one of dataset.categorical / "
-                        "numeric / text: list each column once")
+        raise UserError(
+            f"column(s) {duplicated} are listed under more than one of dataset.categorical / "
+            "numeric / text: list each column once"
+        )
     for option, column in (("dataset.label", dataset.label), ("dataset.scenario", dataset.scenario)):
         if column in features:
-            raise UserError(f"{option} column '{column}' is also listed as a feature: it would leak the answer "
-                            "into the model. Remove it from dataset.categorical / numeric / text")
+            raise UserError(
+                f"{option} column '{column}' is also listed as a feature: it would leak the answer "
+                "into the model. Remove it from dataset.categorical / numeric / text"
+            )
     reserved = [c for c in features if c in RESERVED]
     if reserved:
-        raise UserError(f"feature column(s) {reserved} use a name the prepared data reserves ({', '.join(RESERVED)}): "
-                        "rename the column in the file")
+        raise UserError(
+            f"feature column(s) {reserved} use a name the prepared data reserves ({', '.join(RESERVED)}): "
+            "rename the column in the file"
+        )
     return roles
 
 
 def check_columns(schema: pl.Schema, dataset: DatasetConfig, origin: str) -> None:
     """Every column named in the dataset config exists in the source; suggest close names if not."""
-    wanted = {"dataset.label": [dataset.label], "dataset.scenario": [dataset.scenario],
-              "dataset.time": [dataset.time], "dataset.user": [dataset.user], "dataset.item": [dataset.item],
-              "dataset.oracle": [dataset.oracle], "dataset.categorical": dataset.categorical,
-              "dataset.numeric": dataset.numeric, "dataset.text": dataset.text}
+    wanted = {
+        "dataset.label": [dataset.label],
+        "dataset.scenario": [dataset.scenario],
+        "dataset.time": [dataset.time],
+        "dataset.user": [dataset.user],
+        "dataset.item": [dataset.item],
+        "dataset.oracle": [dataset.oracle],
+        "dataset.categorical": dataset.categorical,
+        "dataset.numeric": dataset.numeric,
+        "dataset.text": dataset.text,
+    }
     available = list(schema.names())
     for option, columns in wanted.items():
         for column in columns:
             if column and column not in available:
                 close = difflib.get_close_matches(column, available, n=3)
                 hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-                raise UserError(f"{option}: column '{column}' is not in {origin}. {hint}"
-                                f"Columns there: {', '.join(available)}")
+                raise UserError(
+                    f"{option}: column '{column}' is not in {origin}. {hint}Columns there: {', '.join(available)}"
+                )
 
 
 def label_expression(frame: pl.LazyFrame, dataset: DatasetConfig, origin: str) -> pl.Expr:
@@ -57,16 +72,19 @@ def label_expression(frame: pl.LazyFrame, dataset: DatasetConfig, origin: str) -
     dtype = frame.collect_schema()[dataset.label]
     if dataset.label_threshold is not None:
         if not dtype.is_numeric():
-            raise UserError(f"dataset.label_threshold needs a numeric label, but column '{dataset.label}' in "
-                            f"{origin} holds {dtype}")
+            raise UserError(
+                f"dataset.label_threshold needs a numeric label, but column '{dataset.label}' in {origin} holds {dtype}"
+            )
         return (column >= dataset.label_threshold).cast(pl.Int8)
     if dtype == pl.Boolean:
         return column.cast(pl.Int8)
     values = frame.select(column.drop_nulls().unique().head(20)).collect().to_series().to_list()
     if not dtype.is_numeric() or any(v not in (0, 1) for v in values):
         shown = ", ".join(map(repr, sorted(values, key=str)[:6]))
-        raise UserError(f"dataset.label column '{dataset.label}' in {origin} is not 0/1 (values: {shown}): "
-                        "set dataset.label_threshold=T so that label = 1 where value >= T, or choose a 0/1 column")
+        raise UserError(
+            f"dataset.label column '{dataset.label}' in {origin} is not 0/1 (values: {shown}): "
+            "set dataset.label_threshold=T so that label = 1 where value >= T, or choose a 0/1 column"
+        )
     return column.cast(pl.Int8)
 
 
@@ -90,12 +108,15 @@ def time_expression(frame: pl.LazyFrame, dataset: DatasetConfig, origin: str) ->
                 sample = head.filter(parsed.is_null()).head(1).to_list() or head.head(1).to_list()
             except pl.exceptions.PolarsError:
                 sample = head.head(1).to_list()
-            raise UserError(f"dataset.time column '{dataset.time}' in {origin} holds text that is not a date/time "
-                            f"(e.g. {sample}): set dataset.time_format (strptime, e.g. '%Y-%m-%d %H:%M:%S') "
-                            "or fix the file") from None
+            raise UserError(
+                f"dataset.time column '{dataset.time}' in {origin} holds text that is not a date/time "
+                f"(e.g. {sample}): set dataset.time_format (strptime, e.g. '%Y-%m-%d %H:%M:%S') "
+                "or fix the file"
+            ) from None
         return column.str.to_datetime(format=dataset.time_format, strict=False, time_zone=None).dt.epoch("s")
-    raise UserError(f"dataset.time column '{dataset.time}' in {origin} has type {dtype}: expected unix seconds "
-                    "or a date/time")
+    raise UserError(
+        f"dataset.time column '{dataset.time}' in {origin} has type {dtype}: expected unix seconds or a date/time"
+    )
 
 
 def numeric_expressions(frame: pl.LazyFrame, columns: list[str], origin: str) -> list[pl.Expr]:
@@ -107,12 +128,19 @@ def numeric_expressions(frame: pl.LazyFrame, columns: list[str], origin: str) ->
         if dtype.is_numeric() or dtype == pl.Boolean:
             expressions.append(pl.col(name).cast(pl.Float64))
             continue
-        bad = (frame.select(pl.col(name))
-               .filter(pl.col(name).is_not_null() & pl.col(name).cast(pl.Float64, strict=False).is_null())
-               .head(3).collect().to_series().to_list())
+        bad = (
+            frame.select(pl.col(name))
+            .filter(pl.col(name).is_not_null() & pl.col(name).cast(pl.Float64, strict=False).is_null())
+            .head(3)
+            .collect()
+            .to_series()
+            .to_list()
+        )
         if bad:
-            raise UserError(f"dataset.numeric column '{name}' in {origin} holds non-numeric values "
-                            f"(e.g. {bad}): fix the file or list the column under dataset.categorical")
+            raise UserError(
+                f"dataset.numeric column '{name}' in {origin} holds non-numeric values "
+                f"(e.g. {bad}): fix the file or list the column under dataset.categorical"
+            )
         expressions.append(pl.col(name).cast(pl.Float64, strict=False))
     return expressions
 
@@ -125,8 +153,9 @@ def parse_cutoff(value: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UserError(f"split.cutoffs: '{value}' is neither unix seconds nor an ISO date like 2017-05-12 "
-                        "or 2017-05-12T08:00:00") from None
+        raise UserError(
+            f"split.cutoffs: '{value}' is neither unix seconds nor an ISO date like 2017-05-12 or 2017-05-12T08:00:00"
+        ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())

@@ -3,12 +3,14 @@
 Training, evaluation, per-scenario regimes and SSIM scoring all go through `DataSplit`, so every
 one of them works on data larger than memory (trainer.in_memory=false).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import torch
 
@@ -39,7 +41,7 @@ class DataSplit(Protocol):
 
     def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> Loader: ...
 
-    def of_scenario(self, scenario: int) -> "DataSplit": ...
+    def of_scenario(self, scenario: int) -> DataSplit: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class MemorySplit:
     def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> InMemoryLoader:
         return InMemoryLoader(self.batch, batch_size, shuffle=shuffle, seed=seed)
 
-    def of_scenario(self, scenario: int) -> "MemorySplit":
+    def of_scenario(self, scenario: int) -> MemorySplit:
         return MemorySplit(self.batch.of_scenario(scenario))
 
 
@@ -78,16 +80,25 @@ class StreamedSplit:
         return count_rows(self.path, self.scenario)
 
     def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> ParquetStreamLoader:
-        return ParquetStreamLoader(self.path, self.feature_map, batch_size, shuffle=shuffle, seed=seed,
-                                   buffer_rows=self.buffer_rows, device=self.device, scenario=self.scenario,
-                                   num_rows=self.num_rows)
+        return ParquetStreamLoader(
+            self.path,
+            self.feature_map,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            buffer_rows=self.buffer_rows,
+            device=self.device,
+            scenario=self.scenario,
+            num_rows=self.num_rows,
+        )
 
-    def of_scenario(self, scenario: int) -> "StreamedSplit":
+    def of_scenario(self, scenario: int) -> StreamedSplit:
         return replace(self, scenario=scenario)
 
 
-def open_split(path: Path, feature_map: FeatureMap, in_memory: bool, buffer_rows: int,
-               device: torch.device) -> DataSplit:
+def open_split(
+    path: Path, feature_map: FeatureMap, in_memory: bool, buffer_rows: int, device: torch.device
+) -> DataSplit:
     """A prepared split read into memory on `device`, or streamed from disk."""
     if in_memory:
         return MemorySplit(read_split(path, feature_map).to(device))

@@ -4,10 +4,11 @@ In memory, one epoch is a single seeded permutation of contiguous tensors follow
 contiguous slices: no per-row Python, no collate function. Streaming reads parquet row groups
 (of one file or a folder of shards) in a seeded order through a shuffle buffer.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -61,8 +62,9 @@ class InMemoryLoader:
     contiguous views of the permuted tensors.
     """
 
-    def __init__(self, data: Batch, batch_size: int, shuffle: bool, seed: int = 0,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, data: Batch, batch_size: int, shuffle: bool, seed: int = 0, device: torch.device | str | None = None
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.data = data if device is None else data.to(device)
@@ -110,9 +112,18 @@ class ParquetStreamLoader:
     counted them, saves a pass over the scenario column). Memory holds one buffer, not the split.
     """
 
-    def __init__(self, path: Path, feature_map: FeatureMap, batch_size: int, shuffle: bool, seed: int = 0,
-                 buffer_rows: int = 1_000_000, device: torch.device | str = "cpu",
-                 scenario: int | None = None, num_rows: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        feature_map: FeatureMap,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        buffer_rows: int = 1_000_000,
+        device: torch.device | str = "cpu",
+        scenario: int | None = None,
+        num_rows: int | None = None,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.files = [pq.ParquetFile(file) for file in parquet_files(path)]
@@ -128,8 +139,11 @@ class ParquetStreamLoader:
         return -(-self.num_rows // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = torch.randperm(len(self.units), generator=self.generator).tolist() if self.shuffle \
+        order = (
+            torch.randperm(len(self.units), generator=self.generator).tolist()
+            if self.shuffle
             else range(len(self.units))
+        )
         carry: list[Batch] = []
         buffered = 0
         for unit in order:

@@ -9,6 +9,7 @@ shards of at most dataset.shard_rows rows, read in name order), feature_map.json
 and vocab/<field>.parquet. Its name carries a hash of the dataset, scenario and
 split config plus the source fingerprint, so a repeated run reuses it (a cache hit).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,18 +17,17 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
 import ssimctr
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
-from ssimctr.data.columns import (check_columns, feature_roles, label_expression, numeric_expressions,
-                                  time_expression)
+from ssimctr.data.columns import check_columns, feature_roles, label_expression, numeric_expressions, time_expression
 from ssimctr.data.scenarios import assign_scenarios
 from ssimctr.data.sources import load_source
 from ssimctr.data.sources.base import SPLIT_COLUMN, SPLITS
@@ -64,13 +64,20 @@ class PreparedDataset:
         return self.path / split
 
 
-def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfig, cache_root: Path,
-            progress: Callable[[str], None] = lambda message: None) -> PreparedDataset:
+def prepare(
+    dataset: DatasetConfig,
+    scenario: ScenarioConfig,
+    rule: SplitConfig,
+    cache_root: Path,
+    progress: Callable[[str], None] = lambda message: None,
+) -> PreparedDataset:
     """Prepare `dataset`, its rows split by `rule` (or reuse the cached preparation of the same config and
     input); `progress` receives one line per stage (rows read, dropped by reason, rows written)."""
     if dataset.shard_rows < 1:
-        raise UserError(f"dataset.shard_rows={dataset.shard_rows}: a shard needs at least one row "
-                        f"(default {DatasetConfig.shard_rows})")
+        raise UserError(
+            f"dataset.shard_rows={dataset.shard_rows}: a shard needs at least one row "
+            f"(default {DatasetConfig.shard_rows})"
+        )
     source = load_source(dataset, rule)
     key = cache_key(dataset, scenario, rule, source.fingerprint)
     target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
@@ -85,8 +92,10 @@ def prepare(dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfig,
             manifest = _build(source, dataset, scenario, rule, staging, progress)
         except pl.exceptions.PolarsError as error:
             detail = str(error).strip().splitlines()[0]
-            raise UserError(f"reading {source.origin} failed: {detail}. Check the file's separator "
-                            "(dataset.separator), header and column values") from None
+            raise UserError(
+                f"reading {source.origin} failed: {detail}. Check the file's separator "
+                "(dataset.separator), header and column values"
+            ) from None
         manifest.update(cache_key=key, seconds=round(time.perf_counter() - started, 3))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         if target.exists():
@@ -104,25 +113,40 @@ def load_prepared(path: Path, cache_hit: bool = False) -> PreparedDataset:
 
 
 def cache_key(dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfig, fingerprint: dict) -> str:
-    payload = {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(rule),
-               "source": fingerprint, "code": code_digest(), "polars": pl.__version__}
+    payload = {
+        "dataset": asdict(dataset),
+        "scenario": asdict(scenario),
+        "split": asdict(rule),
+        "source": fingerprint,
+        "code": code_digest(),
+        "polars": pl.__version__,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfig, out: Path,
-           progress: Callable[[str], None]) -> dict:
+def _build(
+    source,
+    dataset: DatasetConfig,
+    scenario: ScenarioConfig,
+    rule: SplitConfig,
+    out: Path,
+    progress: Callable[[str], None],
+) -> dict:
     roles = feature_roles(dataset)
     frame = source.load()
     check_columns(frame.collect_schema(), dataset, source.origin)
     frame = frame.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
 
     assignment = assign_scenarios(frame, scenario, source.origin)
-    columns = [pl.col("row_id"), assignment.expression.alias("scenario"),
-               pl.col(scenario.column).is_null().alias("_scenario_null"),
-               label_expression(frame, dataset, source.origin).alias("label"),
-               *[pl.col(c) for c in roles["categorical"]],
-               *numeric_expressions(frame, roles["numeric"], source.origin),
-               *[pl.col(c).cast(pl.String).fill_null("") for c in roles["text"]]]
+    columns = [
+        pl.col("row_id"),
+        assignment.expression.alias("scenario"),
+        pl.col(scenario.column).is_null().alias("_scenario_null"),
+        label_expression(frame, dataset, source.origin).alias("label"),
+        *[pl.col(c) for c in roles["categorical"]],
+        *numeric_expressions(frame, roles["numeric"], source.origin),
+        *[pl.col(c).cast(pl.String).fill_null("") for c in roles["text"]],
+    ]
     if dataset.time:
         columns.append(time_expression(frame, dataset, source.origin).alias("ts"))
     if dataset.oracle:
@@ -131,8 +155,11 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, rule: Split
         columns.append(pl.col(SPLIT_COLUMN))
     frame = frame.select(columns)
 
-    drop_rules = [("label_missing", pl.col("label").is_null()), ("scenario_missing", pl.col("_scenario_null")),
-                  (assignment.drop_reason, pl.col("scenario").is_null())]
+    drop_rules = [
+        ("label_missing", pl.col("label").is_null()),
+        ("scenario_missing", pl.col("_scenario_null")),
+        (assignment.drop_reason, pl.col("scenario").is_null()),
+    ]
     if rule.kind == "time" and dataset.time:
         drop_rules.append(("time_missing", pl.col("ts").is_null()))
     progress(f"reading {source.origin}")
@@ -143,8 +170,10 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, rule: Split
     frame.sink_parquet(staged)
     table = pl.scan_parquet(staged)
     read = _check_splits(table, rule, source.origin) + sum(dropped.values())
-    progress(f"{read:,} rows read, {read - sum(dropped.values()):,} kept"
-             + (f", dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())}" if dropped else ""))
+    progress(
+        f"{read:,} rows read, {read - sum(dropped.values()):,} kept"
+        + (f", dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())}" if dropped else "")
+    )
 
     train = table.filter(pl.col(SPLIT_COLUMN) == 0)
     vocabularies = fit_vocabularies(train, roles["categorical"], dataset.min_freq)
@@ -155,16 +184,25 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, rule: Split
     keep = [c for c in encoded.collect_schema().names() if c not in (SPLIT_COLUMN, "_oracle")]
     for index, name in enumerate(SPLITS):
         encoded.filter(pl.col(SPLIT_COLUMN) == index).select(keep).sink_parquet(
-            pl.PartitionBy(out / name, max_rows_per_file=dataset.shard_rows), mkdir=True)
+            pl.PartitionBy(out / name, max_rows_per_file=dataset.shard_rows), mkdir=True
+        )
         shards = list((out / name).glob("*.parquet"))
-        progress(f"{name} written: {pl.scan_parquet(shards).select(pl.len()).collect().item():,} rows "
-                 f"in {len(shards)} shard{'s' if len(shards) > 1 else ''}")
+        progress(
+            f"{name} written: {pl.scan_parquet(shards).select(pl.len()).collect().item():,} rows "
+            f"in {len(shards)} shard{'s' if len(shards) > 1 else ''}"
+        )
 
     feature_map = FeatureMap(
         categorical=tuple(CategoricalField(c, vocabularies[c].height + 1) for c in roles["categorical"]),
-        numeric=tuple(numeric), text=tuple(roles["text"]), scenario_names=tuple(assignment.names),
-        scenario_column=scenario.column or "", label_column=dataset.label,
-        user=dataset.user, item=dataset.item, time="ts" if dataset.time else None)
+        numeric=tuple(numeric),
+        text=tuple(roles["text"]),
+        scenario_names=tuple(assignment.names),
+        scenario_column=scenario.column or "",
+        label_column=dataset.label,
+        user=dataset.user,
+        item=dataset.item,
+        time="ts" if dataset.time else None,
+    )
     feature_map.to_json(out / "feature_map.json")
     manifest = _manifest(out, feature_map, dropped, source, dataset, scenario, rule)
     if dataset.oracle:
@@ -176,7 +214,7 @@ def _build(source, dataset: DatasetConfig, scenario: ScenarioConfig, rule: Split
 def _drop_counted(frame: pl.LazyFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[dict[str, int], pl.LazyFrame]:
     """Drop the rows matching any rule; count each dropped row once, under its first rule's reason."""
     exclusive, earlier = [], pl.lit(False)
-    for reason, condition in rules:
+    for _, condition in rules:
         exclusive.append(condition & ~earlier)
         earlier = earlier | condition
     sums = frame.select([cond.sum().alias(str(i)) for i, cond in enumerate(exclusive)]).collect().row(0)
@@ -196,33 +234,55 @@ def _check_splits(table: pl.LazyFrame, rule: SplitConfig, origin: str) -> int:
         raise UserError(f"no rows left in {origin} after dropping rows with a missing label, scenario or time")
     for index, name in enumerate(SPLITS):
         if not present.get(index):
-            fix = {"time": "adjust split.fractions or split.cutoffs", "random": "adjust split.fractions",
-                   "given": f"check dataset.{'path' if index == 0 else name + '_path'}"}[rule.kind]
-            raise UserError(f"split={rule.kind} leaves the {name} split empty (0 of {total} rows in "
-                            f"{origin}): {fix}")
+            fix = {
+                "time": "adjust split.fractions or split.cutoffs",
+                "random": "adjust split.fractions",
+                "given": f"check dataset.{'path' if index == 0 else name + '_path'}",
+            }[rule.kind]
+            raise UserError(f"split={rule.kind} leaves the {name} split empty (0 of {total} rows in {origin}): {fix}")
     return total
 
 
-def _manifest(out: Path, feature_map: FeatureMap, dropped: dict, source, dataset: DatasetConfig,
-              scenario: ScenarioConfig, rule: SplitConfig) -> dict:
+def _manifest(
+    out: Path,
+    feature_map: FeatureMap,
+    dropped: dict,
+    source,
+    dataset: DatasetConfig,
+    scenario: ScenarioConfig,
+    rule: SplitConfig,
+) -> dict:
     """Rows and positives per split × scenario (read back from the written files), drops, provenance."""
     names = feature_map.scenario_names
     counts = {}
     for split_name in SPLITS:
-        per = (pl.scan_parquet(out / split_name).group_by("scenario")
-               .agg(pl.len().alias("rows"), pl.col("label").cast(pl.Int64).sum().alias("positives")).collect())
+        per = (
+            pl.scan_parquet(out / split_name)
+            .group_by("scenario")
+            .agg(pl.len().alias("rows"), pl.col("label").cast(pl.Int64).sum().alias("positives"))
+            .collect()
+        )
         by_index = {row["scenario"]: row for row in per.iter_rows(named=True)}
         counts[split_name] = {
-            "rows": int(per["rows"].sum()), "positives": int(per["positives"].sum()),
-            "scenarios": {names[k]: {"rows": int(by_index.get(k, {}).get("rows", 0)),
-                                     "positives": int(by_index.get(k, {}).get("positives", 0))}
-                          for k in range(len(names))}}
+            "rows": int(per["rows"].sum()),
+            "positives": int(per["positives"].sum()),
+            "scenarios": {
+                names[k]: {
+                    "rows": int(by_index.get(k, {}).get("rows", 0)),
+                    "positives": int(by_index.get(k, {}).get("positives", 0)),
+                }
+                for k in range(len(names))
+            },
+        }
     manifest = {
-        "dataset": dataset.name, "splits": counts, "dropped": dropped,
-        "scenarios": list(names), "source": source.fingerprint,
+        "dataset": dataset.name,
+        "splits": counts,
+        "dropped": dropped,
+        "scenarios": list(names),
+        "source": source.fingerprint,
         "config": {"dataset": asdict(dataset), "scenario": asdict(scenario), "split": asdict(rule)},
         "versions": {"ssimctr": ssimctr.__version__, "preparation_code": code_digest(), "polars": pl.__version__},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return manifest
 
@@ -234,7 +294,8 @@ def _oracle_auc(table: pl.LazyFrame, names: tuple[str, ...]) -> dict:
     for index, split_name in enumerate(SPLITS):
         part = columns.filter(pl.col(SPLIT_COLUMN) == index)
         groups = sorted(part.group_by("scenario"), key=lambda item: item[0][0])
-        result[split_name] = {names[k]: auc(group["label"].to_numpy(), group["_oracle"].to_numpy())
-                              for (k,), group in groups}
+        result[split_name] = {
+            names[k]: auc(group["label"].to_numpy(), group["_oracle"].to_numpy()) for (k,), group in groups
+        }
         result[split_name]["overall"] = auc(part["label"].to_numpy(), part["_oracle"].to_numpy())
     return result

@@ -1,4 +1,5 @@
 """Scenario assignment: which scenario (0..K-1) each row belongs to, and the scenarios' names."""
+
 from __future__ import annotations
 
 import difflib
@@ -33,10 +34,17 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
     if spec.column not in available:
         close = difflib.get_close_matches(spec.column, available, n=3)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-        raise UserError(f"scenario.column '{spec.column}' is not in {origin}. {hint}"
-                        f"Set dataset.scenario (or scenario.column) to one of: {', '.join(available)}")
-    counts = (frame.group_by(pl.col(spec.column).alias("value")).agg(pl.len().alias("rows"))
-              .drop_nulls("value").sort("value").collect())
+        raise UserError(
+            f"scenario.column '{spec.column}' is not in {origin}. {hint}"
+            f"Set dataset.scenario (or scenario.column) to one of: {', '.join(available)}"
+        )
+    counts = (
+        frame.group_by(pl.col(spec.column).alias("value"))
+        .agg(pl.len().alias("rows"))
+        .drop_nulls("value")
+        .sort("value")
+        .collect()
+    )
     values = counts["value"].to_list()
     if spec.kind == "bins":
         assignment = _by_bins(spec, counts)
@@ -45,17 +53,21 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
     elif spec.kind == "top_k":
         assignment = _by_top_k(spec, counts)
     else:
-        assignment = _lookup(spec.column, {v: i for i, v in enumerate(values)}, [str(v) for v in values],
-                             "scenario_missing")
+        assignment = _lookup(
+            spec.column, {v: i for i, v in enumerate(values)}, [str(v) for v in values], "scenario_missing"
+        )
     # scenarios that hold rows (a mapping name or a bin may match none)
-    used = sorted(counts.rename({"value": spec.column}).select(assignment.expression.drop_nulls().unique())
-                  .to_series().to_list())
+    used = sorted(
+        counts.rename({"value": spec.column}).select(assignment.expression.drop_nulls().unique()).to_series().to_list()
+    )
     if len(used) < 2:
         shown = f" ('{assignment.names[used[0]]}')" if used else ""
-        raise UserError(f"scenario column '{spec.column}' in {origin} gives {len(used)} scenario"
-                        f"{shown} with rows (scenario={spec.kind}): a multi-scenario run needs at least 2. Choose "
-                        "another column with dataset.scenario=COLUMN, or cut a numeric column with scenario=bins "
-                        "scenario.bins=[...]")
+        raise UserError(
+            f"scenario column '{spec.column}' in {origin} gives {len(used)} scenario"
+            f"{shown} with rows (scenario={spec.kind}): a multi-scenario run needs at least 2. Choose "
+            "another column with dataset.scenario=COLUMN, or cut a numeric column with scenario=bins "
+            "scenario.bins=[...]"
+        )
     assignment.names = unique_metric_names(assignment.names)
     return assignment
 
@@ -79,8 +91,10 @@ def _by_mapping(spec: ScenarioConfig, values: list, origin: str) -> ScenarioAssi
     by_text = {str(k): names.index(v) for k, v in spec.mapping.items()}
     unmapped = [v for v in values if str(v) not in by_text]
     if unmapped and spec.unmapped == "error":
-        raise UserError(f"scenario.mapping has no entry for value(s) {unmapped[:5]} of column '{spec.column}' in "
-                        f"{origin}: add them or set scenario.unmapped=drop")
+        raise UserError(
+            f"scenario.mapping has no entry for value(s) {unmapped[:5]} of column '{spec.column}' in "
+            f"{origin}: add them or set scenario.unmapped=drop"
+        )
     index_of = {v: by_text[str(v)] for v in values if str(v) in by_text}
     return _lookup(spec.column, index_of, names, "scenario_unmapped")
 
@@ -91,8 +105,11 @@ def _by_bins(spec: ScenarioConfig, counts: pl.DataFrame) -> ScenarioAssignment:
         raise UserError(f"scenario.bins must be a non-empty increasing list of edges, got {spec.bins}")
     if not counts["value"].dtype.is_numeric():
         raise UserError(f"scenario=bins needs a numeric column; '{spec.column}' holds {counts['value'].dtype}")
-    names = list(spec.names) if spec.names else (
-        [f"lt{bins[0]:g}"] + [f"{lo:g}-{hi:g}" for lo, hi in zip(bins, bins[1:])] + [f"ge{bins[-1]:g}"])
+    names = (
+        list(spec.names)
+        if spec.names
+        else ([f"lt{bins[0]:g}"] + [f"{lo:g}-{hi:g}" for lo, hi in zip(bins, bins[1:])] + [f"ge{bins[-1]:g}"])
+    )
     if len(names) != len(bins) + 1:
         raise UserError(f"scenario.names needs len(scenario.bins) + 1 = {len(bins) + 1} names, got {len(names)}")
     column = pl.col(spec.column)

@@ -1,5 +1,6 @@
 """Which split (train / val / test) each row goes to, by the configured rule: by time, at random
 (seeded), or as the dataset's own files say."""
+
 from __future__ import annotations
 
 import polars as pl
@@ -33,8 +34,9 @@ def split_assignment(frame: pl.LazyFrame, rule: SplitConfig, has_time: bool) -> 
             raise UserError(f"split.cutoffs must be in order, got {list(rule.cutoffs)}")
         return _by_thresholds(pl.col("ts"), val_start, test_start)
     train, val = _fractions(rule.fractions)
-    edges = frame.select(pl.col("ts").quantile(train, "lower").alias("val"),
-                         pl.col("ts").quantile(train + val, "lower").alias("test")).collect()
+    edges = frame.select(
+        pl.col("ts").quantile(train, "lower").alias("val"), pl.col("ts").quantile(train + val, "lower").alias("test")
+    ).collect()
     return _by_thresholds(pl.col("ts"), edges["val"][0], edges["test"][0])
 
 
@@ -47,6 +49,7 @@ def _fractions(fractions: list[float]) -> tuple[float, float]:
     """(train, val) fractions from [train, val, test]; a clear error unless they are >= 0 and sum to 1."""
     values = list(fractions)
     if len(values) != 3 or any(f < 0 for f in values) or abs(sum(values) - 1) > 1e-6 or values[0] == 0:
-        raise UserError(f"split.fractions must be three numbers [train, val, test] >= 0 summing to 1 "
-                        f"with train > 0, got {values}")
+        raise UserError(
+            f"split.fractions must be three numbers [train, val, test] >= 0 summing to 1 with train > 0, got {values}"
+        )
     return values[0], values[1]

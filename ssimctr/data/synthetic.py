@@ -63,6 +63,7 @@ Click model, for a row of scenario s
     shared_weight = 0.8 the shared part dominates, so data from the big scenarios
     helps the small ones; the oracle AUC of click_prob is about 0.8 in each scenario.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -80,12 +81,25 @@ CATEGORICAL = ["user_id", "item_id", "user_age", "user_gender", "user_city", "it
 NUMERIC = ["item_price", "user_activity"]
 TEXT = ["title"]
 
-COLUMNS = pl.Schema({
-    "user_id": pl.Int64, "item_id": pl.Int64, "user_age": pl.Utf8, "user_gender": pl.Utf8,
-    "user_city": pl.Int64, "item_category": pl.Int64, "item_brand": pl.Int64, "hour": pl.Int64,
-    "item_price": pl.Float64, "user_activity": pl.Float64, "title": pl.Utf8, SCENARIO: pl.Utf8,
-    TIME: pl.Int64, LABEL: pl.Int8, ORACLE: pl.Float64,
-})
+COLUMNS = pl.Schema(
+    {
+        "user_id": pl.Int64,
+        "item_id": pl.Int64,
+        "user_age": pl.Utf8,
+        "user_gender": pl.Utf8,
+        "user_city": pl.Int64,
+        "item_category": pl.Int64,
+        "item_brand": pl.Int64,
+        "hour": pl.Int64,
+        "item_price": pl.Float64,
+        "user_activity": pl.Float64,
+        "title": pl.Utf8,
+        SCENARIO: pl.Utf8,
+        TIME: pl.Int64,
+        LABEL: pl.Int8,
+        ORACLE: pl.Float64,
+    }
+)
 """The generated frame's columns in order, with their dtypes."""
 
 START = 1_704_067_200  # 2024-01-01 00:00:00 UTC
@@ -118,10 +132,15 @@ BIAS_NEWTON_STEPS = 8
 def generate(config: SyntheticConfig) -> pl.DataFrame:
     """Draw `config.rows` rows of multi-scenario click logs (see the module docstring for the model)."""
     rows, num_scenarios, users, items = config.rows, config.num_scenarios, config.users, config.items
-    latent_dim, zipf_exponent, shared_weight, days = (config.latent_dim, config.zipf_exponent,
-                                                      config.shared_weight, config.days)
-    weights = _check_args(rows, num_scenarios, config.scenario_weights, users, items, latent_dim,
-                          zipf_exponent, shared_weight, days)
+    latent_dim, zipf_exponent, shared_weight, days = (
+        config.latent_dim,
+        config.zipf_exponent,
+        config.shared_weight,
+        config.days,
+    )
+    weights = _check_args(
+        rows, num_scenarios, config.scenario_weights, users, items, latent_dim, zipf_exponent, shared_weight, days
+    )
     rng = np.random.default_rng(config.generator_seed)
     scenario = rng.choice(num_scenarios, size=rows, p=weights)
     user = _popular_ids(rng, users, zipf_exponent, scenario, num_scenarios)
@@ -140,24 +159,47 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
     prob = _calibrated_probs(logit, scenario, _target_ctrs(rng, num_scenarios))
     click = rng.random(rows) < prob
 
-    return pl.DataFrame({
-        "user_id": user, "item_id": item,
-        "user_age": _labels(AGE_BUCKETS, age[user]),
-        "user_gender": _labels(GENDERS, gender[user]),
-        "user_city": city[user] + 1, "item_category": category[item], "item_brand": brand[item],
-        "hour": hour, "item_price": price[item], "user_activity": activity,
-        "title": titles.gather(item),
-        SCENARIO: _labels([f"s{k}" for k in range(num_scenarios)], scenario),
-        TIME: timestamp, LABEL: click, ORACLE: prob,
-    }).cast(COLUMNS)
+    return pl.DataFrame(
+        {
+            "user_id": user,
+            "item_id": item,
+            "user_age": _labels(AGE_BUCKETS, age[user]),
+            "user_gender": _labels(GENDERS, gender[user]),
+            "user_city": city[user] + 1,
+            "item_category": category[item],
+            "item_brand": brand[item],
+            "hour": hour,
+            "item_price": price[item],
+            "user_activity": activity,
+            "title": titles.gather(item),
+            SCENARIO: _labels([f"s{k}" for k in range(num_scenarios)], scenario),
+            TIME: timestamp,
+            LABEL: click,
+            ORACLE: prob,
+        }
+    ).cast(COLUMNS)
 
 
-def _check_args(rows: int, num_scenarios: int, scenario_weights: Sequence[float] | None, users: int,
-                items: int, latent_dim: int, zipf_exponent: float, shared_weight: float,
-                days: int) -> np.ndarray:
+def _check_args(
+    rows: int,
+    num_scenarios: int,
+    scenario_weights: Sequence[float] | None,
+    users: int,
+    items: int,
+    latent_dim: int,
+    zipf_exponent: float,
+    shared_weight: float,
+    days: int,
+) -> np.ndarray:
     """Validate the arguments; return the normalized scenario probabilities."""
-    for name, value in [("rows", rows), ("num_scenarios", num_scenarios), ("users", users),
-                        ("items", items), ("latent_dim", latent_dim), ("days", days)]:
+    for name, value in [
+        ("rows", rows),
+        ("num_scenarios", num_scenarios),
+        ("users", users),
+        ("items", items),
+        ("latent_dim", latent_dim),
+        ("days", days),
+    ]:
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if not zipf_exponent >= 0:
@@ -169,15 +211,15 @@ def _check_args(rows: int, num_scenarios: int, scenario_weights: Sequence[float]
     else:
         weights = np.asarray(list(scenario_weights), dtype=np.float64)
         if len(weights) != num_scenarios:
-            raise ValueError(f"scenario_weights must have num_scenarios={num_scenarios} entries, "
-                             f"got {len(weights)}")
+            raise ValueError(f"scenario_weights must have num_scenarios={num_scenarios} entries, got {len(weights)}")
         if not np.all(np.isfinite(weights) & (weights > 0)):
             raise ValueError(f"scenario_weights must all be positive and finite, got {list(scenario_weights)}")
     return weights / weights.sum()
 
 
-def _popular_ids(rng: np.random.Generator, n: int, exponent: float, scenario: np.ndarray,
-                 num_scenarios: int) -> np.ndarray:
+def _popular_ids(
+    rng: np.random.Generator, n: int, exponent: float, scenario: np.ndarray, num_scenarios: int
+) -> np.ndarray:
     """Zipf-ranked ids: a rank per row, looked up in the global or the row's scenario permutation."""
     cdf = np.cumsum(1.0 / np.arange(1, n + 1) ** exponent)
     rank = np.minimum(np.searchsorted(cdf, rng.random(len(scenario)) * cdf[-1], side="right"), n - 1)
@@ -192,10 +234,12 @@ def _users(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, ...]:
     age = rng.choice(len(AGE_BUCKETS), size=n, p=AGE_SHARES)
     gender = rng.integers(0, len(GENDERS), size=n)
     city = rng.choice(len(CITY_SHARES), size=n, p=CITY_SHARES)
-    parts = [rng.normal(0.0, 1.0 / np.sqrt(d), size=(size, d))[values]
-             for values, size in ((age, len(AGE_BUCKETS)), (gender, len(GENDERS)), (city, len(CITY_SHARES)))]
+    parts = [
+        rng.normal(0.0, 1.0 / np.sqrt(d), size=(size, d))[values]
+        for values, size in ((age, len(AGE_BUCKETS)), (gender, len(GENDERS)), (city, len(CITY_SHARES)))
+    ]
     own = rng.normal(0.0, 1.0 / np.sqrt(d), size=(n, d))
-    u = ATTRIBUTE_SHARE * sum(parts) / np.sqrt(len(parts)) + np.sqrt(1.0 - ATTRIBUTE_SHARE ** 2) * own
+    u = ATTRIBUTE_SHARE * sum(parts) / np.sqrt(len(parts)) + np.sqrt(1.0 - ATTRIBUTE_SHARE**2) * own
     return u, age, gender, city
 
 
@@ -229,8 +273,9 @@ def _titles(rng: np.random.Generator, v: np.ndarray) -> pl.Series:
     top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
     length = rng.integers(low, high + 1, size=len(v))
     words = pl.DataFrame({f"w{j}": vocabulary.gather(top[:, j]) for j in range(high)}).with_columns(length=length)
-    title = pl.concat_str([pl.when(pl.col("length") > j).then(pl.col(f"w{j}")) for j in range(high)],
-                          separator=" ", ignore_nulls=True)
+    title = pl.concat_str(
+        [pl.when(pl.col("length") > j).then(pl.col(f"w{j}")) for j in range(high)], separator=" ", ignore_nulls=True
+    )
     return words.select(title.alias("title")).to_series()
 
 
@@ -242,8 +287,16 @@ def _times(rng: np.random.Generator, rows: int, days: int) -> tuple[np.ndarray, 
     return hour, START + seconds
 
 
-def _interaction(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, user: np.ndarray, item: np.ndarray,
-                 scenario: np.ndarray, num_scenarios: int, shared_weight: float) -> np.ndarray:
+def _interaction(
+    rng: np.random.Generator,
+    u: np.ndarray,
+    v: np.ndarray,
+    user: np.ndarray,
+    item: np.ndarray,
+    scenario: np.ndarray,
+    num_scenarios: int,
+    shared_weight: float,
+) -> np.ndarray:
     """sqrt(d) (shared_weight <u, v> + (1 - shared_weight) <u, R_s v>) per row; each part has unit variance."""
     d = u.shape[1]
     rotations = np.linalg.qr(rng.normal(size=(num_scenarios, d, d)))[0]
@@ -254,12 +307,17 @@ def _interaction(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, user: n
     return np.sqrt(d) * (shared_weight * shared + (1.0 - shared_weight) * specific)
 
 
-def _attribute_effects(rng: np.random.Generator, age: np.ndarray, gender: np.ndarray, city: np.ndarray,
-                       category: np.ndarray) -> np.ndarray:
+def _attribute_effects(
+    rng: np.random.Generator, age: np.ndarray, gender: np.ndarray, city: np.ndarray, category: np.ndarray
+) -> np.ndarray:
     """Sum of small per-value effects of age bucket, gender, city level and category."""
     effects = np.zeros(len(age))
-    for values, size in [(age, len(AGE_BUCKETS)), (gender, len(GENDERS)), (city, len(CITY_SHARES)),
-                         (category, NUM_CATEGORIES)]:
+    for values, size in [
+        (age, len(AGE_BUCKETS)),
+        (gender, len(GENDERS)),
+        (city, len(CITY_SHARES)),
+        (category, NUM_CATEGORIES),
+    ]:
         effects += rng.normal(0.0, ATTRIBUTE_EFFECT_STD, size=size)[values]
     return effects
 

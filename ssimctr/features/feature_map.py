@@ -1,4 +1,5 @@
 """feature_map.json: what the prepared columns are, written by prepare and read by models."""
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,7 @@ class FeatureMap:
         path.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
 
     @classmethod
-    def from_json(cls, path: Path) -> "FeatureMap":
+    def from_json(cls, path: Path) -> FeatureMap:
         raw = json.loads(Path(path).read_text())
         return cls(
             categorical=tuple(CategoricalField(**f) for f in raw["categorical"]),

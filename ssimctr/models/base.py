@@ -1,4 +1,5 @@
 """The model contract: every model scores every row with every scenario's tower."""
+
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod

@@ -4,9 +4,21 @@ Pure functions (no mlflow): `aggregate` -> `ReportTable`, `significance`, `rende
 `render_markdown`, `render_csv`, `plot_bars`. The runs come from `ssimctr.tracking.runs.search_runs`;
 the `ssimctr-report` command (`ssimctr.report.cli:main`) wires them together.
 """
+
 from ssimctr.report.plot import plot_bars
 from ssimctr.report.render import render_csv, render_markdown, render_terminal
 from ssimctr.report.table import Cell, Column, PairedTest, ReportTable, Row, aggregate, significance
 
-__all__ = ["Cell", "Column", "PairedTest", "ReportTable", "Row", "aggregate", "plot_bars", "render_csv",
-           "render_markdown", "render_terminal", "significance"]
+__all__ = [
+    "Cell",
+    "Column",
+    "PairedTest",
+    "ReportTable",
+    "Row",
+    "aggregate",
+    "plot_bars",
+    "render_csv",
+    "render_markdown",
+    "render_terminal",
+    "significance",
+]

@@ -1,4 +1,5 @@
 """`python -m ssimctr.report` is the `ssimctr-report` command."""
+
 import sys
 
 from ssimctr.report.cli import main

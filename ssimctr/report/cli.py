@@ -1,9 +1,10 @@
 """`ssimctr-report`: compare finished runs of an MLflow store, one row per group of tags.
 
-    ssimctr-report                                   # all ssimctr* experiments, test split
-    ssimctr-report --parent <sweep run id> --markdown report.md --plot auc.png --log-to <sweep run id>
-    ssimctr-report --group-by backbone,regime --filter "tags.dataset = 'synthetic'" --csv report.csv
+ssimctr-report                                   # all ssimctr* experiments, test split
+ssimctr-report --parent <sweep run id> --markdown report.md --plot auc.png --log-to <sweep run id>
+ssimctr-report --group-by backbone,regime --filter "tags.dataset = 'synthetic'" --csv report.csv
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,33 +44,51 @@ exit status: 0 ok, 2 for a usage error (no matching runs, unknown tag, missing s
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Per-scenario AUC / logloss of finished ssimctr runs, mean ± std over seeds.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=PROG,
+        description="Per-scenario AUC / logloss of finished ssimctr runs, mean ± std over seeds.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     select = parser.add_argument_group("selection")
-    select.add_argument("--uri", default=os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or %(default)s)")
-    select.add_argument("--experiment", action="append", metavar="NAME",
-                        help="experiment name, repeatable (default: every experiment named ssimctr*)")
+    select.add_argument(
+        "--uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or %(default)s)",
+    )
+    select.add_argument(
+        "--experiment",
+        action="append",
+        metavar="NAME",
+        help="experiment name, repeatable (default: every experiment named ssimctr*)",
+    )
     select.add_argument("--parent", metavar="RUN_ID", help="only the children of this run (a multirun's parent)")
     select.add_argument("--filter", metavar="FILTER", help="MLflow filter string, e.g. \"tags.backbone = 'dnn'\"")
     table = parser.add_argument_group("table")
-    table.add_argument("--group-by", default=DEFAULT_GROUP_BY, metavar="TAGS",
-                       help="comma-separated tag names, one row per combination; params.NAME for a param "
-                            "(default: %(default)s)")
-    table.add_argument("--metric", default=DEFAULT_METRICS, metavar="METRICS",
-                       help="comma-separated metrics (default: %(default)s)")
+    table.add_argument(
+        "--group-by",
+        default=DEFAULT_GROUP_BY,
+        metavar="TAGS",
+        help="comma-separated tag names, one row per combination; params.NAME for a param (default: %(default)s)",
+    )
+    table.add_argument(
+        "--metric", default=DEFAULT_METRICS, metavar="METRICS", help="comma-separated metrics (default: %(default)s)"
+    )
     table.add_argument("--split", default="test", help="split of the metric keys (default: %(default)s)")
-    table.add_argument("--alpha", type=_probability, default=0.05,
-                       help="significance level of the paired test (default: %(default)s)")
+    table.add_argument(
+        "--alpha", type=_probability, default=0.05, help="significance level of the paired test (default: %(default)s)"
+    )
     table.add_argument("--digits", type=int, default=4, help="decimals shown (default: %(default)s)")
     output = parser.add_argument_group("outputs")
     output.add_argument("--markdown", type=Path, metavar="FILE", help="write a markdown table")
     output.add_argument("--csv", type=Path, metavar="FILE", help="write raw means, stds and n as CSV")
     output.add_argument("--plot", type=Path, metavar="FILE.png", help="grouped bar chart of per-scenario AUC")
     output.add_argument("--plot-metric", default="auc", metavar="METRIC", help="metric of --plot (default: auc)")
-    output.add_argument("--log-to", metavar="RUN_ID",
-                        help="log the written files as artifacts (folder report/) of this run; "
-                             "writes report.md and report.csv when no output file is given")
+    output.add_argument(
+        "--log-to",
+        metavar="RUN_ID",
+        help="log the written files as artifacts (folder report/) of this run; "
+        "writes report.md and report.csv when no output file is given",
+    )
     return parser
 
 
@@ -108,8 +127,9 @@ def report(args: argparse.Namespace, command: str, console: Console) -> list[Pat
         console.print(rich_table)
     console.print(legend(args.alpha), style="dim", highlight=False)
     if table.skipped:
-        console.print(f"[dim]{table.skipped} selected run(s) without {args.split}/ metrics "
-                      f"(e.g. multirun parents) left out[/]")
+        console.print(
+            f"[dim]{table.skipped} selected run(s) without {args.split}/ metrics (e.g. multirun parents) left out[/]"
+        )
 
     written: list[Path] = []
     temporary = None

@@ -1,4 +1,5 @@
 """Grouped bar chart of one metric per scenario and group (matplotlib Agg, no pyplot state)."""
+
 from __future__ import annotations
 
 import math
@@ -26,13 +27,18 @@ def plot_bars(table: ReportTable, path: str | Path, metric: str = "auc", title: 
     groups = len(table.rows)
     width = 0.8 / groups
     x = np.arange(len(columns))
-    figure = Figure(figsize=(max(6.0, 1.2 * len(columns) * max(1, groups) ** 0.5 + 2), 4.5),
-                    layout="constrained")
+    figure = Figure(figsize=(max(6.0, 1.2 * len(columns) * max(1, groups) ** 0.5 + 2), 4.5), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for index, row in enumerate(table.rows):
-        axes.bar(x - 0.4 + width * (index + 0.5), means[index], width, yerr=stds[index], capsize=3,
-                 label=" / ".join(row.group) + f" (n={row.n})")
+        axes.bar(
+            x - 0.4 + width * (index + 0.5),
+            means[index],
+            width,
+            yerr=stds[index],
+            capsize=3,
+            label=" / ".join(row.group) + f" (n={row.n})",
+        )
     axes.set_xticks(x, [c.scenario for c in columns])
     axes.set_xlabel("scenario")
     axes.set_ylabel(f"{table.split} {metric_label(metric)} (mean ± std)")

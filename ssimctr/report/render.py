@@ -1,4 +1,5 @@
 """Render a ReportTable: rich tables for the terminal, a markdown table, CSV text (all pure)."""
+
 from __future__ import annotations
 
 import csv
@@ -20,18 +21,22 @@ def metric_label(metric: str) -> str:
 
 
 def describe(table: ReportTable) -> str:
-    """"ssimctr-synthetic · split test · 6 runs in 2 groups" (what the report covers)."""
+    """ "ssimctr-synthetic · split test · 6 runs in 2 groups" (what the report covers)."""
     experiments = ", ".join(table.experiments) or "(no experiment name)"
     groups = len(table.rows)
-    return (f"{experiments} · split {table.split} · {table.n_runs} run{'s' * (table.n_runs != 1)} "
-            f"in {groups} group{'s' * (groups != 1)}")
+    return (
+        f"{experiments} · split {table.split} · {table.n_runs} run{'s' * (table.n_runs != 1)} "
+        f"in {groups} group{'s' * (groups != 1)}"
+    )
 
 
 def legend(alpha: float, markdown: bool = False) -> str:
     """What the numbers and the marks mean."""
     bold, star = ("**bold**", "\\*") if markdown else ("bold", "*")
-    return (f"mean ± std (sample, ddof=1) over the runs of each group, n = runs; {bold} = best per column; "
-            f"{star} = best beats the runner-up in a one-sided paired t-test over seeds, p < {alpha:g}")
+    return (
+        f"mean ± std (sample, ddof=1) over the runs of each group, n = runs; {bold} = best per column; "
+        f"{star} = best beats the runner-up in a one-sided paired t-test over seeds, p < {alpha:g}"
+    )
 
 
 def format_value(value: float, digits: int = 4) -> str:
@@ -39,7 +44,7 @@ def format_value(value: float, digits: int = 4) -> str:
 
 
 def format_cell(cell: Cell, row_n: int | None = None, digits: int = 4) -> str:
-    """"0.7512 ± 0.0031"; just the mean for one run; "(n=k)" appended when k differs from the row's n."""
+    """ "0.7512 ± 0.0031"; just the mean for one run; "(n=k)" appended when k differs from the row's n."""
     if cell.n == 0:
         return ""
     text = format_value(cell.mean, digits)
@@ -70,14 +75,19 @@ def render_terminal(table: ReportTable, tests: Tests | None = None, digits: int 
     for metric in table.metrics:
         columns = table.columns_of(metric)
         direction = "higher" if columns[0].higher_is_better else "lower"
-        rich_table = Table(title=Text(f"{metric_label(metric)} ({direction} is better) · {describe(table)}",
-                                      style="table.title"))
+        rich_table = Table(
+            title=Text(f"{metric_label(metric)} ({direction} is better) · {describe(table)}", style="table.title")
+        )
         for name in table.group_by:
             rich_table.add_column(name, overflow="fold")
         rich_table.add_column("n", justify="right", no_wrap=True)
         for column in columns:  # a narrow terminal wraps "0.7512 ± 0.0031" at the spaces, never cuts digits
-            rich_table.add_column(column.scenario, justify="right", overflow="fold",
-                                  style="italic" if column.scenario in ("mean", "overall") else None)
+            rich_table.add_column(
+                column.scenario,
+                justify="right",
+                overflow="fold",
+                style="italic" if column.scenario in ("mean", "overall") else None,
+            )
         for index, row in enumerate(table.rows):
             cells = []
             for column in columns:
@@ -89,8 +99,9 @@ def render_terminal(table: ReportTable, tests: Tests | None = None, digits: int 
     return out
 
 
-def render_markdown(table: ReportTable, tests: Tests | None = None, command: str | None = None,
-                    alpha: float = 0.05, digits: int = 4) -> str:
+def render_markdown(
+    table: ReportTable, tests: Tests | None = None, command: str | None = None, alpha: float = 0.05, digits: int = 4
+) -> str:
     """A caption line (command, experiments, split, runs, legend), a blank line, one markdown table."""
     marked = marks(table, tests)
     source = f"`{command}` — " if command else ""

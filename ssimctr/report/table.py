@@ -11,6 +11,7 @@ metrics, lowest for losses) is compared with the runner-up by a one-sided paired
 only seeds present in both rows count, several runs of one seed in a row are averaged first,
 runs without a seed tag are left out. With fewer than 2 pairs, or a tie, there is no test.
 """
+
 from __future__ import annotations
 
 import math
@@ -178,22 +179,29 @@ def aggregate(
     if not metrics:
         raise UserError("--metric needs at least one metric name")
     scenarios = {metric: _scenarios(records, split, metric) for metric in metrics}
-    logged = {key.split("/")[1] for r in records for key in r.metrics
-              if key.startswith(f"{split}/") and key.count("/") >= 2}
+    logged = {
+        key.split("/")[1] for r in records for key in r.metrics if key.startswith(f"{split}/") and key.count("/") >= 2
+    }
     if not logged:
         splits = sorted({key.split("/")[0] for r in records for key in r.metrics if key.count("/") >= 2})
-        raise UserError(f"none of the {len(records)} selected runs has a {split}/<metric>/<scenario> metric "
-                        f"(splits logged: {', '.join(splits) or 'none'})")
+        raise UserError(
+            f"none of the {len(records)} selected runs has a {split}/<metric>/<scenario> metric "
+            f"(splits logged: {', '.join(splits) or 'none'})"
+        )
     absent = [m for m in metrics if not scenarios[m]]
     if absent:
-        raise UserError(f"no {split}/{absent[0]}/<scenario> metric in the selected runs "
-                        f"(metrics of split {split}: {', '.join(sorted(logged))})")
+        raise UserError(
+            f"no {split}/{absent[0]}/<scenario> metric in the selected runs "
+            f"(metrics of split {split}: {', '.join(sorted(logged))})"
+        )
     used = [r for r in records if any(_metric_keys(r, split, m) for m in metrics)]
     unknown = [key for key in group_by if all(group_value(r, key) is None for r in used)]
     if unknown:
         tags = sorted({tag for r in used for tag in r.tags if not tag.startswith("mlflow.")})
-        raise UserError(f"--group-by {unknown[0]!r} is not a tag of the selected runs "
-                        f"(tags: {', '.join(tags)}; params need the prefix params.)")
+        raise UserError(
+            f"--group-by {unknown[0]!r} is not a tag of the selected runs "
+            f"(tags: {', '.join(tags)}; params need the prefix params.)"
+        )
 
     columns = tuple(Column(metric, scenario) for metric in metrics for scenario in scenarios[metric])
     groups: dict[tuple[str, ...], list[RunRecord]] = {}
@@ -201,8 +209,11 @@ def aggregate(
         key = tuple(_text(group_value(record, name)) for name in group_by)
         groups.setdefault(key, []).append(record)
     rows = tuple(
-        Row(group=key, run_ids=tuple(r.run_id for r in runs),
-            cells={column: _cell(runs, split, column) for column in columns})
+        Row(
+            group=key,
+            run_ids=tuple(r.run_id for r in runs),
+            cells={column: _cell(runs, split, column) for column in columns},
+        )
         for key, runs in sorted(groups.items(), key=lambda item: tuple(map(natural_key, item[0])))
     )
     experiments = tuple(sorted({r.experiment for r in used if r.experiment}))
@@ -217,13 +228,15 @@ def significance(table: ReportTable, alpha: float = 0.05) -> dict[Column, Paired
         if len(ranking) < 2:
             continue
         best, runner_up = ranking[0], ranking[1]
-        tests[column] = paired_test(column, table.rows[best].cell(column), table.rows[runner_up].cell(column),
-                                    best, runner_up, alpha)
+        tests[column] = paired_test(
+            column, table.rows[best].cell(column), table.rows[runner_up].cell(column), best, runner_up, alpha
+        )
     return tests
 
 
-def paired_test(column: Column, best: Cell, other: Cell, best_index: int = 0, other_index: int = 1,
-                alpha: float = 0.05) -> PairedTest:
+def paired_test(
+    column: Column, best: Cell, other: Cell, best_index: int = 0, other_index: int = 1, alpha: float = 0.05
+) -> PairedTest:
     """One-sided paired t-test that `best` beats `other` in the direction of `column`."""
     a, b = best.by_seed(), other.by_seed()
     seeds = sorted(set(a) & set(b), key=natural_key)
@@ -236,14 +249,22 @@ def paired_test(column: Column, best: Cell, other: Cell, best_index: int = 0, ot
         warnings.simplefilter("ignore", RuntimeWarning)
         test = stats.ttest_rel(x, y, alternative="greater" if column.higher_is_better else "less")
     pvalue = float(test.pvalue)
-    return PairedTest(column, best_index, other_index, len(seeds), float(test.statistic),
-                      None if math.isnan(pvalue) else pvalue, alpha)
+    return PairedTest(
+        column,
+        best_index,
+        other_index,
+        len(seeds),
+        float(test.statistic),
+        None if math.isnan(pvalue) else pvalue,
+        alpha,
+    )
 
 
 def natural_key(text: str) -> tuple:
     """Sort key that orders "s2" before "s10" and numbers numerically."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
-                 for part in re.split(r"(\d+)", str(text)) if part)
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(text)) if part
+    )
 
 
 def _metric_keys(record: RunRecord, split: str, metric: str) -> list[str]:
@@ -261,8 +282,11 @@ def _scenarios(records: Sequence[RunRecord], split: str, metric: str) -> list[st
 
 def _cell(runs: Sequence[RunRecord], split: str, column: Column) -> Cell:
     key = f"{split}/{column.metric}/{column.scenario}"
-    pairs = [(run.metrics[key], run.tags.get(SEED_TAG)) for run in runs
-             if key in run.metrics and math.isfinite(run.metrics[key])]
+    pairs = [
+        (run.metrics[key], run.tags.get(SEED_TAG))
+        for run in runs
+        if key in run.metrics and math.isfinite(run.metrics[key])
+    ]
     return Cell(tuple(value for value, _ in pairs), tuple(seed for _, seed in pairs))
 
 

@@ -7,12 +7,13 @@ selection.parquet   every train row: row_id, scenario, score m, shared (global t
 summary.json        data key, scenario names, ratio, shared fraction per scenario, search settings
 score_histogram.png selector scores per scenario
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -27,14 +28,24 @@ from ssimctr.ssim.selector import FrozenSelector, Selector
 FILES = ("initial_state.pt", "selector.pt", "embedding.pt", "selection.parquet", "summary.json")
 
 
-def save_search(folder: Path, *, initial_state: dict, selector: Selector, selector_shape: dict,
-                embedding: FeatureEmbedding, selection: pl.DataFrame, summary: dict) -> None:
+def save_search(
+    folder: Path,
+    *,
+    initial_state: dict,
+    selector: Selector,
+    selector_shape: dict,
+    embedding: FeatureEmbedding,
+    selection: pl.DataFrame,
+    summary: dict,
+) -> None:
     """Write the search artifacts into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(_cpu(initial_state), folder / "initial_state.pt")
     torch.save({"state": _cpu(selector.state_dict()), **selector_shape}, folder / "selector.pt")
-    torch.save({"state": _cpu(embedding.state_dict()), "dim": embedding.dim,
-                "scenario_feature": embedding.scenario_feature}, folder / "embedding.pt")
+    torch.save(
+        {"state": _cpu(embedding.state_dict()), "dim": embedding.dim, "scenario_feature": embedding.scenario_feature},
+        folder / "embedding.pt",
+    )
     selection.write_parquet(folder / "selection.parquet")
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -43,12 +54,16 @@ def check_search_folder(folder: Path, data_key: str) -> dict:
     """The summary of a search folder, after checking it is complete and made on the same data."""
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
-        raise UserError(f"{folder} is not an SSIM search folder (missing {', '.join(missing)}): point "
-                        "ssim.from_path at the ssim/ folder of a search run, or use ssim.from_run=<run id>")
+        raise UserError(
+            f"{folder} is not an SSIM search folder (missing {', '.join(missing)}): point "
+            "ssim.from_path at the ssim/ folder of a search run, or use ssim.from_run=<run id>"
+        )
     summary = json.loads((folder / "summary.json").read_text())
     if summary["data_key"] != data_key:
-        raise UserError(f"the search in {folder} was made on other prepared data ({summary['dataset']}, "
-                        f"key {summary['data_key'][:12]}); retrain with the same dataset, scenario and split options")
+        raise UserError(
+            f"the search in {folder} was made on other prepared data ({summary['dataset']}, "
+            f"key {summary['data_key'][:12]}); retrain with the same dataset, scenario and split options"
+        )
     return summary
 
 
@@ -58,8 +73,9 @@ def load_frozen_selector(folder: Path, feature_map: FeatureMap, device: torch.de
     embedding = FeatureEmbedding(feature_map, saved_embedding["dim"], saved_embedding["scenario_feature"])
     embedding.load_state_dict(saved_embedding["state"])
     saved = torch.load(folder / "selector.pt", map_location="cpu")
-    selector = Selector(saved["in_dim"], saved["hidden"], saved["num_scenarios"], saved["shared_head"],
-                        saved["dropout"])
+    selector = Selector(
+        saved["in_dim"], saved["hidden"], saved["num_scenarios"], saved["shared_head"], saved["dropout"]
+    )
     selector.load_state_dict(saved["state"])
     return FrozenSelector(embedding, selector).to(device)
 
@@ -81,8 +97,13 @@ def score_rows(selector: FrozenSelector, rows: DataSplit, batch_size: int = 1638
         ids.append(batch.row_id.cpu())
         scenarios.append(batch.scenario.cpu())
         scores.append(selector(batch).float().cpu())
-    return pl.DataFrame({"row_id": torch.cat(ids).numpy(), "scenario": torch.cat(scenarios).numpy().astype(np.int32),
-                         "score": torch.cat(scores).numpy()})
+    return pl.DataFrame(
+        {
+            "row_id": torch.cat(ids).numpy(),
+            "scenario": torch.cat(scenarios).numpy().astype(np.int32),
+            "score": torch.cat(scores).numpy(),
+        }
+    )
 
 
 def global_top_ratio(scores: np.ndarray, ratio: float) -> np.ndarray:

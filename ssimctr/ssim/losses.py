@@ -7,10 +7,11 @@ Search:  L = mean_i[1(g_i = 0) · BCE(own tower) + g_i · mean_k BCE(tower k)] +
          drop out of sharing. gate="soft" (SSIM-P): g = p, continuous, no threshold.
 Retrain: the same loss without the KL term, g from a frozen selection (ssimctr.ssim.selection).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -25,9 +26,19 @@ from ssimctr.train.sharing import sharing_loss
 class SearchLoss:
     """Joint training of backbone and selector; the selector reads the backbone's live embedding."""
 
-    def __init__(self, selector: Selector, *, epsilon: float, lambda_kl: float, final_temperature: float,
-                 total_steps: int, gate: str, scenario_names: Sequence[str], log: Logger,
-                 log_every: int) -> None:
+    def __init__(
+        self,
+        selector: Selector,
+        *,
+        epsilon: float,
+        lambda_kl: float,
+        final_temperature: float,
+        total_steps: int,
+        gate: str,
+        scenario_names: Sequence[str],
+        log: Logger,
+        log_every: int,
+    ) -> None:
         if gate not in ("hard", "soft"):
             raise ValueError(f"gate must be hard or soft, got {gate}")
         self.selector = selector

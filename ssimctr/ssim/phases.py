@@ -9,12 +9,13 @@ retrain:  rebuild the model, load the search's initial weights when they fit, tr
           the tracker) or ssim.from_path (its ssim/ folder).
 pipeline: search, then retrain on that search, in one run (search metrics under search/).
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -30,39 +31,49 @@ from ssimctr.ssim.losses import RetrainLoss, SearchLoss
 from ssimctr.ssim.selection import Gate, batch_top_ratio, global_selection, random_selection, soft_weights
 from ssimctr.ssim.selector import FrozenSelector, Selector
 from ssimctr.tasks.base import Job
-from ssimctr.train.loop import (Logger, Outcome, eval_loader, evaluate, fit, make_optimizer, train_loader,
-                                validator)
+from ssimctr.train.loop import Logger, Outcome, eval_loader, evaluate, fit, make_optimizer, train_loader, validator
 from ssimctr.train.regimes import Regime, Splits
 
 PHASES = ("search", "retrain", "pipeline")
-CHOICES = {"heads": ("per_scenario", "shared"), "gate": ("hard", "soft"), "selection": ("batch_topk", "global"),
-           "selector": ("learned", "random")}
+CHOICES = {
+    "heads": ("per_scenario", "shared"),
+    "gate": ("hard", "soft"),
+    "selection": ("batch_topk", "global"),
+    "selector": ("learned", "random"),
+}
 
 
 @dataclass
 class RetrainInfo:
     """How a retrain was set up, for the run's tags."""
 
-    initial_weights: str          # "search" (the search's initial weights) or "fresh"
-    selection: str                # what decided the shared rows
+    initial_weights: str  # "search" (the search's initial weights) or "fresh"
+    selection: str  # what decided the shared rows
 
 
 def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
     """Run `ssim.phase` on the job: `model` is the job's freshly built model (the searcher)."""
     check_options(ssim)
     if not regime.is_multi_tower_joint:
-        raise UserError(f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt "
-                        f"(not regime={regime.name})")
+        raise UserError(
+            f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt (not regime={regime.name})"
+        )
     tracker, folder = job.tracker, job.folder / "ssim"
     if ssim.phase in ("search", "pipeline"):
         searcher = model
         if ssim.phase == "pipeline" and ssim.search_backbone is not None:
             searcher = job.models.build(regime, backbone_config(ssim.search_backbone))
-        log = tracker.log_metrics if ssim.phase == "search" else (
-            lambda metrics, step: tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step))
-        summary = {"dataset": job.config.dataset.name, "data_key": job.data.manifest["cache_key"],
-                   "backbone": ssim.search_backbone or OmegaConf.to_container(job.config.backbone, resolve=True),
-                   "seed": job.config.seed}
+        log = (
+            tracker.log_metrics
+            if ssim.phase == "search"
+            else (lambda metrics, step: tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step))
+        )
+        summary = {
+            "dataset": job.config.dataset.name,
+            "data_key": job.data.manifest["cache_key"],
+            "backbone": ssim.search_backbone or OmegaConf.to_container(job.config.backbone, resolve=True),
+            "seed": job.config.seed,
+        }
         outcome = search(searcher, job.splits, job.scenario_names, job.settings, ssim, log, folder, summary)
         tracker.log_artifact(folder)
         if ssim.phase == "search":
@@ -74,10 +85,24 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
     models = job.models
     if ssim.phase == "retrain" and ssim.retrain_dropout is not None:
         models = models.with_options(dropout=ssim.retrain_dropout)
-    outcome, info = retrain(lambda: models.build(regime), job.splits, job.data.feature_map, job.settings, ssim,
-                            tracker.log_metrics, source, job.data.manifest["cache_key"])
-    tracker.set_tags({**tags, "ssim.phase": ssim.phase, "ssim.initial_weights": info.initial_weights,
-                      "ssim.selection": info.selection})
+    outcome, info = retrain(
+        lambda: models.build(regime),
+        job.splits,
+        job.data.feature_map,
+        job.settings,
+        ssim,
+        tracker.log_metrics,
+        source,
+        job.data.manifest["cache_key"],
+    )
+    tracker.set_tags(
+        {
+            **tags,
+            "ssim.phase": ssim.phase,
+            "ssim.initial_weights": info.initial_weights,
+            "ssim.selection": info.selection,
+        }
+    )
     return outcome
 
 
@@ -107,70 +132,135 @@ def _search_source(ssim: SsimConfig, job: Job) -> tuple[Path | None, dict[str, s
     return None, {}
 
 
-def search(model: MultiScenarioModel, splits: Splits, names: Sequence[str], settings: TrainerConfig,
-           ssim: SsimConfig, log: Logger, folder: Path, summary: dict) -> Outcome:
+def search(
+    model: MultiScenarioModel,
+    splits: Splits,
+    names: Sequence[str],
+    settings: TrainerConfig,
+    ssim: SsimConfig,
+    log: Logger,
+    folder: Path,
+    summary: dict,
+) -> Outcome:
     """The search phase; writes the artifacts into `folder` and returns the search model's metrics."""
     embedding = getattr(model, "embedding", None)
     if not isinstance(embedding, FeatureEmbedding):
-        raise UserError(f"ssim=search needs a backbone whose towers share one FeatureEmbedding "
-                        f"(`.embedding`); {type(model).__name__} has none: search with backbone=dnn and "
-                        "retrain the other model on its selection (ssim=retrain ssim.from_run=<id> backbone=...)")
+        raise UserError(
+            f"ssim=search needs a backbone whose towers share one FeatureEmbedding "
+            f"(`.embedding`); {type(model).__name__} has none: search with backbone=dnn and "
+            "retrain the other model on its selection (ssim=retrain ssim.from_run=<id> backbone=...)"
+        )
     initial_state = copy.deepcopy(model.state_dict())
     device = splits["train"].device
-    shape = {"in_dim": embedding.output_dim, "hidden": list(ssim.selector_hidden), "num_scenarios": len(names),
-             "shared_head": ssim.heads == "shared", "dropout": ssim.selector_dropout}
+    shape = {
+        "in_dim": embedding.output_dim,
+        "hidden": list(ssim.selector_hidden),
+        "num_scenarios": len(names),
+        "shared_head": ssim.heads == "shared",
+        "dropout": ssim.selector_dropout,
+    }
     selector = Selector(**shape).to(device)
     train = train_loader(splits["train"], settings)
     limit = settings.limit_train_batches
     steps = (min(len(train), limit) if limit else len(train)) * ssim.search_epochs
-    loss = SearchLoss(selector, epsilon=ssim.epsilon, lambda_kl=ssim.lambda_kl,
-                      final_temperature=ssim.final_temperature, total_steps=steps, gate=ssim.gate,
-                      scenario_names=names, log=log, log_every=ssim.log_every)
-    optimizer = make_optimizer([
-        {"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay},
-        {"params": list(selector.parameters()), "lr": ssim.selector_lr, "weight_decay": 0.0}], settings.lr, 0.0)
+    loss = SearchLoss(
+        selector,
+        epsilon=ssim.epsilon,
+        lambda_kl=ssim.lambda_kl,
+        final_temperature=ssim.final_temperature,
+        total_steps=steps,
+        gate=ssim.gate,
+        scenario_names=names,
+        log=log,
+        log_every=ssim.log_every,
+    )
+    optimizer = make_optimizer(
+        [
+            {"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay},
+            {"params": list(selector.parameters()), "lr": ssim.selector_lr, "weight_decay": 0.0},
+        ],
+        settings.lr,
+        0.0,
+    )
     selector.train()
     search_settings = replace(settings, epochs=ssim.search_epochs, patience=ssim.search_epochs)
-    result = fit(model, loss, optimizer, train, validator(eval_loader(splits["val"], settings), names),
-                 search_settings, restore_best=False, log=log)
+    result = fit(
+        model,
+        loss,
+        optimizer,
+        train,
+        validator(eval_loader(splits["val"], settings), names),
+        search_settings,
+        restore_best=False,
+        log=log,
+    )
     frozen = FrozenSelector(copy.deepcopy(embedding), copy.deepcopy(selector))
     selection = artifacts.selection_frame(artifacts.score_rows(frozen, splits["train"]), ssim.ratio)
     fractions = artifacts.shared_fractions(selection, names)
     log({f"ssim/shared_fraction/{name}": value for name, value in fractions.items()}, 0)
-    artifacts.save_search(folder, initial_state=initial_state, selector=selector, selector_shape=shape,
-                          embedding=embedding, selection=selection,
-                          summary={**summary, "scenario_names": list(names), "ratio": ssim.ratio,
-                                   "shared_fraction": fractions, "final_temperature": loss.temperature,
-                                   "epsilon": ssim.epsilon, "lambda_kl": ssim.lambda_kl, "heads": ssim.heads})
+    artifacts.save_search(
+        folder,
+        initial_state=initial_state,
+        selector=selector,
+        selector_shape=shape,
+        embedding=embedding,
+        selection=selection,
+        summary={
+            **summary,
+            "scenario_names": list(names),
+            "ratio": ssim.ratio,
+            "shared_fraction": fractions,
+            "final_temperature": loss.temperature,
+            "epsilon": ssim.epsilon,
+            "lambda_kl": ssim.lambda_kl,
+            "heads": ssim.heads,
+        },
+    )
     artifacts.plot_scores(selection, names, folder / "score_histogram.png")
     return Outcome(result.val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [result])
 
 
-def retrain(build: Callable[[], MultiScenarioModel], splits: Splits, feature_map: FeatureMap,
-            settings: TrainerConfig, ssim: SsimConfig, log: Logger,
-            folder: Path | None, data_key: str) -> tuple[Outcome, RetrainInfo]:
+def retrain(
+    build: Callable[[], MultiScenarioModel],
+    splits: Splits,
+    feature_map: FeatureMap,
+    settings: TrainerConfig,
+    ssim: SsimConfig,
+    log: Logger,
+    folder: Path | None,
+    data_key: str,
+) -> tuple[Outcome, RetrainInfo]:
     """The retrain phase on the search in `folder` (None only for selector=random)."""
     device = splits["train"].device
     names = feature_map.scenario_names
     model = build()
     if folder is None:
         if ssim.selector != "random":
-            raise UserError("ssim=retrain needs a search: set ssim.from_run=<MLflow run id of an ssim=search run> "
-                            "or ssim.from_path=<its ssim/ folder> (or ssim.selector=random for SSIM-R)")
+            raise UserError(
+                "ssim=retrain needs a search: set ssim.from_run=<MLflow run id of an ssim=search run> "
+                "or ssim.from_path=<its ssim/ folder> (or ssim.selector=random for SSIM-R)"
+            )
         initial = "fresh"
     else:
         artifacts.check_search_folder(folder, data_key)
         initial = "search" if artifacts.load_initial_state(folder, model) else "fresh"
     gate, description = _retrain_gate(ssim, folder, feature_map, settings, device)
-    result = fit(model, RetrainLoss(gate), make_optimizer(model.parameters(), settings.lr, settings.weight_decay),
-                 train_loader(splits["train"], settings), validator(eval_loader(splits["val"], settings), names),
-                 settings, log=log)
+    result = fit(
+        model,
+        RetrainLoss(gate),
+        make_optimizer(model.parameters(), settings.lr, settings.weight_decay),
+        train_loader(splits["train"], settings),
+        validator(eval_loader(splits["val"], settings), names),
+        settings,
+        log=log,
+    )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
     return Outcome(result.val, test, [result]), RetrainInfo(initial, description)
 
 
-def _retrain_gate(ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, settings: TrainerConfig,
-                  device: torch.device) -> tuple[Gate, str]:
+def _retrain_gate(
+    ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, settings: TrainerConfig, device: torch.device
+) -> tuple[Gate, str]:
     """The retrain's sharing gate and a description of it."""
     if ssim.selector == "random":
         return random_selection(ssim.ratio, settings.seed), f"random r={ssim.ratio}"

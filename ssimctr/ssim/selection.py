@@ -5,9 +5,10 @@ global_selection  the global top r of every train row's m, saved by the search
 random_selection  SSIM-R: ⌊r·B⌋ rows of each batch at random (seeded)
 soft_weights      SSIM-P: continuous weights from the frozen selector
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -39,4 +40,5 @@ def random_selection(ratio: float, seed: int) -> Gate:
     def gate(batch: Batch) -> torch.Tensor:
         scores = torch.rand(len(batch), generator=generator).to(batch.label.device)
         return top_ratio_gate(scores, ratio)
+
     return gate

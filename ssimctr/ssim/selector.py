@@ -5,10 +5,11 @@ included) and one linear head per scenario, the row's own head used (`shared_hea
 for every scenario, the SSIM-ND ablation). Search: p = sigmoid(τ m), g = STE(relu(p − ε)).
 Retrain: the top ⌊r·B⌋ rows of each batch by m are shared.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -20,8 +21,9 @@ from ssimctr.models.layers import MLP, FeatureEmbedding
 class Selector(nn.Module):
     """Scores m(x) [B] from flattened instance embeddings [B, F*D] and scenario ids [B]."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], num_scenarios: int, shared_head: bool = False,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], num_scenarios: int, shared_head: bool = False, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.mlp = MLP(in_dim, hidden, dropout=dropout)
         self.heads = nn.Linear(self.mlp.output_dim, 1 if shared_head else num_scenarios)
@@ -46,7 +48,7 @@ class FrozenSelector(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "FrozenSelector":
+    def train(self, mode: bool = True) -> FrozenSelector:
         return super().train(False)
 
     @torch.no_grad()

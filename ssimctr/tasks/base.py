@@ -4,6 +4,7 @@ A task is a study (multi-scenario, cold-start, multi-modal): `conf/task/<name>.y
 with `_target_` (the YAML's other keys are its options), and the runner calls `task.run(job)` on the
 prepared data. A task owns its procedure; the runner logs and prints what it returns.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -34,8 +35,12 @@ class ModelFactory:
 
     def build(self, regime: Regime, backbone: DictConfig | None = None) -> MultiScenarioModel:
         """A fresh model of `backbone` (default: the job's) with the regime's towers."""
-        model = build_model(self.backbone if backbone is None else backbone, self.feature_map,
-                            regime.num_towers(self.feature_map.num_scenarios), regime.scenario_feature)
+        model = build_model(
+            self.backbone if backbone is None else backbone,
+            self.feature_map,
+            regime.num_towers(self.feature_map.num_scenarios),
+            regime.scenario_feature,
+        )
         return model.to(self.device)
 
     def with_options(self, **options: Any) -> ModelFactory:

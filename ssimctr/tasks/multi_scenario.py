@@ -1,5 +1,6 @@
 """The multi-scenario study: one model for all scenarios (or one per scenario) under a regime, or
 SSIM's search / retrain, evaluated per scenario (docs/methods.md §1.7 for the regimes)."""
+
 from __future__ import annotations
 
 from omegaconf import OmegaConf
@@ -19,9 +20,17 @@ class MultiScenarioTask:
         ssim = OmegaConf.to_object(job.config.ssim)
         model = job.models.build(regime)
         phase = "" if ssim.phase == "disabled" else f" / ssim {ssim.phase}"
-        job.console.print(f"[bold]{job.models.backbone_name}[/] / regime {regime.name}{phase}: "
-                          f"{sum(p.numel() for p in model.parameters()):,} parameters on {job.models.device}")
+        job.console.print(
+            f"[bold]{job.models.backbone_name}[/] / regime {regime.name}{phase}: "
+            f"{sum(p.numel() for p in model.parameters()):,} parameters on {job.models.device}"
+        )
         if ssim.phase != "disabled":
             return phases.run_phase(ssim, regime, model, job)
-        return regime.train(model, lambda: job.models.build(regime), job.splits, job.scenario_names, job.settings,
-                            job.tracker.log_metrics)
+        return regime.train(
+            model,
+            lambda: job.models.build(regime),
+            job.splits,
+            job.scenario_names,
+            job.settings,
+            job.tracker.log_metrics,
+        )

@@ -18,9 +18,7 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 class Tracker(Protocol):
     """One tracked run (start it, log to it, end it), and read access to other runs' artifacts."""
 
-    def start(
-        self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
-    ) -> str | None:
+    def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
         """Start a run (nested under `parent_run_id` when given); return its id."""
 
     @property
@@ -52,9 +50,7 @@ class Tracker(Protocol):
 class NullTracker:
     """A tracker that records nothing (`tracking.backend=none`)."""
 
-    def start(
-        self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
-    ) -> str | None:
+    def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
         """Start nothing."""
         return None
 
@@ -104,9 +100,7 @@ def param_value(value: object) -> str:
     return str(value)
 
 
-def flatten_params(
-    config: Mapping[str, object], prefix: str = "", max_len: int | None = None
-) -> dict[str, str]:
+def flatten_params(config: Mapping[str, object], prefix: str = "", max_len: int | None = None) -> dict[str, str]:
     """Flatten nested mappings to dotted keys with string values cut to `max_len` chars."""
     flat: dict[str, str] = {}
     for key, value in config.items():

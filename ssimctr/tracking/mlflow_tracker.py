@@ -40,9 +40,7 @@ class MlflowTracker:
         """The id of the started run, None before `start`."""
         return self._run_id
 
-    def start(
-        self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None
-    ) -> str | None:
+    def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
         """Create the run (linked to `parent_run_id` when given) and return its id."""
         run_tags = _tag_values(tags)
         if parent_run_id:
@@ -100,8 +98,10 @@ class MlflowTracker:
         try:
             self.client.get_run(run_id)
         except MlflowException:
-            raise UserError(f"ssim.from_run={run_id}: no such run in {self.uri} (copy the run id from the search "
-                            "run's output or the MLflow UI, and use the same tracking.uri)") from None
+            raise UserError(
+                f"ssim.from_run={run_id}: no such run in {self.uri} (copy the run id from the search "
+                "run's output or the MLflow UI, and use the same tracking.uri)"
+            ) from None
         destination.mkdir(parents=True, exist_ok=True)
         try:
             return Path(self.client.download_artifacts(run_id, artifact_path, str(destination)))
@@ -126,9 +126,7 @@ def connect(uri: str) -> MlflowClient:
         raise UserError(f"tracking.uri={uri!r} is not a usable MLflow store: {exc.message}") from exc
 
 
-def get_or_create_experiment(
-    client: MlflowClient, name: str, artifact_location: str | None
-) -> str:
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """The id of experiment `name`, created (with `artifact_location`) when missing."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -148,9 +146,7 @@ def artifact_uri(location: str) -> str:
     return Path(location).expanduser().resolve().as_uri()
 
 
-def create_experiment(
-    client: MlflowClient, name: str, artifact_location: str | None
-) -> Experiment:
+def create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> Experiment:
     """Create experiment `name`; if another job created it meanwhile, read that one."""
     location = artifact_uri(artifact_location) if artifact_location else None
     try:

@@ -75,8 +75,12 @@ def search_runs(
 
     def fetch_page(page_token: str | None) -> PagedList[Run]:
         return client.search_runs(
-            list(names), query, run_view_type=ViewType.ACTIVE_ONLY, max_results=PAGE_SIZE,
-            order_by=["attributes.start_time ASC"], page_token=page_token,
+            list(names),
+            query,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=PAGE_SIZE,
+            order_by=["attributes.start_time ASC"],
+            page_token=page_token,
         )
 
     try:

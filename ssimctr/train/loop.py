@@ -1,13 +1,14 @@
 """Training and evaluation loops. The loop never knows which model it trains: it calls
 `loss_fn(model, batch)` to train and `model(batch)` (own-scenario logits) to evaluate.
 Every loop reads the trainer settings (`TrainerConfig`, the `trainer` config group) as one object."""
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -17,8 +18,8 @@ from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
-from ssimctr.models.base import MultiScenarioModel
 from ssimctr.metrics import scenario_metrics
+from ssimctr.models.base import MultiScenarioModel
 
 LossFn = Callable[[MultiScenarioModel, Batch], torch.Tensor]
 Logger = Callable[[dict[str, float], int], None]  # (metrics, step)
@@ -34,7 +35,7 @@ class FitResult:
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_value: float = float("nan")
-    kept_epoch: int = 0                   # the epoch whose weights the model holds (0: none kept)
+    kept_epoch: int = 0  # the epoch whose weights the model holds (0: none kept)
     train_rows: int = 0
     train_seconds: float = 0.0
 
@@ -75,8 +76,7 @@ class Outcome:
 
     def summary(self) -> dict[str, float]:
         """Every result of the job: val/* of the selected model(s), test/*, best epoch, throughput."""
-        return {**self.val, **self.test, "best/epoch": self.best_epoch,
-                "train/rows_per_s_mean": self.rows_per_second}
+        return {**self.val, **self.test, "best/epoch": self.best_epoch, "train/rows_per_s_mean": self.rows_per_second}
 
 
 def make_optimizer(parameters: Iterable, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -89,9 +89,17 @@ def make_optimizer(parameters: Iterable, lr: float, weight_decay: float) -> torc
         return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
-def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-        train: Loader, validate: Validator, settings: TrainerConfig, *, restore_best: bool = True,
-        log: Logger | None = None) -> FitResult:
+def fit(
+    model: MultiScenarioModel,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    train: Loader,
+    validate: Validator,
+    settings: TrainerConfig,
+    *,
+    restore_best: bool = True,
+    log: Logger | None = None,
+) -> FitResult:
     """Train for up to `settings.epochs`, call `validate(model)` after each epoch (and `log` with
     its metrics), stop after `settings.patience` epochs without improvement of `settings.monitor`,
     and (unless restore_best is False) restore the best weights."""
@@ -103,15 +111,18 @@ def fit(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optim
     best_state = None
     stale = 0
     for epoch in range(1, settings.epochs + 1):
-        loss, rows, seconds = _train_epoch(model, loss_fn, optimizer, train, epoch, settings.limit_train_batches,
-                                           settings.progress)
+        loss, rows, seconds = _train_epoch(
+            model, loss_fn, optimizer, train, epoch, settings.limit_train_batches, settings.progress
+        )
         result.train_rows += rows
         result.train_seconds += seconds
         metrics = validate(model)
         metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
         if monitor not in metrics:
-            raise UserError(f"trainer.monitor={monitor} is not a validation metric; choose one of "
-                            f"{', '.join(sorted(k for k in metrics if k.startswith('val/')))}")
+            raise UserError(
+                f"trainer.monitor={monitor} is not a validation metric; choose one of "
+                f"{', '.join(sorted(k for k in metrics if k.startswith('val/')))}"
+            )
         result.epochs.append(metrics)
         if log:
             log(metrics, epoch)
@@ -137,9 +148,15 @@ def _improved(value: float, best: float, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
-def _train_epoch(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
-                 loader: Loader, epoch: int, limit_batches: int | None,
-                 show_progress: bool) -> tuple[float, int, float]:
+def _train_epoch(
+    model: MultiScenarioModel,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    loader: Loader,
+    epoch: int,
+    limit_batches: int | None,
+    show_progress: bool,
+) -> tuple[float, int, float]:
     """One pass over the training batches: (mean loss, rows seen, seconds)."""
     model.train()
     total = min(len(loader), limit_batches) if limit_batches else len(loader)
@@ -165,9 +182,16 @@ def _train_epoch(model: MultiScenarioModel, loss_fn: LossFn, optimizer: torch.op
 
 
 def _progress(show: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:,.0f} rows/s"),
-                    TimeElapsedColumn(), disable=not show, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[speed]:,.0f} rows/s"),
+        TimeElapsedColumn(),
+        disable=not show,
+        transient=False,
+    )
 
 
 @torch.inference_mode()
@@ -182,8 +206,7 @@ def predict(model: MultiScenarioModel, loader: Loader) -> tuple[np.ndarray, np.n
     return tuple(torch.cat(parts).cpu().numpy() for parts in (labels, logits, scenarios))
 
 
-def evaluate(model: MultiScenarioModel, loader: Loader, split: str,
-             scenario_names: Sequence[str]) -> dict[str, float]:
+def evaluate(model: MultiScenarioModel, loader: Loader, split: str, scenario_names: Sequence[str]) -> dict[str, float]:
     """Per-scenario, pooled and macro-mean AUC and logloss of `model` on `loader`."""
     labels, logits, scenario = predict(model, loader)
     return scenario_metrics(split, labels, logits, scenario, scenario_names)

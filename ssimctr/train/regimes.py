@@ -10,11 +10,12 @@ finetune  Finetune: one model trained on all rows, then a copy per scenario fine
           rows and evaluated on them (docs/methods.md §1.7, a reading).
 All three report the same metric names: per-scenario, pooled and mean AUC / logloss.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,8 +24,19 @@ from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
 from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.loop import (FitResult, Logger, Outcome, Validator, eval_loader, evaluate, fit, make_optimizer,
-                                predict, train_loader, validator)
+from ssimctr.train.loop import (
+    FitResult,
+    Logger,
+    Outcome,
+    Validator,
+    eval_loader,
+    evaluate,
+    fit,
+    make_optimizer,
+    predict,
+    train_loader,
+    validator,
+)
 from ssimctr.train.sharing import FixedSharing
 
 Splits = dict[str, DataSplit]  # train / val / test
@@ -39,9 +51,9 @@ class Regime:
     """One regime option (conf/regime/<name>.yaml), checked once when it is made."""
 
     name: str
-    training: str          # joint | separate | finetune
-    towers: str            # per_scenario | single
-    share: str             # own | all
+    training: str  # joint | separate | finetune
+    towers: str  # per_scenario | single
+    share: str  # own | all
     scenario_feature: bool
     finetune_lr: float | None = None
 
@@ -53,8 +65,9 @@ class Regime:
     @classmethod
     def from_config(cls, config: RegimeConfig) -> Regime:
         """The regime of a composed `regime` config."""
-        return cls(config.name, config.training, config.towers, config.share, bool(config.scenario_feature),
-                   config.finetune_lr)
+        return cls(
+            config.name, config.training, config.towers, config.share, bool(config.scenario_feature), config.finetune_lr
+        )
 
     def num_towers(self, num_scenarios: int) -> int:
         """K towers (one per scenario) or a single tower broadcast to every scenario."""
@@ -70,8 +83,15 @@ class Regime:
         """One model, a tower per scenario, trained on all rows: what SSIM's search and retrain need."""
         return self.training == "joint" and self.towers == "per_scenario"
 
-    def train(self, model: MultiScenarioModel, build: ModelBuilder, splits: Splits, names: Sequence[str],
-              settings: TrainerConfig, log: Logger) -> Outcome:
+    def train(
+        self,
+        model: MultiScenarioModel,
+        build: ModelBuilder,
+        splits: Splits,
+        names: Sequence[str],
+        settings: TrainerConfig,
+        log: Logger,
+    ) -> Outcome:
         """Train and evaluate under this regime: `model` is the job's model (trained jointly, or
         pre-trained before fine-tuning); `build` makes a fresh one (one per scenario when separate)."""
         if self.training == "separate":
@@ -81,32 +101,61 @@ class Regime:
         return train_jointly(model, self.gate, splits, names, settings, log)
 
 
-def train_jointly(model: MultiScenarioModel, gate: float, splits: Splits, names: Sequence[str],
-                  settings: TrainerConfig, log: Logger, prefix: str = "") -> Outcome:
+def train_jointly(
+    model: MultiScenarioModel,
+    gate: float,
+    splits: Splits,
+    names: Sequence[str],
+    settings: TrainerConfig,
+    log: Logger,
+    prefix: str = "",
+) -> Outcome:
     """One model on all rows with a fixed sharing gate; metrics over all scenarios."""
-    result = _fit(model, gate, splits["train"], validator(eval_loader(splits["val"], settings), names), settings,
-                  lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch), settings.lr)
+    result = _fit(
+        model,
+        gate,
+        splits["train"],
+        validator(eval_loader(splits["val"], settings), names),
+        settings,
+        lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch),
+        settings.lr,
+    )
     return Outcome(result.val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [result])
 
 
-def train_separately(build: ModelBuilder, splits: Splits, names: Sequence[str], settings: TrainerConfig,
-                     log: Logger) -> Outcome:
+def train_separately(
+    build: ModelBuilder, splits: Splits, names: Sequence[str], settings: TrainerConfig, log: Logger
+) -> Outcome:
     """ST: a fresh model per scenario, trained on that scenario's rows only."""
     return _per_scenario(lambda _: build(), splits, names, settings, log, "st", settings.lr)
 
 
-def train_then_finetune(model: MultiScenarioModel, splits: Splits, names: Sequence[str], settings: TrainerConfig,
-                        log: Logger, finetune_lr: float | None) -> Outcome:
+def train_then_finetune(
+    model: MultiScenarioModel,
+    splits: Splits,
+    names: Sequence[str],
+    settings: TrainerConfig,
+    log: Logger,
+    finetune_lr: float | None,
+) -> Outcome:
     """Finetune: pre-train on all rows (logged as pretrain/*), then fine-tune a copy per scenario."""
     pretrain = train_jointly(model, 0.0, splits, names, settings, log, prefix="pretrain/")
-    outcome = _per_scenario(lambda _: copy.deepcopy(model), splits, names, settings, log, "finetune",
-                            finetune_lr or settings.lr)
+    outcome = _per_scenario(
+        lambda _: copy.deepcopy(model), splits, names, settings, log, "finetune", finetune_lr or settings.lr
+    )
     outcome.fits = pretrain.fits + outcome.fits
     return outcome
 
 
-def _per_scenario(model_for: Callable[[int], MultiScenarioModel], splits: Splits, names: Sequence[str],
-                  settings: TrainerConfig, log: Logger, stage: str, lr: float) -> Outcome:
+def _per_scenario(
+    model_for: Callable[[int], MultiScenarioModel],
+    splits: Splits,
+    names: Sequence[str],
+    settings: TrainerConfig,
+    log: Logger,
+    stage: str,
+    lr: float,
+) -> Outcome:
     """A model per scenario; its validation metrics are logged once, at the end, as val/*."""
     predictions: dict[str, list[tuple[np.ndarray, ...]]] = {"val": [], "test": []}
     fits = []
@@ -116,27 +165,45 @@ def _per_scenario(model_for: Callable[[int], MultiScenarioModel], splits: Splits
         if part["train"].num_rows == 0:
             raise UserError(f"regime={stage} trains one model per scenario, but scenario '{name}' has no train rows")
         model = model_for(k)
-        result = _fit(model, 0.0, part["train"], _one_scenario_validator(eval_loader(part["val"], settings), name),
-                      settings, lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch), lr)
+        result = _fit(
+            model,
+            0.0,
+            part["train"],
+            _one_scenario_validator(eval_loader(part["val"], settings), name),
+            settings,
+            lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch),
+            lr,
+        )
         fits.append(result)
         for split in predictions:
             labels, logits, _ = predict(model, eval_loader(part[split], settings))
             predictions[split].append((labels, logits, np.full(len(labels), k)))
-    val, test = (scenario_metrics(split, *(np.concatenate(parts) for parts in zip(*predictions[split])), names)
-                 for split in ("val", "test"))
+    val, test = (
+        scenario_metrics(split, *(np.concatenate(parts) for parts in zip(*predictions[split])), names)
+        for split in ("val", "test")
+    )
     return Outcome(val, test, fits, val_logged=False)
 
 
 def _one_scenario_validator(loader: Loader, name: str) -> Validator:
     """Validation of a model that serves one scenario: its metrics also fill the mean and overall keys."""
+
     def validate(model: MultiScenarioModel) -> dict[str, float]:
         labels, logits, _ = predict(model, loader)
         return scenario_metrics("val", labels, logits, np.zeros(len(labels), dtype=np.int64), [name])
+
     return validate
 
 
-def _fit(model: MultiScenarioModel, gate: float, train: DataSplit, validate: Validator, settings: TrainerConfig,
-         log: Logger, lr: float) -> FitResult:
+def _fit(
+    model: MultiScenarioModel,
+    gate: float,
+    train: DataSplit,
+    validate: Validator,
+    settings: TrainerConfig,
+    log: Logger,
+    lr: float,
+) -> FitResult:
     optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay)
     return fit(model, FixedSharing(gate), optimizer, train_loader(train, settings), validate, settings, log=log)
 

@@ -5,6 +5,7 @@ Per row i with gate g_i in [0, 1]:
 regime=mt: g = 0 (each row trains its own scenario's tower); regime=mt_s: g = 1 (every tower);
 SSIM: g from the selector. With one tower (broadcast) both terms coincide.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,15 +15,21 @@ from ssimctr.data.batch import Batch
 from ssimctr.models.base import MultiScenarioModel, own_scenario
 
 
-def sharing_loss(tower_logits: torch.Tensor, label: torch.Tensor, scenario: torch.Tensor,
-                 gate: torch.Tensor | float, own_weight: torch.Tensor | None = None) -> torch.Tensor:
+def sharing_loss(
+    tower_logits: torch.Tensor,
+    label: torch.Tensor,
+    scenario: torch.Tensor,
+    gate: torch.Tensor | float,
+    own_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean over rows of the gated own-tower / all-tower BCE. tower_logits [B, K], label [B],
     scenario [B], gate a float or [B]; own_weight [B] replaces the own-tower weight 1 − gate
     (SSIM's search uses the gradient-free mask 1(g = 0) there)."""
     if isinstance(gate, float) and gate == 0.0:
         return F.binary_cross_entropy_with_logits(own_scenario(tower_logits, scenario), label)
     every = F.binary_cross_entropy_with_logits(
-        tower_logits, label.unsqueeze(1).expand_as(tower_logits), reduction="none").mean(1)
+        tower_logits, label.unsqueeze(1).expand_as(tower_logits), reduction="none"
+    ).mean(1)
     if isinstance(gate, float) and gate == 1.0:
         return every.mean()
     own = F.binary_cross_entropy_with_logits(own_scenario(tower_logits, scenario), label, reduction="none")

@@ -1,4 +1,5 @@
 """The one place where `_target_` configs become objects."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Seeding and torch process settings."""
+
 from __future__ import annotations
 
 import random

@@ -1,4 +1,5 @@
 """The `ssimctr` command as a user runs it: composition, multirun lineage, clear errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -29,8 +30,12 @@ SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer
 def ssimctr(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     flags = [a for a in args if a.startswith("-")]
     overrides = [a for a in args if not a.startswith("-")]
-    return subprocess.run([sys.executable, "-m", "ssimctr", *flags, f"paths.outputs={tmp_path}", *overrides],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "ssimctr", *flags, f"paths.outputs={tmp_path}", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
@@ -57,8 +62,14 @@ def test_unknown_option_is_a_short_clear_error(tmp_path):
 
 
 def test_missing_file_is_one_clear_line(tmp_path):
-    result = ssimctr(tmp_path, "dataset=tabular", "dataset.path=nowhere.csv", "dataset.label=click",
-                     "dataset.scenario=domain", "tracking=none")
+    result = ssimctr(
+        tmp_path,
+        "dataset=tabular",
+        "dataset.path=nowhere.csv",
+        "dataset.label=click",
+        "dataset.scenario=domain",
+        "tracking=none",
+    )
     assert result.returncode == 2
     assert "dataset.path: file not found: nowhere.csv" in result.stderr
     assert "Traceback" not in result.stderr
@@ -85,16 +96,27 @@ def test_multirun_makes_one_parent_and_a_child_per_job(tmp_path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted((r.data.tags["regime"], r.data.tags["seed"]) for r in children) == [
-        ("mt", "1"), ("mt", "2"), ("single", "1"), ("single", "2")]
+        ("mt", "1"),
+        ("mt", "2"),
+        ("single", "1"),
+        ("single", "2"),
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "mind").is_dir(), reason="../shared/data/mind is not present")
 def test_bring_your_own_csv_on_the_mind_sample(tmp_path):
-    result = ssimctr(tmp_path, "dataset=tabular", f"dataset.path={SHARED_DATA}/mind/mind_sample.csv",
-                     "dataset.label=label", "dataset.scenario=Category",
-                     "dataset.categorical=[User_ID,News_ID,SubCategory]", "split=random", "trainer=debug",
-                     "trainer.progress=false")
+    result = ssimctr(
+        tmp_path,
+        "dataset=tabular",
+        f"dataset.path={SHARED_DATA}/mind/mind_sample.csv",
+        "dataset.label=label",
+        "dataset.scenario=Category",
+        "dataset.categorical=[User_ID,News_ID,SubCategory]",
+        "split=random",
+        "trainer=debug",
+        "trainer.progress=false",
+    )
     assert result.returncode == 0, result.stderr
     for name in ("news", "lifestyle", "sports", "finance"):
         assert name in result.stdout
@@ -114,7 +136,11 @@ def test_no_option_repeats_a_default_of_its_schema(path):
     [schema] = [entry[1:].split("@")[0] for entry in defaults if str(entry).startswith("/schema_")]
     kind = schema.removeprefix(f"schema_{group}").lstrip("_")
     own = OmegaConf.structured(SCHEMAS[group][kind])
-    repeated = {key: value for key, value in values.items()
-                if key in own and not OmegaConf.is_missing(own, key)
-                and OmegaConf.to_container(own, resolve=False)[key] == value}
+    repeated = {
+        key: value
+        for key, value in values.items()
+        if key in own
+        and not OmegaConf.is_missing(own, key)
+        and OmegaConf.to_container(own, resolve=False)[key] == value
+    }
     assert not repeated

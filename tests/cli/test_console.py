@@ -24,8 +24,13 @@ RESULTS = {
 def test_results_rows():
     rows = results_rows(RESULTS, SUMMARY)
     assert [r["scenario"] for r in rows] == ["search", "feed", "overall", "mean"]
-    assert rows[0] == {"scenario": "search", "rows": 1234567, "ctr": 61728 / 1234567,
-                       "auc": 0.734567, "logloss": 0.201234}
+    assert rows[0] == {
+        "scenario": "search",
+        "rows": 1234567,
+        "ctr": 61728 / 1234567,
+        "auc": 0.734567,
+        "logloss": 0.201234,
+    }
     assert math.isnan(rows[1]["auc"])
     assert rows[2]["rows"] == 1235567
     assert rows[2]["ctr"] == 61728 / 1235567
@@ -42,8 +47,23 @@ def test_print_results():
     console = Console(record=True, width=120)
     print_results(console, results_rows(RESULTS, SUMMARY), "Test results", footer="MLflow run: abc123")
     text = console.export_text()
-    for expected in ("Test results", "search", "feed", "overall", "mean", "1,234,567", "1,235,567",
-                     "5.00%", "0.00%", "0.7346", "0.2012", "0.0123", "0.7411", "n/a", "MLflow run: abc123"):
+    for expected in (
+        "Test results",
+        "search",
+        "feed",
+        "overall",
+        "mean",
+        "1,234,567",
+        "1,235,567",
+        "5.00%",
+        "0.00%",
+        "0.7346",
+        "0.2012",
+        "0.0123",
+        "0.7411",
+        "n/a",
+        "MLflow run: abc123",
+    ):
         assert expected in text, expected
     assert text.index("search") < text.index("overall") < text.index("mean") < text.index("MLflow run")
 

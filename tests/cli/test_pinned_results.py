@@ -2,6 +2,7 @@
 gives exactly the metrics recorded in pinned_results.json (recorded from the code before the
 task dispatch existed). Re-record only for an intended change of results:
 `PYTHONPATH=tests .venv/bin/python tests/cli/test_pinned_results.py --record`."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,16 @@ from conftest import compose
 from ssimctr.cli.runner import JobInfo, run
 
 PINNED = Path(__file__).with_name("pinned_results.json")
-BASE = ("tracking=none", "dataset.rows=20000", "dataset.users=2000", "dataset.items=500", "trainer=debug",
-        "trainer.threads=1", "trainer.progress=false", "ssim.selector_hidden=[64,32]")
+BASE = (
+    "tracking=none",
+    "dataset.rows=20000",
+    "dataset.users=2000",
+    "dataset.items=500",
+    "trainer=debug",
+    "trainer.threads=1",
+    "trainer.progress=false",
+    "ssim.selector_hidden=[64,32]",
+)
 CASES = {
     "default": (),
     "mt_s": ("regime=mt_s",),
@@ -28,8 +37,12 @@ CASES = {
     "ssim_retrain": ("ssim=retrain", "ssim.from_path={search}"),
     "ssim_retrain_random": ("ssim=retrain", "ssim.selector=random"),
     "ssim_pipeline": ("ssim=pipeline", "ssim.retrain_dropout=0.1"),
-    "ssim_pipeline_transfer": ("ssim=pipeline", "backbone=star", "ssim.selection=global",
-                               "ssim.search_backbone={_target_: ssimctr.models.backbones.dnn.DNN}"),
+    "ssim_pipeline_transfer": (
+        "ssim=pipeline",
+        "backbone=star",
+        "ssim.selection=global",
+        "ssim.search_backbone={_target_: ssimctr.models.backbones.dnn.DNN}",
+    ),
 }
 
 

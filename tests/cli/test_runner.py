@@ -1,4 +1,5 @@
 """One job end to end through `run`: metrics, MLflow contents, determinism, failures."""
+
 from __future__ import annotations
 
 import math
@@ -17,14 +18,25 @@ SCENARIOS = ("s0", "s1", "s2")
 
 
 def job_config(tmp_path: Path, *overrides: str):
-    return compose(f"paths.outputs={tmp_path}", "dataset.rows=20000", "dataset.users=2000", "dataset.items=500",
-                   "trainer.progress=false", "trainer.epochs=3", "trainer.patience=3", "trainer.batch_size=256",
-                   *overrides)
+    return compose(
+        f"paths.outputs={tmp_path}",
+        "dataset.rows=20000",
+        "dataset.users=2000",
+        "dataset.items=500",
+        "trainer.progress=false",
+        "trainer.epochs=3",
+        "trainer.patience=3",
+        "trainer.batch_size=256",
+        *overrides,
+    )
 
 
 def run_job(cfg, tmp_path: Path) -> dict[str, float]:
-    job = JobInfo(choices={"dataset": "synthetic", "backbone": "dnn", "regime": cfg.regime.name},
-                  overrides=["test"], output_dir=tmp_path / "run")
+    job = JobInfo(
+        choices={"dataset": "synthetic", "backbone": "dnn", "regime": cfg.regime.name},
+        overrides=["test"],
+        output_dir=tmp_path / "run",
+    )
     return run(cfg, job, Console(record=True, width=120))
 
 
@@ -82,8 +94,12 @@ def test_unknown_monitor_is_a_user_error(tmp_path):
 
 def test_streaming_training_matches_in_memory_training(tmp_path):
     in_memory = run_job(job_config(tmp_path, "tracking=none", "trainer.epochs=2"), tmp_path)
-    streamed = run_job(job_config(tmp_path, "tracking=none", "trainer.epochs=2", "trainer.in_memory=false",
-                                  "trainer.stream_buffer_rows=4000"), tmp_path)
+    streamed = run_job(
+        job_config(
+            tmp_path, "tracking=none", "trainer.epochs=2", "trainer.in_memory=false", "trainer.stream_buffer_rows=4000"
+        ),
+        tmp_path,
+    )
     assert streamed["test/auc/mean"] == pytest.approx(in_memory["test/auc/mean"], abs=0.03)
     assert streamed["test/auc/mean"] > 0.55
 
@@ -92,8 +108,9 @@ def test_streaming_training_matches_in_memory_training(tmp_path):
 def test_per_scenario_regimes_and_ssim_stream_too(tmp_path, option):
     overrides = ("tracking=none", option, "trainer.epochs=1", "ssim.search_epochs=1")
     in_memory = run_job(job_config(tmp_path, *overrides), tmp_path)
-    streamed = run_job(job_config(tmp_path, *overrides, "trainer.in_memory=false",
-                                  "trainer.stream_buffer_rows=4000"), tmp_path)
+    streamed = run_job(
+        job_config(tmp_path, *overrides, "trainer.in_memory=false", "trainer.stream_buffer_rows=4000"), tmp_path
+    )
     assert streamed.keys() == in_memory.keys()
     assert streamed["test/auc/mean"] == pytest.approx(in_memory["test/auc/mean"], abs=0.05)
 

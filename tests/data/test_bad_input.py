@@ -1,4 +1,5 @@
 """Bad input: each mistake is a UserError whose message names the option / column / file and the fix."""
+
 from __future__ import annotations
 
 import re
@@ -27,11 +28,24 @@ def _write(path, rows: list[str], header: str = HEADER) -> str:
     return str(path)
 
 
-def _error(tmp_path, rows: list[str] | None = None, header: str = HEADER, scenario: ScenarioConfig | None = None,
-           split: SplitConfig | None = None, **dataset) -> str:
+def _error(
+    tmp_path,
+    rows: list[str] | None = None,
+    header: str = HEADER,
+    scenario: ScenarioConfig | None = None,
+    split: SplitConfig | None = None,
+    **dataset,
+) -> str:
     """The message of the UserError that prepare raises for this input (fails if it raises none)."""
-    values = dict(name="bad", path=_write(tmp_path / "data.csv", rows or _good_rows(), header), label="click",
-                  scenario="domain", categorical=["user"], numeric=["price"], time="ts")
+    values = dict(
+        name="bad",
+        path=_write(tmp_path / "data.csv", rows or _good_rows(), header),
+        label="click",
+        scenario="domain",
+        categorical=["user"],
+        numeric=["price"],
+        time="ts",
+    )
     values.update(dataset)
     scenario = scenario or ScenarioConfig(kind="column", column=values["scenario"])
     with pytest.raises(UserError) as err:
@@ -46,23 +60,42 @@ def _has(message: str, *words: str) -> None:
 
 
 def test_the_good_input_prepares(tmp_path):
-    data = prepare(DatasetConfig(name="ok", path=_write(tmp_path / "data.csv", _good_rows()), label="click",
-                                 scenario="domain", categorical=["user"], numeric=["price"], time="ts"),
-                   ScenarioConfig(kind="column", column="domain"), SplitConfig(kind="time"), tmp_path / "cache")
+    data = prepare(
+        DatasetConfig(
+            name="ok",
+            path=_write(tmp_path / "data.csv", _good_rows()),
+            label="click",
+            scenario="domain",
+            categorical=["user"],
+            numeric=["price"],
+            time="ts",
+        ),
+        ScenarioConfig(kind="column", column="domain"),
+        SplitConfig(kind="time"),
+        tmp_path / "cache",
+    )
     assert sum(data.manifest["splits"][s]["rows"] for s in ("train", "val", "test")) == ROWS
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(UserError) as err:
-        prepare(DatasetConfig(name="x", path=str(tmp_path / "nope.csv"), label="click"), ScenarioConfig(kind="column", column="d"),
-                SplitConfig(kind="random"), tmp_path / "cache")
+        prepare(
+            DatasetConfig(name="x", path=str(tmp_path / "nope.csv"), label="click"),
+            ScenarioConfig(kind="column", column="d"),
+            SplitConfig(kind="random"),
+            tmp_path / "cache",
+        )
     _has(str(err.value), "dataset.path", "file not found", "nope.csv", "check the path")
 
 
 def test_no_path_at_all(tmp_path):
     with pytest.raises(UserError) as err:
-        prepare(DatasetConfig(name="x", label="click"), ScenarioConfig(kind="column", column="d"), SplitConfig(kind="random"),
-                tmp_path / "cache")
+        prepare(
+            DatasetConfig(name="x", label="click"),
+            ScenarioConfig(kind="column", column="d"),
+            SplitConfig(kind="random"),
+            tmp_path / "cache",
+        )
     _has(str(err.value), "dataset.path=")
 
 
@@ -95,8 +128,9 @@ def test_scenario_column_with_one_value(tmp_path):
 
 
 def test_mapping_that_fills_one_scenario(tmp_path):
-    message = _error(tmp_path, scenario=ScenarioConfig(kind="mapping", column="domain", mapping={"a": "x", "b": "x",
-                                                                                              "z": "y"}))
+    message = _error(
+        tmp_path, scenario=ScenarioConfig(kind="mapping", column="domain", mapping={"a": "x", "b": "x", "z": "y"})
+    )
     _has(message, "1 scenario", "'x'", "at least 2")
 
 
@@ -106,13 +140,20 @@ def test_cutoffs_beyond_the_data_leave_val_empty(tmp_path):
 
 
 def test_zero_val_fraction_leaves_val_empty(tmp_path):
-    _has(_error(tmp_path, split=SplitConfig(kind="random", fractions=[0.9, 0.0, 0.1])), "val split empty",
-         "split.fractions")
+    _has(
+        _error(tmp_path, split=SplitConfig(kind="random", fractions=[0.9, 0.0, 0.1])),
+        "val split empty",
+        "split.fractions",
+    )
 
 
 def test_bad_cutoffs(tmp_path):
-    _has(_error(tmp_path, split=SplitConfig(kind="time", cutoffs=["soon", "later"])), "split.cutoffs", "'soon'",
-         "ISO date")
+    _has(
+        _error(tmp_path, split=SplitConfig(kind="time", cutoffs=["soon", "later"])),
+        "split.cutoffs",
+        "'soon'",
+        "ISO date",
+    )
     _has(_error(tmp_path, split=SplitConfig(kind="time", cutoffs=["2024-01-01"])), "split.cutoffs", "two values")
     _has(_error(tmp_path, split=SplitConfig(kind="time", cutoffs=["2024-02-01", "2024-01-01"])), "in order")
 
@@ -187,7 +228,12 @@ def test_split_given_with_files_of_different_columns(tmp_path):
 
 def test_split_given_for_the_synthetic_dataset(tmp_path):
     with pytest.raises(UserError, match="dataset=synthetic .*split=time or split=random"):
-        prepare(synthetic_config(rows=100), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="given"), tmp_path)
+        prepare(
+            synthetic_config(rows=100),
+            ScenarioConfig(kind="column", column="scenario"),
+            SplitConfig(kind="given"),
+            tmp_path,
+        )
 
 
 def test_unknown_dataset_format(tmp_path):
@@ -212,16 +258,31 @@ def test_a_folder_of_csv_files_is_read_as_one_dataset(tmp_path):
     _write(folder / "a.csv", rows[:25])
     _write(folder / "b.csv", rows[25:])
     (folder / "notes.md").write_text("not data")
-    data = prepare(DatasetConfig(name="f", path=str(folder), label="click", scenario="domain", categorical=["user"],
-                                 numeric=["price"], time="ts"), ScenarioConfig(kind="column", column="domain"),
-                   SplitConfig(kind="time"), tmp_path / "cache")
+    data = prepare(
+        DatasetConfig(
+            name="f",
+            path=str(folder),
+            label="click",
+            scenario="domain",
+            categorical=["user"],
+            numeric=["price"],
+            time="ts",
+        ),
+        ScenarioConfig(kind="column", column="domain"),
+        SplitConfig(kind="time"),
+        tmp_path / "cache",
+    )
     assert sum(data.manifest["splits"][s]["rows"] for s in ("train", "val", "test")) == ROWS
 
 
 def test_feature_named_like_a_prepared_column(tmp_path):
     rows = [r + ",x" for r in _good_rows()]
-    _has(_error(tmp_path, rows, header=HEADER + ",label", categorical=["user", "label"]), "'label'", "reserves",
-         "rename the column")
+    _has(
+        _error(tmp_path, rows, header=HEADER + ",label", categorical=["user", "label"]),
+        "'label'",
+        "reserves",
+        "rename the column",
+    )
 
 
 def test_parquet_input_reports_the_same_errors(tmp_path):
@@ -253,8 +314,10 @@ def test_an_empty_file_is_one_clear_error(tmp_path):
 def test_a_release_folder_that_is_missing_or_a_file_is_one_clear_error(tmp_path, name):
     a_file = tmp_path / "data.csv"
     a_file.write_text("a,b\n1,2\n")
-    for path, words in ((tmp_path / "missing", ("folder not found", "missing")),
-                        (a_file, ("is a file, not a folder", "data.csv", "the folder holding"))):
+    for path, words in (
+        (tmp_path / "missing", ("folder not found", "missing")),
+        (a_file, ("is a file, not a folder", "data.csv", "the folder holding")),
+    ):
         cfg = compose(f"dataset={name}", f"dataset.path={path}")
         with pytest.raises(UserError) as error:
             load_source(OmegaConf.to_object(cfg.dataset), OmegaConf.to_object(cfg.split))

@@ -1,5 +1,6 @@
 """dataset=douban and dataset=mind: the YAML presets (source: files) composed with Hydra, on the real
 Scenario-Wise-Rec samples in shared/data; totals per scenario as listed in shared/data/PROVENANCE.md."""
+
 from __future__ import annotations
 
 import pytest
@@ -48,8 +49,12 @@ def test_mind_preset_four_categories(tmp_path):
     dataset, scenario, split = _configs("dataset=mind", f"dataset.path={MIND}", "split=random")
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("finance", "lifestyle", "news", "sports")
-    assert scenario_totals(data) == {"news": (3742, 163), "lifestyle": (1565, 60), "sports": (1428, 84),
-                             "finance": (1265, 56)}
+    assert scenario_totals(data) == {
+        "news": (3742, 163),
+        "lifestyle": (1565, 60),
+        "sports": (1428, 84),
+        "finance": (1265, 56),
+    }
     assert data.manifest["dropped"] == {}
     assert [f.name for f in data.feature_map.categorical] == ["User_ID", "News_ID", "SubCategory"]
 

@@ -1,5 +1,6 @@
 """dataset=movielens: ML-1M's .dat files (tiny ones written here in the exact format: '::', no header,
 Latin-1 titles) and the joined CSV layout (the real DeepCTR sample in shared/data)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,20 +17,54 @@ from ssimctr.errors import UserError
 
 SPLITS = ("train", "val", "test")
 T0 = 978_300_000
-USERS = ["1::F::1::10::48067", "2::M::56::16::70072", "3::M::25::15::55117", "4::M::45::7::02460",
-         "5::M::25::20::55455", "6::F::50::9::55117", "7::M::35::1::06810", "8::M::18::12::11413"]
-MOVIES = ["1::Toy Story (1995)::Animation|Children's|Comedy", "2::Misérables, Les (1995)::Drama|Musical",
-          "3::Star Wars: Episode IV - A New Hope (1977)::Action|Adventure|Fantasy|Sci-Fi",
-          "4::Heat (1995)::Action|Crime|Thriller"]
+USERS = [
+    "1::F::1::10::48067",
+    "2::M::56::16::70072",
+    "3::M::25::15::55117",
+    "4::M::45::7::02460",
+    "5::M::25::20::55455",
+    "6::F::50::9::55117",
+    "7::M::35::1::06810",
+    "8::M::18::12::11413",
+]
+MOVIES = [
+    "1::Toy Story (1995)::Animation|Children's|Comedy",
+    "2::Misérables, Les (1995)::Drama|Musical",
+    "3::Star Wars: Episode IV - A New Hope (1977)::Action|Adventure|Fantasy|Sci-Fi",
+    "4::Heat (1995)::Action|Crime|Thriller",
+]
 # (user, movie, rating); the i-th rating (from 1) has timestamp T0 + 1000 i
-RATINGS = [(1, 1, 5), (1, 2, 3), (2, 3, 4), (2, 4, 2), (3, 1, 4), (3, 3, 5), (4, 2, 1), (4, 4, 4),
-           (5, 1, 3), (5, 2, 5), (6, 3, 4), (6, 4, 3), (7, 1, 2), (7, 3, 5), (8, 2, 4), (8, 4, 1)]
+RATINGS = [
+    (1, 1, 5),
+    (1, 2, 3),
+    (2, 3, 4),
+    (2, 4, 2),
+    (3, 1, 4),
+    (3, 3, 5),
+    (4, 2, 1),
+    (4, 4, 4),
+    (5, 1, 3),
+    (5, 2, 5),
+    (6, 3, 4),
+    (6, 4, 3),
+    (7, 1, 2),
+    (7, 3, 5),
+    (8, 2, 4),
+    (8, 4, 1),
+]
 # by hand: age groups under25 = users 1 (age 1), 8 (18); 25-34 = users 3, 5; 35plus = users 2, 4, 6, 7
 AGE_GROUPS = {"25-34": (4, 3), "35plus": (8, 4), "under25": (4, 2)}
 YAML_ROLES = dict(  # conf/dataset/movielens.yaml
-    label="rating", label_threshold=4, scenario="age_group", user="user_id", item="movie_id", time="timestamp",
-    categorical=["user_id", "movie_id", "gender", "occupation", "zip", "genre"], numeric=["age"],
-    text=["title", "genres"])
+    label="rating",
+    label_threshold=4,
+    scenario="age_group",
+    user="user_id",
+    item="movie_id",
+    time="timestamp",
+    categorical=["user_id", "movie_id", "gender", "occupation", "zip", "genre"],
+    numeric=["age"],
+    text=["title", "genres"],
+)
 
 
 def write_ml1m(folder: Path, encoding: str = "latin-1") -> Path:
@@ -52,7 +87,9 @@ def _prepare(tmp_path, scenario: ScenarioConfig, split: SplitConfig, **options):
 def test_latin1_dat_files_by_age_group_with_a_time_split(tmp_path):
     assert b"\xe9" in write_ml1m(tmp_path / "ml-1m").joinpath("movies.dat").read_bytes()  # é in Latin-1
     cutoffs = [str(T0 + 13_000), str(T0 + 15_000)]  # val = ratings 13-14, test = ratings 15-16
-    data, parts = _prepare(tmp_path, ScenarioConfig(kind="column", column="age_group"), SplitConfig(kind="time", cutoffs=cutoffs))
+    data, parts = _prepare(
+        tmp_path, ScenarioConfig(kind="column", column="age_group"), SplitConfig(kind="time", cutoffs=cutoffs)
+    )
     assert data.feature_map.scenario_names == ("25-34", "35plus", "under25")
     assert scenario_totals(data) == AGE_GROUPS
     assert [data.manifest["splits"][s]["rows"] for s in SPLITS] == [12, 2, 2]
@@ -79,8 +116,9 @@ def test_utf8_movies_file_reads_the_same(tmp_path):
 def test_age_groups_as_a_mapping_on_age_give_the_same_domains(tmp_path):
     write_ml1m(tmp_path / "ml-1m")
     mapping = {1: "under25", 18: "under25", 25: "25-34", 35: "35plus", 45: "35plus", 50: "35plus", 56: "35plus"}
-    data, _ = _prepare(tmp_path, ScenarioConfig(kind="mapping", column="age", mapping=mapping),
-                       SplitConfig(kind="random"))
+    data, _ = _prepare(
+        tmp_path, ScenarioConfig(kind="mapping", column="age", mapping=mapping), SplitConfig(kind="random")
+    )
     assert scenario_totals(data) == AGE_GROUPS
 
 
@@ -100,16 +138,23 @@ def test_sample_by_age_group_through_the_yaml_preset(tmp_path):
     assert isinstance(dataset, MovieLensConfig) and dataset.label_threshold == 4
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     # PROVENANCE: age 1: 6 (5) | 18: 36 (14) | 25: 72 (41) | 35: 36 (24) | 45: 13 (5) | 50: 25 (17) | 56: 12 (7)
-    assert scenario_totals(data) == {"under25": (6 + 36, 5 + 14), "25-34": (72, 41),
-                             "35plus": (36 + 13 + 25 + 12, 24 + 5 + 17 + 7)}
+    assert scenario_totals(data) == {
+        "under25": (6 + 36, 5 + 14),
+        "25-34": (72, 41),
+        "35plus": (36 + 13 + 25 + 12, 24 + 5 + 17 + 7),
+    }
     assert data.manifest["dropped"] == {}
 
 
 @needs_sample
 def test_sample_by_gender_with_the_documented_override(tmp_path):
-    dataset, scenario, split = _configs("dataset.layout=csv", f"dataset.path={SAMPLE}", "split=random",
-                                        "dataset.scenario=gender",
-                                        "dataset.categorical=[user_id,movie_id,occupation,zip,genre]")
+    dataset, scenario, split = _configs(
+        "dataset.layout=csv",
+        f"dataset.path={SAMPLE}",
+        "split=random",
+        "dataset.scenario=gender",
+        "dataset.categorical=[user_id,movie_id,occupation,zip,genre]",
+    )
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert data.feature_map.scenario_names == ("F", "M")
     assert scenario_totals(data) == {"F": (46, 25), "M": (154, 88)}
@@ -119,8 +164,13 @@ def test_sample_by_gender_with_the_documented_override(tmp_path):
 @needs_sample
 def test_sample_with_the_documented_mapping_override(tmp_path):
     dataset, scenario, split = _configs(
-        "dataset.layout=csv", f"dataset.path={SAMPLE}", "split=time", "scenario=mapping", "scenario.column=age",
-        "scenario.mapping={1: young, 18: young, 25: adult, 35: adult, 45: senior, 50: senior, 56: senior}")
+        "dataset.layout=csv",
+        f"dataset.path={SAMPLE}",
+        "split=time",
+        "scenario=mapping",
+        "scenario.column=age",
+        "scenario.mapping={1: young, 18: young, 25: adult, 35: adult, 45: senior, 50: senior, 56: senior}",
+    )
     data = prepare(dataset, scenario, split, tmp_path / "cache")
     assert scenario_totals(data) == {"young": (42, 19), "adult": (108, 65), "senior": (50, 29)}
 
@@ -151,7 +201,8 @@ def test_csv_layout_on_the_dat_folder_points_to_the_dat_layout(tmp_path):
 
 
 def test_csv_without_genres_is_refused_with_the_expected_header(tmp_path):
-    (tmp_path / "joined.csv").write_text("user_id,movie_id,rating,timestamp,title,gender,age,occupation,zip\n"
-                                         "1,2,5,978300760,Heat (1995),F,1,10,48067\n")
+    (tmp_path / "joined.csv").write_text(
+        "user_id,movie_id,rating,timestamp,title,gender,age,occupation,zip\n1,2,5,978300760,Heat (1995),F,1,10,48067\n"
+    )
     message = _error(tmp_path, layout="csv", path=str(tmp_path / "joined.csv"))
     assert "joined.csv" in message and "['genres']" in message and "user_id,movie_id,rating" in message

@@ -1,4 +1,5 @@
 """read_split and InMemoryLoader: every row once per epoch, seeded shuffling, partial batches, Batch views."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,9 +17,14 @@ from ssimctr.data.prepare import prepare
 def _batch(rows: int = 10, with_text: bool = False) -> Batch:
     """Rows whose every tensor encodes the row number, so alignment after shuffling is checkable."""
     r = torch.arange(rows)
-    return Batch(cat=torch.stack([r, r * 10], 1), num=torch.stack([r.float(), -r.float()], 1),
-                 scenario=r % 3, label=(r % 2).float(), row_id=r + 100,
-                 text=torch.stack([r.float() * 0.5], 1) if with_text else None)
+    return Batch(
+        cat=torch.stack([r, r * 10], 1),
+        num=torch.stack([r.float(), -r.float()], 1),
+        scenario=r % 3,
+        label=(r % 2).float(),
+        row_id=r + 100,
+        text=torch.stack([r.float() * 0.5], 1) if with_text else None,
+    )
 
 
 def _assert_aligned(batch: Batch) -> None:
@@ -110,8 +116,12 @@ def test_read_split_matches_the_parquet(prepared_synthetic):
 def test_read_split_without_categorical_fields_keeps_one_row_per_label(tmp_path):
     path = tmp_path / "n.csv"
     path.write_text("y,s,x\n" + "".join(f"{i % 2},{'ab'[i % 3 == 0]},{i}\n" for i in range(60)))
-    data = prepare(DatasetConfig(name="n", path=str(path), label="y", scenario="s", numeric=["x"]),
-                   ScenarioConfig(kind="column", column="s"), SplitConfig(kind="random"), tmp_path / "cache")
+    data = prepare(
+        DatasetConfig(name="n", path=str(path), label="y", scenario="s", numeric=["x"]),
+        ScenarioConfig(kind="column", column="s"),
+        SplitConfig(kind="random"),
+        tmp_path / "cache",
+    )
     batch = read_split(data.split_path("train"), data.feature_map)
     assert batch.cat.shape == (len(batch), 0) and batch.num.shape == (len(batch), 1)
     assert len(batch) == data.manifest["splits"]["train"]["rows"]

@@ -4,6 +4,7 @@ statistics, the cache, seeded random splits, given splits and min_freq.
 Expected numbers are recomputed here from the raw generated frame (or the CSV the test writes),
 not read back from the code under test.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,9 +66,15 @@ def test_the_folder_holds_a_shard_folder_per_split_the_feature_map_manifest_and_
 
 
 def test_columns_and_dtypes(parts):
-    expected = {"row_id": pl.Int64, "scenario": pl.Int32, "label": pl.Int8,
-                **{c: pl.Int32 for c in CATEGORICAL}, **{c: pl.Float32 for c in NUMERIC},
-                "title": pl.String, "ts": pl.Int64}
+    expected = {
+        "row_id": pl.Int64,
+        "scenario": pl.Int32,
+        "label": pl.Int8,
+        **{c: pl.Int32 for c in CATEGORICAL},
+        **{c: pl.Float32 for c in NUMERIC},
+        "title": pl.String,
+        "ts": pl.Int64,
+    }
     for name, part in parts.items():
         assert dict(part.schema) == expected, name
         assert part.null_count().row(0) == (0,) * part.width, name
@@ -108,8 +115,10 @@ def test_manifest_counts_per_split_and_scenario_equal_the_parquet(prepared_synth
         assert entry["positives"] == int(part["label"].cast(pl.Int64).sum())
         for k, name in enumerate(names):
             rows = part.filter(pl.col("scenario") == k)
-            assert entry["scenarios"][name] == {"rows": rows.height,
-                                                "positives": int(rows["label"].cast(pl.Int64).sum())}, (split, name)
+            assert entry["scenarios"][name] == {
+                "rows": rows.height,
+                "positives": int(rows["label"].cast(pl.Int64).sum()),
+            }, (split, name)
 
 
 def test_oracle_auc_equals_sklearn_on_the_raw_click_probabilities(prepared_synthetic, parts, raw):
@@ -171,7 +180,7 @@ def test_numeric_fields_are_standardized_with_train_statistics(prepared_syntheti
         assert field.mean == pytest.approx(train_raw.mean(), rel=1e-12)
         assert field.std == pytest.approx(train_raw.std(ddof=1), rel=1e-12)
         assert (field.min, field.max) == (train_raw.min(), train_raw.max())
-        for split, part in joined.items():
+        for part in joined.values():
             expected = (part[f"{column}_raw"].to_numpy() - train_raw.mean()) / train_raw.std(ddof=1)
             np.testing.assert_allclose(part[column].to_numpy(), expected, rtol=1e-5, atol=1e-5)
         train = joined["train"][column].to_numpy().astype(np.float64)
@@ -183,7 +192,11 @@ def test_numeric_fields_are_standardized_with_train_statistics(prepared_syntheti
 
 
 def test_a_second_prepare_is_a_cache_hit_that_rewrites_nothing(tmp_path):
-    config, scenario, split = synthetic_config(rows=3_000, users=300, items=100), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time")
+    config, scenario, split = (
+        synthetic_config(rows=3_000, users=300, items=100),
+        ScenarioConfig(kind="column", column="scenario"),
+        SplitConfig(kind="time"),
+    )
     first = prepare(config, scenario, split, tmp_path)
     files = sorted(p for p in first.path.rglob("*") if p.is_file())
     mtimes = {p: p.stat().st_mtime_ns for p in files}
@@ -198,7 +211,11 @@ def test_a_second_prepare_is_a_cache_hit_that_rewrites_nothing(tmp_path):
 
 @pytest.mark.parametrize("change", ["min_freq", "fractions", "scenario", "generator"])
 def test_changing_a_config_key_is_a_cache_miss(tmp_path, change):
-    config, scenario, split = synthetic_config(rows=3_000, users=300, items=100), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time")
+    config, scenario, split = (
+        synthetic_config(rows=3_000, users=300, items=100),
+        ScenarioConfig(kind="column", column="scenario"),
+        SplitConfig(kind="time"),
+    )
     first = prepare(config, scenario, split, tmp_path)
     if change == "min_freq":
         config = synthetic_config(rows=3_000, users=300, items=100, min_freq=2)
@@ -217,8 +234,12 @@ def test_changing_a_config_key_is_a_cache_miss(tmp_path, change):
 def test_touching_the_source_file_is_a_cache_miss(tmp_path):
     path = tmp_path / "data.csv"
     _rows(path, "y,s,c", [f"{i % 2},{'ab'[i % 3 == 0]},{i % 7}" for i in range(60)])
-    args = (DatasetConfig(name="t", path=str(path), label="y", scenario="s", categorical=["c"]),
-            ScenarioConfig(kind="column", column="s"), SplitConfig(kind="random"), tmp_path / "cache")
+    args = (
+        DatasetConfig(name="t", path=str(path), label="y", scenario="s", categorical=["c"]),
+        ScenarioConfig(kind="column", column="s"),
+        SplitConfig(kind="random"),
+        tmp_path / "cache",
+    )
     first = prepare(*args)
     assert prepare(*args).cache_hit
     stat = path.stat()
@@ -234,8 +255,12 @@ def test_touching_the_source_file_is_a_cache_miss(tmp_path):
 
 def _random_split(tmp_path, seed: int, fractions=(0.6, 0.25, 0.15), name="cache"):
     config = synthetic_config(rows=6_000, users=500, items=200)
-    data = prepare(config, ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="random", fractions=list(fractions),
-                                                                           seed=seed), tmp_path / name)
+    data = prepare(
+        config,
+        ScenarioConfig(kind="column", column="scenario"),
+        SplitConfig(kind="random", fractions=list(fractions), seed=seed),
+        tmp_path / name,
+    )
     return data, {s: set(pl.read_parquet(data.split_path(s), columns=["row_id"])["row_id"].to_list()) for s in SPLITS}
 
 
@@ -264,16 +289,22 @@ def given_files(tmp_path):
     val = ["1,a,u1,1.5", "0,b,u9,2.5", "0,b,u3,3.5"]
     test = ["0,a,u2,0.5", "1,b,u8,9.5", "1,a,u4,8.5", "0,b,u1,4.5"]
     header = "click,area,user,price"
-    return {"path": _rows(tmp_path / "train.csv", header, train), "val_path": _rows(tmp_path / "val.csv", header, val),
-            "test_path": _rows(tmp_path / "test.csv", header, test)}
+    return {
+        "path": _rows(tmp_path / "train.csv", header, train),
+        "val_path": _rows(tmp_path / "val.csv", header, val),
+        "test_path": _rows(tmp_path / "test.csv", header, test),
+    }
 
 
 def _given(given_files, tmp_path, **overrides):
-    values = dict(name="given", label="click", scenario="area", categorical=["user"], numeric=["price"],
-                  **given_files)
+    values = dict(name="given", label="click", scenario="area", categorical=["user"], numeric=["price"], **given_files)
     values.update(overrides)
-    return prepare(DatasetConfig(**values), ScenarioConfig(kind="column", column="area"), SplitConfig(kind="given"),
-                   tmp_path / "cache")
+    return prepare(
+        DatasetConfig(**values),
+        ScenarioConfig(kind="column", column="area"),
+        SplitConfig(kind="given"),
+        tmp_path / "cache",
+    )
 
 
 def test_given_split_takes_each_file_as_its_split(given_files, tmp_path):
@@ -285,8 +316,10 @@ def test_given_split_takes_each_file_as_its_split(given_files, tmp_path):
     assert parts["test"]["label"].to_list() == [0, 1, 1, 0]
     ids = [p["row_id"].to_list() for p in parts.values()]
     assert sorted(sum(ids, [])) == list(range(14))
-    assert data.manifest["splits"]["test"]["scenarios"] == {"a": {"rows": 2, "positives": 1},
-                                                            "b": {"rows": 2, "positives": 1}}
+    assert data.manifest["splits"]["test"]["scenarios"] == {
+        "a": {"rows": 2, "positives": 1},
+        "b": {"rows": 2, "positives": 1},
+    }
     # vocab from train only: u2 (3) > u1 (2) > u3 (1) = u4 (1); u8 and u9 appear only in val/test
     assert data.feature_map.categorical[0].vocab_size == 5
     assert parts["train"]["user"].to_list() == [2, 2, 1, 1, 1, 3, 4]
@@ -319,7 +352,12 @@ def test_min_freq_2_maps_train_singletons_to_zero(given_files, tmp_path):
 
 
 def test_splits_are_written_as_shards_of_at_most_shard_rows_rows(prepared_synthetic, tmp_path):
-    sharded = prepare(synthetic_config(shard_rows=4000), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"), tmp_path)
+    sharded = prepare(
+        synthetic_config(shard_rows=4000),
+        ScenarioConfig(kind="column", column="scenario"),
+        SplitConfig(kind="time"),
+        tmp_path,
+    )
     for name in SPLITS:
         shards = sorted((sharded.path / name).glob("*.parquet"))
         sizes = [pl.scan_parquet(shard).select(pl.len()).collect().item() for shard in shards]
@@ -331,4 +369,9 @@ def test_splits_are_written_as_shards_of_at_most_shard_rows_rows(prepared_synthe
 
 def test_a_shard_size_below_one_row_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="dataset.shard_rows=0"):
-        prepare(synthetic_config(shard_rows=0), ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"), tmp_path)
+        prepare(
+            synthetic_config(shard_rows=0),
+            ScenarioConfig(kind="column", column="scenario"),
+            SplitConfig(kind="time"),
+            tmp_path,
+        )

@@ -1,4 +1,5 @@
 """Scenario assignment: column, mapping, bins and top_k; dropped rows counted; names fit for MLflow keys."""
+
 from __future__ import annotations
 
 import re
@@ -28,16 +29,22 @@ def _prepare(tmp_path, rows: list[tuple], scenario: ScenarioConfig, header="y,s,
     """Prepare a CSV of `rows` with a random split; return (prepared, scenario name of every kept row)."""
     path = tmp_path / "data.csv"
     path.write_text(header + "\n" + "\n".join(",".join("" if v is None else str(v) for v in r) for r in rows) + "\n")
-    data = prepare(DatasetConfig(name="s", path=str(path), label="y", scenario=scenario.column, categorical=["c"]),
-                   scenario, SplitConfig(kind="random", fractions=[0.5, 0.25, 0.25], seed=1), tmp_path / "cache")
+    data = prepare(
+        DatasetConfig(name="s", path=str(path), label="y", scenario=scenario.column, categorical=["c"]),
+        scenario,
+        SplitConfig(kind="random", fractions=[0.5, 0.25, 0.25], seed=1),
+        tmp_path / "cache",
+    )
     names = data.feature_map.scenario_names
     kept = pl.concat([pl.read_parquet(data.split_path(s)) for s in SPLITS]).sort("row_id")
     return data, kept, [names[k] for k in kept["scenario"].to_list()]
 
 
 def _totals(data) -> dict[str, int]:
-    return {name: sum(data.manifest["splits"][s]["scenarios"][name]["rows"] for s in SPLITS)
-            for name in data.feature_map.scenario_names}
+    return {
+        name: sum(data.manifest["splits"][s]["scenarios"][name]["rows"] for s in SPLITS)
+        for name in data.feature_map.scenario_names
+    }
 
 
 # ---------------------------------------------------------------- column
@@ -54,7 +61,9 @@ def test_column_gives_one_scenario_per_distinct_value_sorted():
 
 def test_column_drops_and_counts_missing_values(tmp_path):
     values = ["a", "b", None, "c"] * 20
-    data, kept, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(kind="column", column="s"))
+    data, kept, names = _prepare(
+        tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(kind="column", column="s")
+    )
     assert data.manifest["dropped"] == {"scenario_missing": 20}
     assert _totals(data) == {"a": 20, "b": 20, "c": 20}
     expected = [v for v in values if v is not None]
@@ -68,16 +77,20 @@ MEDIA = {"movie": "screen", "tv": "screen", "book": "print", "magazine": "print"
 
 
 def test_mapping_sends_several_values_to_one_name_in_mapping_order():
-    index, names = _assign(["book", "movie", "tv", "magazine", "radio"], ScenarioConfig(kind="mapping", column="s",
-                                                                                     mapping=MEDIA))
+    index, names = _assign(
+        ["book", "movie", "tv", "magazine", "radio"], ScenarioConfig(kind="mapping", column="s", mapping=MEDIA)
+    )
     assert names == ["screen", "print"]
     assert index == [1, 0, 0, 1, None]
 
 
 def test_mapping_drops_unmapped_values_and_counts_them(tmp_path):
     values = ["movie", "tv", "book", "radio", "magazine", "podcast"] * 12
-    data, _, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)],
-                              ScenarioConfig(kind="mapping", column="s", mapping=MEDIA))
+    data, _, names = _prepare(
+        tmp_path,
+        [(i % 2, v, i % 5) for i, v in enumerate(values)],
+        ScenarioConfig(kind="mapping", column="s", mapping=MEDIA),
+    )
     assert data.manifest["dropped"] == {"scenario_unmapped": 24}
     assert _totals(data) == {"screen": 24, "print": 24}
     assert names == [MEDIA[v] for v in values if v in MEDIA]
@@ -85,8 +98,11 @@ def test_mapping_drops_unmapped_values_and_counts_them(tmp_path):
 
 def test_mapping_counts_missing_values_apart_from_unmapped_ones(tmp_path):
     values = ["movie", None, "book", "radio"] * 10
-    data, _, _ = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)],
-                          ScenarioConfig(kind="mapping", column="s", mapping=MEDIA))
+    data, _, _ = _prepare(
+        tmp_path,
+        [(i % 2, v, i % 5) for i, v in enumerate(values)],
+        ScenarioConfig(kind="mapping", column="s", mapping=MEDIA),
+    )
     assert data.manifest["dropped"] == {"scenario_missing": 10, "scenario_unmapped": 10}
 
 
@@ -100,8 +116,9 @@ def test_mapping_with_unmapped_error_names_the_values_and_the_fix():
 
 
 def test_mapping_keys_match_numeric_values_by_text():
-    index, names = _assign([1, 2, 3, 3], ScenarioConfig(kind="mapping", column="s",
-                                                        mapping={"1": "one", "2": "more", "3": "more"}))
+    index, names = _assign(
+        [1, 2, 3, 3], ScenarioConfig(kind="mapping", column="s", mapping={"1": "one", "2": "more", "3": "more"})
+    )
     assert names == ["one", "more"] and index == [0, 1, 1, 1]
 
 
@@ -123,15 +140,19 @@ def test_bins_cut_at_the_edges_with_default_names():
 def test_bins_default_names_of_fractional_edges_and_custom_names():
     _, names = _assign([0.1, 0.7, 2.0], ScenarioConfig(kind="bins", column="s", bins=[0.5, 1.5]))
     assert names == ["lt0.5", "0.5-1.5", "ge1.5"]
-    index, names = _assign([1, 20, 50], ScenarioConfig(kind="bins", column="s", bins=[18, 35],
-                                                       names=["kid", "adult", "senior"]))
+    index, names = _assign(
+        [1, 20, 50], ScenarioConfig(kind="bins", column="s", bins=[18, 35], names=["kid", "adult", "senior"])
+    )
     assert names == ["kid", "adult", "senior"] and index == [0, 1, 2]
 
 
 def test_bins_drop_and_count_missing_values(tmp_path):
     ages = [5, 20, None, 40, 50] * 16
-    data, _, names = _prepare(tmp_path, [(i % 2, a, i % 5) for i, a in enumerate(ages)],
-                              ScenarioConfig(kind="bins", column="s", bins=[18, 35]))
+    data, _, names = _prepare(
+        tmp_path,
+        [(i % 2, a, i % 5) for i, a in enumerate(ages)],
+        ScenarioConfig(kind="bins", column="s", bins=[18, 35]),
+    )
     assert data.manifest["dropped"] == {"scenario_missing": 16}
     assert _totals(data) == {"lt18": 16, "18-35": 16, "ge35": 32}
     assert Counter(names) == {"lt18": 16, "18-35": 16, "ge35": 32}
@@ -142,10 +163,15 @@ def test_bins_put_nan_with_the_missing_values_not_in_the_top_bin():
     assert index == [0, None, None, 2]
 
 
-@pytest.mark.parametrize("bins, names, words", [
-    ([35, 18], None, "increasing"), ([18, 18], None, "increasing"), ([], None, "non-empty"),
-    ([18, 35], ["a", "b"], "len(scenario.bins) + 1 = 3"),
-])
+@pytest.mark.parametrize(
+    "bins, names, words",
+    [
+        ([35, 18], None, "increasing"),
+        ([18, 18], None, "increasing"),
+        ([], None, "non-empty"),
+        ([18, 35], ["a", "b"], "len(scenario.bins) + 1 = 3"),
+    ],
+)
 def test_bad_bins_are_user_errors(bins, names, words):
     with pytest.raises(UserError, match=re.escape(words)):
         _assign([1, 20, 50], ScenarioConfig(kind="bins", column="s", bins=bins, names=names))
@@ -180,16 +206,20 @@ def test_top_k_at_least_the_number_of_values_has_no_other():
 
 def test_top_k_with_rest_drop_drops_and_counts(tmp_path):
     values = VALUES * 6
-    data, _, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)],
-                              ScenarioConfig(kind="top_k", column="s", top_k=3, rest="drop"))
+    data, _, names = _prepare(
+        tmp_path,
+        [(i % 2, v, i % 5) for i, v in enumerate(values)],
+        ScenarioConfig(kind="top_k", column="s", top_k=3, rest="drop"),
+    )
     assert data.feature_map.scenario_names == ("a", "b", "c")
     assert data.manifest["dropped"] == {"scenario_outside_top_k": 18}
     assert _totals(data) == {"a": 30, "b": 18, "c": 18}
     assert names == [v for v in values if v in "abc"]
 
 
-@pytest.mark.parametrize("top_k, rest, words", [(0, "merge", "top_k >= 1"), (None, "merge", "top_k >= 1"),
-                                                (2, "keep", "scenario.rest=keep")])
+@pytest.mark.parametrize(
+    "top_k, rest, words", [(0, "merge", "top_k >= 1"), (None, "merge", "top_k >= 1"), (2, "keep", "scenario.rest=keep")]
+)
 def test_bad_top_k_options_are_user_errors(top_k, rest, words):
     with pytest.raises(UserError, match=re.escape(words)):
         _assign(VALUES, ScenarioConfig(kind="top_k", column="s", top_k=top_k, rest=rest))
@@ -200,15 +230,16 @@ def test_bad_top_k_options_are_user_errors(top_k, rest, words):
 
 def test_names_are_sanitized_for_mlflow_and_made_unique():
     names = unique_metric_names(["a/b", "a?b", "a_b", "overall", "mean", "", "  ", "x y", "v1.2-rc", "é"])
-    assert names == ["a_b", "a_b_2", "a_b_3", "overall_2", "mean_2", "scenario", "scenario_2",
-                     "x y", "v1.2-rc", "é"]
+    assert names == ["a_b", "a_b_2", "a_b_3", "overall_2", "mean_2", "scenario", "scenario_2", "x y", "v1.2-rc", "é"]
     assert len(set(names)) == len(names)
     assert all(MLFLOW_KEY.match(n) for n in names)
 
 
 def test_prepared_scenario_names_are_sanitized(tmp_path):
     values = ["news/top", "news?top", "overall", "sport & fun"] * 15
-    data, _, names = _prepare(tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(kind="column", column="s"))
+    data, _, names = _prepare(
+        tmp_path, [(i % 2, v, i % 5) for i, v in enumerate(values)], ScenarioConfig(kind="column", column="s")
+    )
     assert data.feature_map.scenario_names == ("news_top", "news_top_2", "overall_2", "sport _ fun")
     assert data.manifest["scenarios"] == list(data.feature_map.scenario_names)
     assert set(data.manifest["splits"]["train"]["scenarios"]) == set(data.feature_map.scenario_names)

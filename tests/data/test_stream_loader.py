@@ -1,5 +1,6 @@
 """Streaming a split from parquet row groups (one file or a folder of shards): coverage, order,
 determinism, scenario filtering."""
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ def epoch_rows(loader) -> list[torch.Tensor]:
 
 
 def test_every_row_once_per_epoch_in_full_batches(grouped_split, prepared_synthetic):
-    loader = ParquetStreamLoader(grouped_split, prepared_synthetic.feature_map, 512, shuffle=True, seed=3,
-                                 buffer_rows=4000)
+    loader = ParquetStreamLoader(
+        grouped_split, prepared_synthetic.feature_map, 512, shuffle=True, seed=3, buffer_rows=4000
+    )
     expected = sorted(read_split(grouped_split, prepared_synthetic.feature_map).row_id.tolist())
     for _ in range(2):
         batches = epoch_rows(loader)

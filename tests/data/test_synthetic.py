@@ -1,4 +1,5 @@
 """The built-in synthetic generator: determinism, schema, scenario sizes and the hidden click model."""
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -14,10 +15,21 @@ from ssimctr.config.datasets import DatasetConfig, SyntheticConfig
 from ssimctr.data import synthetic
 
 EXPECTED_SCHEMA = [
-    ("user_id", pl.Int64), ("item_id", pl.Int64), ("user_age", pl.Utf8), ("user_gender", pl.Utf8),
-    ("user_city", pl.Int64), ("item_category", pl.Int64), ("item_brand", pl.Int64), ("hour", pl.Int64),
-    ("item_price", pl.Float64), ("user_activity", pl.Float64), ("title", pl.Utf8), ("scenario", pl.Utf8),
-    ("timestamp", pl.Int64), ("click", pl.Int8), ("click_prob", pl.Float64),
+    ("user_id", pl.Int64),
+    ("item_id", pl.Int64),
+    ("user_age", pl.Utf8),
+    ("user_gender", pl.Utf8),
+    ("user_city", pl.Int64),
+    ("item_category", pl.Int64),
+    ("item_brand", pl.Int64),
+    ("hour", pl.Int64),
+    ("item_price", pl.Float64),
+    ("user_activity", pl.Float64),
+    ("title", pl.Utf8),
+    ("scenario", pl.Utf8),
+    ("timestamp", pl.Int64),
+    ("click", pl.Int8),
+    ("click_prob", pl.Float64),
 ]
 START = 1_704_067_200  # 2024-01-01 00:00 UTC
 
@@ -51,8 +63,12 @@ def test_a_different_seed_gives_different_labels():
 def test_columns_dtypes_and_order(frame):
     assert list(frame.schema.items()) == EXPECTED_SCHEMA
     assert list(synthetic.COLUMNS.items()) == EXPECTED_SCHEMA
-    roles = synthetic.CATEGORICAL + synthetic.NUMERIC + synthetic.TEXT + [
-        synthetic.SCENARIO, synthetic.TIME, synthetic.LABEL, synthetic.ORACLE]
+    roles = (
+        synthetic.CATEGORICAL
+        + synthetic.NUMERIC
+        + synthetic.TEXT
+        + [synthetic.SCENARIO, synthetic.TIME, synthetic.LABEL, synthetic.ORACLE]
+    )
     assert sorted(roles) == sorted(frame.columns)
     assert frame.null_count().sum_horizontal().item() == 0
 
@@ -155,25 +171,30 @@ def test_user_and_item_popularity_is_zipf_like(frame):
 
 def test_scenarios_prefer_different_but_overlapping_items(frame):
     parts = _by_scenario(frame)
-    top = {name: set(part["item_id"].value_counts().sort("count", descending=True)["item_id"][:50])
-           for name, part in parts.items()}
+    top = {
+        name: set(part["item_id"].value_counts().sort("count", descending=True)["item_id"][:50])
+        for name, part in parts.items()
+    }
     overlap = len(top["s0"] & top["s1"]) / 50
     assert 0.2 < overlap < 0.95
 
 
-@pytest.mark.parametrize(("kwargs", "argument"), [
-    ({"rows": 0}, "rows"),
-    ({"num_scenarios": 0}, "num_scenarios"),
-    ({"users": 0}, "users"),
-    ({"items": 0}, "items"),
-    ({"latent_dim": 0}, "latent_dim"),
-    ({"days": 0}, "days"),
-    ({"zipf_exponent": -1.0}, "zipf_exponent"),
-    ({"shared_weight": 1.5}, "shared_weight"),
-    ({"num_scenarios": 3, "scenario_weights": [1.0, 2.0]}, "scenario_weights"),
-    ({"num_scenarios": 2, "scenario_weights": [1.0, 0.0]}, "scenario_weights"),
-    ({"num_scenarios": 2, "scenario_weights": [1.0, float("nan")]}, "scenario_weights"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"rows": 0}, "rows"),
+        ({"num_scenarios": 0}, "num_scenarios"),
+        ({"users": 0}, "users"),
+        ({"items": 0}, "items"),
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"days": 0}, "days"),
+        ({"zipf_exponent": -1.0}, "zipf_exponent"),
+        ({"shared_weight": 1.5}, "shared_weight"),
+        ({"num_scenarios": 3, "scenario_weights": [1.0, 2.0]}, "scenario_weights"),
+        ({"num_scenarios": 2, "scenario_weights": [1.0, 0.0]}, "scenario_weights"),
+        ({"num_scenarios": 2, "scenario_weights": [1.0, float("nan")]}, "scenario_weights"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=argument):
         generate(**kwargs)
@@ -182,6 +203,7 @@ def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, argument):
 def test_the_synthetic_preset_takes_the_generator_defaults_of_the_schema():
     dataset = OmegaConf.to_object(compose("dataset=synthetic").dataset)
     generator = [f.name for f in fields(SyntheticConfig) if f.name not in {g.name for g in fields(DatasetConfig)}]
-    assert {name: getattr(dataset, name) for name in generator} == {name: getattr(SyntheticConfig(), name)
-                                                                   for name in generator}
+    assert {name: getattr(dataset, name) for name in generator} == {
+        name: getattr(SyntheticConfig(), name) for name in generator
+    }
     assert dataset.rows == 500_000

@@ -1,4 +1,5 @@
 """Vocabularies (train only, count desc then value asc, indices 1..n, 0 = OOV/missing) and numeric statistics."""
+
 from __future__ import annotations
 
 import math
@@ -12,10 +13,12 @@ from ssimctr.features.feature_map import NumericField
 from ssimctr.features.vocab import encode, fit_numeric, fit_vocabularies, standardize
 
 # a: b x3, a x3, c x2, d x1, null x2   n: 10 x2, 9 x2, 7 x1, null x6
-TRAIN = pl.DataFrame({
-    "a": ["b", "a", "c", "b", "d", "a", None, "c", "b", "a", None],
-    "n": [10, 9, 7, 10, 9, None, None, None, None, None, None],
-})
+TRAIN = pl.DataFrame(
+    {
+        "a": ["b", "a", "c", "b", "d", "a", None, "c", "b", "a", None],
+        "n": [10, 9, 7, 10, 9, None, None, None, None, None, None],
+    }
+)
 
 
 def _as_dict(vocab: pl.DataFrame) -> dict:
@@ -48,7 +51,9 @@ def test_min_freq_keeps_values_seen_at_least_min_freq_times():
 
 def test_encode_maps_unseen_and_missing_values_to_zero():
     vocab = fit_vocabularies(TRAIN.lazy(), ["a", "n"], min_freq=2)
-    frame = pl.DataFrame({"a": ["a", "b", "c", "d", "zzz", None], "n": [10, 9, 7, None, 123, 9], "other": list(range(6))})
+    frame = pl.DataFrame(
+        {"a": ["a", "b", "c", "d", "zzz", None], "n": [10, 9, 7, None, 123, 9], "other": list(range(6))}
+    )
     out = encode(frame.lazy(), vocab).collect()
     assert out["a"].to_list() == [1, 2, 3, 0, 0, 0]  # d is below min_freq, zzz unseen, None missing
     assert out["n"].to_list() == [2, 1, 0, 0, 0, 1]

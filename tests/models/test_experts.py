@@ -1,6 +1,7 @@
 """Expert layers against loops (experts, gates, grouped towers, CGC levels), shared experts training
 under every scenario, and HMoE's stop-gradient label-space mixture. The contract every model keeps
 is in test_model_contract.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,11 +14,13 @@ from ssimctr.train.sharing import sharing_loss
 # case -> (model, small hyper-parameters, prefix of its shared experts)
 SHARED_EXPERTS = {
     "mmoe": ("mmoe", dict(num_experts=3, expert=[32, 16], tower=[8]), "experts."),
-    "mmoe_bn_bias": ("mmoe", dict(num_experts=3, expert=[32], tower=[8], batch_norm=True, gate_bias=True),
-                     "experts."),
+    "mmoe_bn_bias": ("mmoe", dict(num_experts=3, expert=[32], tower=[8], batch_norm=True, gate_bias=True), "experts."),
     "ple": ("ple", dict(expert=[32, 16], tower=[8]), "levels.0.shared_experts."),
-    "ple_2_levels_bn": ("ple", dict(num_levels=2, expert=[16], tower=[8], batch_norm=True, gate_bias=True),
-                        "levels.1.shared_experts."),
+    "ple_2_levels_bn": (
+        "ple",
+        dict(num_levels=2, expert=[16], tower=[8], batch_norm=True, gate_bias=True),
+        "levels.1.shared_experts.",
+    ),
     "hmoe": ("hmoe", dict(bottom=[32], num_experts=4, expert=[16], tower=[8]), "experts."),
 }
 
@@ -76,7 +79,7 @@ def test_grouped_towers_and_mix_equal_loops():
         expected = torch.relu(h[k] @ first.weight[k] + first.bias[k]) @ out.weight[k] + out.bias[k]
         torch.testing.assert_close(logits[:, k], expected[:, 0])
     gates, experts = torch.softmax(torch.randn(2, 5, 3), -1), torch.randn(3, 5, 4)
-    expected = torch.stack([sum(gates[g, :, j:j + 1] * experts[j] for j in range(3)) for g in range(2)])
+    expected = torch.stack([sum(gates[g, :, j : j + 1] * experts[j] for j in range(3)) for g in range(2)])
     torch.testing.assert_close(mix(gates, experts), expected)
 
 
@@ -101,9 +104,9 @@ def test_cgc_level_equals_loop():
         candidates = [expert(level.specific_experts, scenario * s + j, x_specific[scenario]) for j in range(s)]
         candidates += [expert(level.shared_experts, j, x_shared) for j in range(shared)]
         g = gate(level.gates, scenario, x_specific[scenario])
-        torch.testing.assert_close(h[scenario], sum(g[:, j:j + 1] * f for j, f in enumerate(candidates)))
+        torch.testing.assert_close(h[scenario], sum(g[:, j : j + 1] * f for j, f in enumerate(candidates)))
     g = gate(level.shared_gate, 0, x_shared)
-    torch.testing.assert_close(h_shared, sum(g[:, j:j + 1] * f for j, f in enumerate(all_experts)))
+    torch.testing.assert_close(h_shared, sum(g[:, j : j + 1] * f for j, f in enumerate(all_experts)))
 
 
 @pytest.mark.parametrize("scenario", [0, 1, 2])
@@ -112,8 +115,12 @@ def test_hmoe_stop_gradient(scenario, tiny_feature_map):
     batch = one_scenario_batch(tiny_feature_map, scenario)
     sharing_loss(model.towers(batch), batch.label, batch.scenario, 0.0).backward()
     # without the stop-gradient scenario t's loss would reach every tower k through s_k
-    for name in ("tower.mlp.hidden.0.weight", "tower.mlp.output.weight", "gates.linear.weight",
-                 "mixture.linear.weight"):
+    for name in (
+        "tower.mlp.hidden.0.weight",
+        "tower.mlp.output.weight",
+        "gates.linear.weight",
+        "mixture.linear.weight",
+    ):
         grad = dict(model.named_parameters())[name].grad
         for k in range(3):
             if k == scenario:
@@ -134,9 +141,11 @@ def test_hmoe_mixture_equals_hand_computation(tiny_feature_map):
         scores = []
         for k in range(3):
             g = torch.softmax(h @ model.gates.linear.weight[k], -1)
-            h_k = sum(g[:, j:j + 1] * experts[j] for j in range(4))
-            scores.append(torch.sigmoid(torch.relu(h_k @ first.weight[k] + first.bias[k]) @ out.weight[k] + out.bias[k]))
+            h_k = sum(g[:, j : j + 1] * experts[j] for j in range(4))
+            scores.append(
+                torch.sigmoid(torch.relu(h_k @ first.weight[k] + first.bias[k]) @ out.weight[k] + out.bias[k])
+            )
         for t in range(3):
             w = torch.softmax(h @ model.mixture.linear.weight[t], -1)
-            expected = sum(w[:, k:k + 1] * scores[k] for k in range(3))[:, 0]
+            expected = sum(w[:, k : k + 1] * scores[k] for k in range(3))[:, 0]
             torch.testing.assert_close(y[:, t].detach(), expected)

@@ -1,5 +1,6 @@
 """FM, cross networks v1 / v2 and the K-tower MLP against hand-written loops of their equations;
 DCN-V2's structure and rank options."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,9 @@ def _randomize_biases(net: torch.nn.Module) -> None:
 def test_fm_equals_pairwise_inner_products():
     torch.manual_seed(0)
     fields = torch.randn(4, 5, 3)
-    expected = torch.stack([sum((fields[b, i] * fields[b, j]).sum() for i in range(5) for j in range(i + 1, 5))
-                            for b in range(4)]).unsqueeze(1)
+    expected = torch.stack(
+        [sum((fields[b, i] * fields[b, j]).sum() for i in range(5) for j in range(i + 1, 5)) for b in range(4)]
+    ).unsqueeze(1)
     out = FactorizationMachine()(fields)
     assert out.shape == (4, 1)
     torch.testing.assert_close(out, expected)

@@ -2,6 +2,7 @@
 variants that switch on batch norm, dropout, other structures): [B, K] logits and forward = own tower,
 each row training only its own tower's private parameters under mt, one tower broadcast to every
 scenario, learning on the synthetic data. And the defaults: each lives in its schema only."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from conftest import (REPO, assert_gradients_stay_in_own_tower, assert_single_tower_broadcasts, assert_tower_contract,
-                      make_model, train_briefly)
+from conftest import (
+    REPO,
+    assert_gradients_stay_in_own_tower,
+    assert_single_tower_broadcasts,
+    assert_tower_contract,
+    make_model,
+    train_briefly,
+)
 from ssimctr.config.models import MODEL_SCHEMAS, DNNConfig, backbone_config
 from ssimctr.config.schema import register
 
@@ -26,10 +33,10 @@ PEPNET_PRIVATE = ("prior.", "layers.", "gates.", "output.")
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    name: str                    # the model's option name (MODEL_SCHEMAS key)
-    overrides: dict              # small hyper-parameters
-    private: tuple[str, ...]     # prefixes of the per-tower parameters (stored [K, ...] or, cross nets, [L, K, ...])
-    user_item: bool = False      # name user and item fields in the feature map (PEPNet reads them)
+    name: str  # the model's option name (MODEL_SCHEMAS key)
+    overrides: dict  # small hyper-parameters
+    private: tuple[str, ...]  # prefixes of the per-tower parameters (stored [K, ...] or, cross nets, [L, K, ...])
+    user_item: bool = False  # name user and item fields in the feature map (PEPNet reads them)
 
 
 CASES = {
@@ -44,17 +51,25 @@ CASES = {
     "shared_bottom": Case("shared_bottom", dict(bottom=[32], tower=[16, 8]), ("tower.",)),
     "shared_bottom_bn": Case("shared_bottom", dict(bottom=[32], tower=[16], batch_norm=True), ("tower.",)),
     "mmoe": Case("mmoe", dict(num_experts=3, expert=[32, 16], tower=[8]), ("gates.", "tower.")),
-    "mmoe_bn_bias": Case("mmoe", dict(num_experts=3, expert=[32], tower=[8], batch_norm=True, gate_bias=True),
-                         ("gates.", "tower.")),
+    "mmoe_bn_bias": Case(
+        "mmoe", dict(num_experts=3, expert=[32], tower=[8], batch_norm=True, gate_bias=True), ("gates.", "tower.")
+    ),
     "ple": Case("ple", dict(expert=[32, 16], tower=[8]), ("levels.0.gates.", "levels.0.specific_experts.", "tower.")),
     # at non-final levels the shared gate reads every expert: only the last level's specific experts are private
-    "ple_2_levels_bn": Case("ple", dict(num_levels=2, expert=[16], tower=[8], batch_norm=True, gate_bias=True),
-                            ("levels.0.gates.", "levels.1.gates.", "levels.1.specific_experts.", "tower.")),
+    "ple_2_levels_bn": Case(
+        "ple",
+        dict(num_levels=2, expert=[16], tower=[8], batch_norm=True, gate_bias=True),
+        ("levels.0.gates.", "levels.1.gates.", "levels.1.specific_experts.", "tower."),
+    ),
     "hmoe": Case("hmoe", dict(bottom=[32], num_experts=4, expert=[16], tower=[8]), ("gates.", "tower.", "mixture.")),
-    "star": Case("star", dict(hidden=[16, 8], aux_hidden=[4]),
-                 STAR_PRIVATE + ("layers.0.partition_", "layers.1.partition_", "layers.2.partition_")),
-    "star_dropout": Case("star", dict(hidden=[16], dropout=0.2),
-                         STAR_PRIVATE + ("layers.0.partition_", "layers.1.partition_")),
+    "star": Case(
+        "star",
+        dict(hidden=[16, 8], aux_hidden=[4]),
+        STAR_PRIVATE + ("layers.0.partition_", "layers.1.partition_", "layers.2.partition_"),
+    ),
+    "star_dropout": Case(
+        "star", dict(hidden=[16], dropout=0.2), STAR_PRIVATE + ("layers.0.partition_", "layers.1.partition_")
+    ),
     "dffm": Case("dffm", dict(hidden=[16, 8], interaction_hidden=4), ("domain.",)),
     "dffm_dropout": Case("dffm", dict(hidden=[16], interaction_hidden=4, dropout=0.2), ("domain.",)),
     "pepnet": Case("pepnet", dict(hidden=[16, 8], gate_hidden=8), PEPNET_PRIVATE),
@@ -128,14 +143,17 @@ def test_learns(case, prepared_synthetic):
 
 # The defaults: each lives in its schema only.
 
+
 @pytest.fixture(scope="module")
 def composed_backbones() -> dict[str, dict]:
     """conf/backbone/<name>.yaml as a job composes it: {name: backbone config}."""
     register()
     names = sorted(path.stem for path in (REPO / "conf" / "backbone").glob("*.yaml"))
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return {name: OmegaConf.to_container(compose("config", overrides=[f"backbone={name}"]).backbone, resolve=True)
-                for name in names}
+        return {
+            name: OmegaConf.to_container(compose("config", overrides=[f"backbone={name}"]).backbone, resolve=True)
+            for name in names
+        }
 
 
 def test_every_backbone_yaml_has_a_schema(composed_backbones):

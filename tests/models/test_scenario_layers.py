@@ -1,6 +1,7 @@
 """STAR's layers (its scenario embedding rows, partitioned norm statistics by hand, the star product)
 and the generated linear layer of DFFM and M2M. The contract every model keeps is in
 test_model_contract.py."""
+
 from __future__ import annotations
 
 import torch
@@ -14,9 +15,11 @@ def test_star_scenario_embedding_rows_of_other_scenarios_stay_untouched(tiny_fea
     """The input's scenario field: only the batch's scenario row of the shared table trains under mt."""
     torch.manual_seed(0)
     model = make_model("star", tiny_feature_map, 3, hidden=[16, 8], aux_hidden=[4])
-    sharing_loss(model.towers(one_scenario_batch(tiny_feature_map, 1)), torch.ones(32), torch.full((32,), 1), 0.0).backward()
+    sharing_loss(
+        model.towers(one_scenario_batch(tiny_feature_map, 1)), torch.ones(32), torch.full((32,), 1), 0.0
+    ).backward()
     offset = model.embedding.offsets[-1]
-    grads = model.embedding.table.weight.grad[offset:offset + 3].abs().sum(1)
+    grads = model.embedding.table.weight.grad[offset : offset + 3].abs().sum(1)
     assert grads[1] > 0 and grads[0] == 0 and grads[2] == 0
 
 
@@ -103,8 +106,11 @@ def test_star_linear_equals_hand_computed_product():
         torch.testing.assert_close(every[p], x @ w + b)
     for i in range(7):
         p = partition[i]
-        expected = torch.stack([(x[i] * (layer.weight[:, o] * layer.partition_weight[p, :, o])).sum()
-                                for o in range(4)]) + layer.bias + layer.partition_bias[p]
+        expected = (
+            torch.stack([(x[i] * (layer.weight[:, o] * layer.partition_weight[p, :, o])).sum() for o in range(4)])
+            + layer.bias
+            + layer.partition_bias[p]
+        )
         torch.testing.assert_close(out[i], expected)
 
 

@@ -1,4 +1,5 @@
 """`ssimctr-report` and `ssimctr.tracking.runs` against a real sqlite MLflow store built with MlflowClient."""
+
 from __future__ import annotations
 
 import csv
@@ -45,16 +46,27 @@ def job_metrics(auc: dict[str, float], seed_index: int) -> dict[str, float]:
     return metrics
 
 
-def add_run(client: MlflowClient, experiment_id: str, tags: dict[str, str], metrics: dict[str, float],
-            status: str = "FINISHED", parent: str | None = None) -> str:
+def add_run(
+    client: MlflowClient,
+    experiment_id: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    status: str = "FINISHED",
+    parent: str | None = None,
+) -> str:
     if parent:
         tags = {**tags, "mlflow.parentRunId": parent}
     run = client.create_run(experiment_id, tags=tags, run_name=tags.get("regime", "run"))
     run_id = run.info.run_id
     # an earlier epoch value first: the report must read the latest one
     client.log_batch(run_id, metrics=[Metric(k, 0.0, 0, 0) for k in metrics], synchronous=True)
-    client.log_batch(run_id, metrics=[Metric(k, v, 1, 1) for k, v in metrics.items()],
-                     params=[], tags=[RunTag("git_commit", "abc")], synchronous=True)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, 1, 1) for k, v in metrics.items()],
+        params=[],
+        tags=[RunTag("git_commit", "abc")],
+        synchronous=True,
+    )
     client.set_terminated(run_id, status)
     return run_id
 
@@ -72,16 +84,27 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     children = {}
     for regime, scenarios in AUC.items():
         for i, seed in enumerate(SEEDS):
-            tags = {"dataset": "synthetic", "backbone": "dnn", "regime": regime, "ssim": "disabled",
-                    "seed": seed, "experiment": "None"}
+            tags = {
+                "dataset": "synthetic",
+                "backbone": "dnn",
+                "regime": regime,
+                "ssim": "disabled",
+                "seed": seed,
+                "experiment": "None",
+            }
             auc = {scenario: values[i] for scenario, values in scenarios.items()}
             children[(regime, seed)] = add_run(client, experiment, tags, job_metrics(auc, i), parent=parent)
     client.log_metric(parent, "best/val/auc/mean", 0.71)
     client.set_terminated(parent, "FINISHED")
     base = {"dataset": "synthetic", "backbone": "dcn", "regime": "mt", "ssim": "disabled", "seed": "1"}
     loner = add_run(client, experiment, base, job_metrics({"s0": 0.8, "s1": 0.8, "s2": 0.8}, 0))
-    add_run(client, experiment, {**base, "backbone": "failed"}, job_metrics({"s0": 0.9, "s1": 0.9, "s2": 0.9}, 0),
-            status="FAILED")
+    add_run(
+        client,
+        experiment,
+        {**base, "backbone": "failed"},
+        job_metrics({"s0": 0.9, "s1": 0.9, "s2": 0.9}, 0),
+        status="FAILED",
+    )
     add_run(client, other, {**base, "backbone": "elsewhere"}, job_metrics({"s0": 0.5, "s1": 0.5, "s2": 0.5}, 0))
     return Store(uri, client, parent, children, loner)
 
@@ -114,8 +137,9 @@ def test_search_runs_filters(store: Store) -> None:
 
 def test_report_numbers_equal_the_mlflow_metrics(store: Store, capsys, tmp_path: Path) -> None:
     md, table_csv = tmp_path / "report.md", tmp_path / "out" / "report.csv"
-    code, out, err = run_report(capsys, "--uri", store.uri, "--parent", store.parent,
-                                "--markdown", str(md), "--csv", str(table_csv))
+    code, out, err = run_report(
+        capsys, "--uri", store.uri, "--parent", store.parent, "--markdown", str(md), "--csv", str(table_csv)
+    )
     assert (code, err) == (0, "")
     assert "AUC (higher is better) · ssimctr-synthetic · split test · 6 runs in 2 groups" in out
     assert "without test/ metrics" not in out  # the parent is not its own child
@@ -143,8 +167,9 @@ def test_report_numbers_equal_the_mlflow_metrics(store: Store, capsys, tmp_path:
 
 def test_group_by_other_tags_without_parent(store: Store, capsys, tmp_path: Path) -> None:
     out_csv = tmp_path / "r.csv"
-    code, out, _ = run_report(capsys, "--uri", store.uri, "--group-by", "regime", "--metric", "auc",
-                              "--csv", str(out_csv))
+    code, out, _ = run_report(
+        capsys, "--uri", store.uri, "--group-by", "regime", "--metric", "auc", "--csv", str(out_csv)
+    )
     assert code == 0 and "7 runs in 2 groups" in out and "Logloss" not in out
     assert "1 selected run(s) without test/ metrics" in out  # the multirun parent
     rows = {r["regime"]: r for r in csv.DictReader(out_csv.open())}
@@ -158,8 +183,19 @@ def test_group_by_other_tags_without_parent(store: Store, capsys, tmp_path: Path
 
 def test_plot_and_log_to_the_parent(store: Store, capsys, tmp_path: Path) -> None:
     plot, md = tmp_path / "auc.png", tmp_path / "report.md"
-    code, out, err = run_report(capsys, "--uri", store.uri, "--parent", store.parent, "--plot", str(plot),
-                                "--markdown", str(md), "--log-to", store.parent)
+    code, out, err = run_report(
+        capsys,
+        "--uri",
+        store.uri,
+        "--parent",
+        store.parent,
+        "--plot",
+        str(plot),
+        "--markdown",
+        str(md),
+        "--log-to",
+        store.parent,
+    )
     assert (code, err) == (0, "") and plot.read_bytes()[:4] == b"\x89PNG"
     logged = {a.path for a in store.client.list_artifacts(store.parent, "report")}
     assert logged == {"report/auc.png", "report/report.md"}
@@ -167,7 +203,9 @@ def test_plot_and_log_to_the_parent(store: Store, capsys, tmp_path: Path) -> Non
     code, out, _ = run_report(capsys, "--uri", store.uri, "--parent", store.parent, "--log-to", store.loner)
     assert code == 0 and "logged report.md, report.csv to run" in out
     assert {a.path for a in store.client.list_artifacts(store.loner, "report")} == {
-        "report/report.md", "report/report.csv"}
+        "report/report.md",
+        "report/report.csv",
+    }
 
 
 @pytest.mark.parametrize(

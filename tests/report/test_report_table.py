@@ -1,4 +1,5 @@
 """ssimctr.report pure functions on hand-made run records: aggregation, best marks, paired test, renderers."""
+
 from __future__ import annotations
 
 import ast
@@ -41,9 +42,17 @@ def make_records(auc: dict = AUC, seeds: tuple[str, ...] = SEEDS, split: str = "
             metrics[f"{split}/logloss/overall"] = 0.5 - 0.01 * i
             metrics["val/auc/s0"] = 0.5
             tags = {"backbone": "dnn", "regime": regime, "ssim": "disabled", "seed": seed, "dataset": "synthetic"}
-            records.append(RunRecord(f"{regime}-{seed}", f"run-{regime}-{seed}", "FINISHED", tags,
-                                     {"trainer.lr": "0.001" if regime == "mt" else "0.01"}, metrics,
-                                     experiment="ssimctr-synthetic"))
+            records.append(
+                RunRecord(
+                    f"{regime}-{seed}",
+                    f"run-{regime}-{seed}",
+                    "FINISHED",
+                    tags,
+                    {"trainer.lr": "0.001" if regime == "mt" else "0.01"},
+                    metrics,
+                    experiment="ssimctr-synthetic",
+                )
+            )
     return records
 
 
@@ -58,8 +67,17 @@ def row_of(table, regime: str) -> int:
 
 def test_columns_are_scenarios_in_natural_order_then_mean_and_overall(table) -> None:
     assert [c.key for c in table.columns] == [
-        "auc/s0", "auc/s1", "auc/s10", "auc/mean", "auc/overall",
-        "logloss/s0", "logloss/s1", "logloss/s10", "logloss/mean", "logloss/overall"]
+        "auc/s0",
+        "auc/s1",
+        "auc/s10",
+        "auc/mean",
+        "auc/overall",
+        "logloss/s0",
+        "logloss/s1",
+        "logloss/s10",
+        "logloss/mean",
+        "logloss/overall",
+    ]
     assert sorted(["s10", "s2", "s1"], key=natural_key) == ["s1", "s2", "s10"]
 
 
@@ -95,7 +113,7 @@ def test_star_only_when_best_is_consistently_better(table) -> None:
         assert s1.best == mt and not s1.significant
         assert s10.best == single and s10.significant
         # the p-value is scipy's one-sided paired t-test on the logged numbers
-        x, y = ([row.cell(Column(metric, "s0")).values for row in (table.rows[mt], table.rows[single])])
+        x, y = [row.cell(Column(metric, "s0")).values for row in (table.rows[mt], table.rows[single])]
         assert s0.pvalue == pytest.approx(stats.ttest_rel(x, y, alternative=alternative).pvalue)
     assert 0.01 < tests[Column("auc", "s0")].pvalue < 0.05
     assert not significance(table, alpha=0.01)[Column("auc", "s0")].significant
@@ -143,8 +161,10 @@ def test_missing_tag_value_nan_metrics_and_runs_without_split_metrics() -> None:
     ("kwargs", "message"),
     [
         ({"group_by": ("backbone", "optimizer")}, "--group-by 'optimizer' is not a tag"),
-        ({"metrics": ("auc", "gauc")},
-         "no test/gauc/<scenario> metric in the selected runs (metrics of split test: auc, logloss)"),
+        (
+            {"metrics": ("auc", "gauc")},
+            "no test/gauc/<scenario> metric in the selected runs (metrics of split test: auc, logloss)",
+        ),
         ({"split": "train"}, "has a train/<metric>/<scenario> metric (splits logged: test, val)"),
         ({"group_by": ()}, "at least one tag"),
     ],

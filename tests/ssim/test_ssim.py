@@ -1,4 +1,5 @@
 """SSIM mechanics (docs/methods.md §1.9 checklist) and the search -> retrain round trip."""
+
 from __future__ import annotations
 
 import math
@@ -9,15 +10,14 @@ import pytest
 import torch
 
 from conftest import make_batch, make_model, synthetic_config
-from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig
-from ssimctr.data.loaders import read_split
+from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig, TrainerConfig
 from ssimctr.data.datasplit import MemorySplit, StreamedSplit
+from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.ssim import artifacts, phases
 from ssimctr.ssim.losses import RetrainLoss, SearchLoss
 from ssimctr.ssim.selection import batch_top_ratio
 from ssimctr.ssim.selector import Selector, hard_gate, temperature, top_ratio_gate
-from ssimctr.config.schema import TrainerConfig
 
 SETTINGS = TrainerConfig(batch_size=256, eval_batch_size=4096, epochs=2, lr=3e-3, progress=False, seed=0)
 SMALL_SSIM = dict(selector_hidden=[32, 16], selector_lr=1e-3, epsilon=0.5, lambda_kl=0.4, ratio=0.5, log_every=5)
@@ -54,8 +54,17 @@ def search_setup(tiny_feature_map):
     model = make_model("dnn", tiny_feature_map, 3, hidden=[16])
     selector = Selector(model.embedding.output_dim, [16], 3)
     logged = []
-    loss = SearchLoss(selector, epsilon=0.5, lambda_kl=0.4, final_temperature=1000.0, total_steps=4, gate="hard",
-                      scenario_names=tiny_feature_map.scenario_names, log=lambda m, s: logged.append((s, m)), log_every=10)
+    loss = SearchLoss(
+        selector,
+        epsilon=0.5,
+        lambda_kl=0.4,
+        final_temperature=1000.0,
+        total_steps=4,
+        gate="hard",
+        scenario_names=tiny_feature_map.scenario_names,
+        log=lambda m, s: logged.append((s, m)),
+        log_every=10,
+    )
     return model, selector, loss, make_batch(tiny_feature_map, rows=32), logged
 
 
@@ -116,20 +125,34 @@ def test_shared_rows_reach_every_tower_unshared_rows_only_their_own(tiny_feature
 @pytest.fixture(scope="module", params=[2, 3, 5], ids=lambda k: f"K{k}")
 def prepared(request, tmp_path_factory):
     config = synthetic_config(rows=8000, users=800, items=300, num_scenarios=request.param)
-    return prepare(config, ScenarioConfig(kind="column", column="scenario"), SplitConfig(kind="time"), tmp_path_factory.mktemp("cache"))
+    return prepare(
+        config,
+        ScenarioConfig(kind="column", column="scenario"),
+        SplitConfig(kind="time"),
+        tmp_path_factory.mktemp("cache"),
+    )
 
 
 def load_splits(data, device):
-    return {s: MemorySplit(read_split(data.split_path(s), data.feature_map).to(device)) for s in ("train", "val", "test")}
+    return {
+        s: MemorySplit(read_split(data.split_path(s), data.feature_map).to(device)) for s in ("train", "val", "test")
+    }
 
 
 def run_search(data, folder: Path, device="cpu"):
     torch.manual_seed(0)
     model = make_model("dnn", data.feature_map, hidden=[32, 16]).to(device)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    outcome = phases.search(model, load_splits(data, device), data.feature_map.scenario_names, SETTINGS,
-                            SsimConfig(phase="search", **SMALL_SSIM), lambda m, s: None, folder,
-                            {"dataset": "synthetic", "data_key": data.manifest["cache_key"]})
+    outcome = phases.search(
+        model,
+        load_splits(data, device),
+        data.feature_map.scenario_names,
+        SETTINGS,
+        SsimConfig(phase="search", **SMALL_SSIM),
+        lambda m, s: None,
+        folder,
+        {"dataset": "synthetic", "data_key": data.manifest["cache_key"]},
+    )
     return outcome, initial
 
 
@@ -155,9 +178,16 @@ def test_search_then_retrain_for_any_number_of_scenarios(prepared, tmp_path):
         loaded.append(model)
         return model
 
-    retrained, info = phases.retrain(build, load_splits(prepared, "cpu"), prepared.feature_map, SETTINGS,
-                                     SsimConfig(phase="retrain", **SMALL_SSIM), lambda m, s: None, folder,
-                                     prepared.manifest["cache_key"])
+    retrained, info = phases.retrain(
+        build,
+        load_splits(prepared, "cpu"),
+        prepared.feature_map,
+        SETTINGS,
+        SsimConfig(phase="retrain", **SMALL_SSIM),
+        lambda m, s: None,
+        folder,
+        prepared.manifest["cache_key"],
+    )
     assert info.initial_weights == "search"
     assert {f"test/auc/{n}" for n in names} <= set(retrained.test)
     reloaded = build()
@@ -193,9 +223,16 @@ def test_a_saved_selection_retrains_a_different_model_globally(tmp_path, prepare
     def build():
         return make_model("star", prepared_synthetic.feature_map, 3)
 
-    outcome, info = phases.retrain(build, load_splits(prepared_synthetic, "cpu"), prepared_synthetic.feature_map,
-                                   SETTINGS, SsimConfig(phase="retrain", selection="global", **SMALL_SSIM),
-                                   lambda m, s: None, folder, prepared_synthetic.manifest["cache_key"])
+    outcome, info = phases.retrain(
+        build,
+        load_splits(prepared_synthetic, "cpu"),
+        prepared_synthetic.feature_map,
+        SETTINGS,
+        SsimConfig(phase="retrain", selection="global", **SMALL_SSIM),
+        lambda m, s: None,
+        folder,
+        prepared_synthetic.manifest["cache_key"],
+    )
     assert info.initial_weights == "fresh" and info.selection.startswith("global")
     assert outcome.test["test/auc/mean"] > 0.5
     assert set(outcome.test) >= {f"test/auc/{n}" for n in names}
@@ -205,6 +242,7 @@ def test_retrain_refuses_a_search_made_on_other_data(tmp_path, prepared_syntheti
     folder = tmp_path / "ssim"
     run_search(prepared_synthetic, folder)
     from ssimctr.errors import UserError
+
     with pytest.raises(UserError, match="other prepared data"):
         artifacts.check_search_folder(folder, "another-key")
 

@@ -96,9 +96,7 @@ def test_nan_metric_is_stored(tracker: MlflowTracker, client: MlflowClient) -> N
     assert math.isnan(metric.value) and metric.step == 0
 
 
-def test_artifacts_file_and_directory(
-    tracker: MlflowTracker, client: MlflowClient, tmp_path: Path
-) -> None:
+def test_artifacts_file_and_directory(tracker: MlflowTracker, client: MlflowClient, tmp_path: Path) -> None:
     (tmp_path / "report.json").write_text("{}")
     plots = tmp_path / "plots"
     (plots / "sub").mkdir(parents=True)
@@ -107,9 +105,7 @@ def test_artifacts_file_and_directory(
     tracker.log_artifact(plots, "figures")
     run_id = tracker.run_id
     assert {f.path for f in client.list_artifacts(run_id)} == {"report.json", "figures"}
-    assert [f.path for f in client.list_artifacts(run_id, "figures/plots/sub")] == [
-        "figures/plots/sub/roc.png"
-    ]
+    assert [f.path for f in client.list_artifacts(run_id, "figures/plots/sub")] == ["figures/plots/sub/roc.png"]
     with pytest.raises(FileNotFoundError):
         tracker.log_artifact(tmp_path / "missing")
 
@@ -122,9 +118,7 @@ def test_tags_and_run_name(tracker: MlflowTracker, client: MlflowClient) -> None
     assert run.info.run_name == "unit"
 
 
-def test_end_failed_sets_status_and_truncated_error(
-    tracker: MlflowTracker, client: MlflowClient
-) -> None:
+def test_end_failed_sets_status_and_truncated_error(tracker: MlflowTracker, client: MlflowClient) -> None:
     tracker.end("FAILED", error="Traceback\n" + "e" * MAX_TAG_VAL_LENGTH)
     run = client.get_run(tracker.run_id)
     assert run.info.status == "FAILED"
@@ -133,9 +127,7 @@ def test_end_failed_sets_status_and_truncated_error(
     assert run.info.end_time is not None
 
 
-def test_end_finished_and_rejects_unknown_status(
-    tracker: MlflowTracker, client: MlflowClient
-) -> None:
+def test_end_finished_and_rejects_unknown_status(tracker: MlflowTracker, client: MlflowClient) -> None:
     with pytest.raises(ValueError, match="FINISHED, FAILED, KILLED"):
         tracker.end("DONE")
     tracker.end()
@@ -178,8 +170,10 @@ def test_download_artifacts_of_unknown_run_names_the_fix(
     new_tracker: Callable[..., MlflowTracker], store: tuple[str, Path], tmp_path: Path
 ) -> None:
     run_id = "0" * 32
-    message = (f"ssim.from_run={run_id}: no such run in {store[0]} (copy the run id from the search run's "
-               "output or the MLflow UI, and use the same tracking.uri)")
+    message = (
+        f"ssim.from_run={run_id}: no such run in {store[0]} (copy the run id from the search run's "
+        "output or the MLflow UI, and use the same tracking.uri)"
+    )
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         new_tracker().download_artifacts(run_id, "ssim", tmp_path / "download")
 
@@ -221,9 +215,7 @@ def test_create_experiment_tolerates_concurrent_creation(client: MlflowClient) -
     assert create_experiment(client, "raced", None).experiment_id == existing
 
 
-def test_deleted_experiment_is_a_user_error(
-    new_tracker: Callable[..., MlflowTracker], client: MlflowClient
-) -> None:
+def test_deleted_experiment_is_a_user_error(new_tracker: Callable[..., MlflowTracker], client: MlflowClient) -> None:
     client.delete_experiment(new_tracker("gone").experiment_id)
     with pytest.raises(UserError, match="tracking.experiment='gone'"):
         new_tracker("gone")
@@ -250,8 +242,10 @@ def test_null_tracker_does_nothing(tmp_path: Path) -> None:
 
 
 def test_null_tracker_cannot_download_artifacts(tmp_path: Path) -> None:
-    message = ("ssim.from_run needs tracking=mlflow (this run has tracking=none): "
-               "use ssim.from_path=<the search run's ssim/ folder>")
+    message = (
+        "ssim.from_run needs tracking=mlflow (this run has tracking=none): "
+        "use ssim.from_path=<the search run's ssim/ folder>"
+    )
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         NullTracker().download_artifacts("abc", "ssim", tmp_path / "download")
     assert list(tmp_path.iterdir()) == []
@@ -265,7 +259,6 @@ def test_make_tracker_builds_mlflow_tracker(store: tuple[str, Path]) -> None:
 def test_make_tracker_rejects_unknown_backend() -> None:
     with pytest.raises(UserError, match=r"tracking\.backend='wandb'.*mlflow, none"):
         make_tracker("wandb", "sqlite:///x.db", "e", None)
-
 
 
 def test_paginate_yields_every_item_of_every_page() -> None:

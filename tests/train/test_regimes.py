@@ -1,4 +1,5 @@
 """Which rows reach which tower, per regime."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,10 +7,10 @@ import torch
 from torch import nn
 
 from conftest import make_batch
+from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.config.schema import TrainerConfig
 from ssimctr.train.regimes import train_jointly, train_separately, train_then_finetune
 from ssimctr.train.sharing import sharing_loss
 
@@ -64,8 +65,10 @@ def test_sharing_loss_values():
 
 @pytest.fixture
 def splits(tiny_feature_map):
-    return {name: MemorySplit(make_batch(tiny_feature_map, rows=60, seed=i))
-            for i, name in enumerate(("train", "val", "test"))}
+    return {
+        name: MemorySplit(make_batch(tiny_feature_map, rows=60, seed=i))
+        for i, name in enumerate(("train", "val", "test"))
+    }
 
 
 def test_batch_of_scenario_keeps_exactly_that_scenario(splits):
@@ -90,15 +93,18 @@ def test_separate_training_gives_each_scenario_its_own_model(splits, tiny_featur
     logged: list[dict] = []
     outcome = train_separately(build, splits, tiny_feature_map.scenario_names, SETTINGS, lambda m, e: logged.append(m))
     assert [m.seen for m in models] == [{0}, {1}, {2}]
-    assert set(outcome.test) == {f"test/{m}/{s}" for m in ("auc", "logloss") for s in ("s0", "s1", "s2", "overall", "mean")}
+    assert set(outcome.test) == {
+        f"test/{m}/{s}" for m in ("auc", "logloss") for s in ("s0", "s1", "s2", "overall", "mean")
+    }
     assert all(key.startswith("st/") for entry in logged for key in entry)
 
 
 def test_finetune_pretrains_on_all_rows_then_one_copy_per_scenario(splits, tiny_feature_map):
     model = RecordingModel(3)
     logged: list[dict] = []
-    outcome = train_then_finetune(model, splits, tiny_feature_map.scenario_names, SETTINGS,
-                                  lambda m, e: logged.append(m), finetune_lr=None)
+    outcome = train_then_finetune(
+        model, splits, tiny_feature_map.scenario_names, SETTINGS, lambda m, e: logged.append(m), finetune_lr=None
+    )
     assert model.seen == {0, 1, 2}
     keys = {key for entry in logged for key in entry}
     assert any(k.startswith("pretrain/val/") for k in keys)

@@ -3,16 +3,18 @@
 A source knows only its file layout. Everything after reading (validation, scenarios, splits,
 vocabularies) is shared and lives in ssimctr.data.prepare.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ssimctr.config.datasets import DATASET_SCHEMAS, DatasetConfig
 from ssimctr.config.schema import SplitConfig
-from ssimctr.data.sources.base import Source
 from ssimctr.data.sources.aliccp import read_aliccp
 from ssimctr.data.sources.alimama import read_alimama
 from ssimctr.data.sources.antm2c import read_antm2c
+from ssimctr.data.sources.base import Source
 from ssimctr.data.sources.files import read_files
 from ssimctr.data.sources.kuairand import read_kuairand
 from ssimctr.data.sources.movielens import read_movielens
@@ -39,9 +41,11 @@ def load_source(dataset: DatasetConfig, rule: SplitConfig) -> Source:
         raise UserError(f"dataset.source={dataset.source} is not a reader: use one of {', '.join(READERS)}")
     schema = DATASET_SCHEMAS[dataset.source]
     if not isinstance(dataset, schema):
-        raise UserError(f"dataset.source={dataset.source} reads a {schema.__name__}, but dataset={dataset.name} is a "
-                        f"{type(dataset).__name__}: start its YAML with `defaults: [/schema_dataset_{dataset.source}"
-                        "@_here_, _self_]`, or use the preset of that source")
+        raise UserError(
+            f"dataset.source={dataset.source} reads a {schema.__name__}, but dataset={dataset.name} is a "
+            f"{type(dataset).__name__}: start its YAML with `defaults: [/schema_dataset_{dataset.source}"
+            "@_here_, _self_]`, or use the preset of that source"
+        )
     return reader(dataset, rule)
 
 

@@ -19,6 +19,7 @@ Both layouts: a row with click=0 and purchase=1 (a conversion without a click; S
 loaders drop it) gets a missing click and purchase, so the shared pipeline drops it and counts it
 in the manifest under `dropped.label_missing`.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,10 +36,18 @@ from ssimctr.errors import UserError
 
 LAYOUTS = ("raw", "processed")
 DOWNLOAD = "https://tianchi.aliyun.com/dataset/408"
-PAIRS = {0: ("sample_skeleton_train.csv", "common_features_train.csv"),
-         2: ("sample_skeleton_test.csv", "common_features_test.csv")}
-SKELETON = {"sample_id": pl.String, "click": pl.Int8, "purchase": pl.Int8, "common_feature_index": pl.String,
-            "feature_num": pl.String, "feature_list": pl.String}
+PAIRS = {
+    0: ("sample_skeleton_train.csv", "common_features_train.csv"),
+    2: ("sample_skeleton_test.csv", "common_features_test.csv"),
+}
+SKELETON = {
+    "sample_id": pl.String,
+    "click": pl.Int8,
+    "purchase": pl.Int8,
+    "common_feature_index": pl.String,
+    "feature_num": pl.String,
+    "feature_list": pl.String,
+}
 COMMON = {"common_feature_index": pl.String, "feature_num": pl.String, "feature_list": pl.String}
 FIELD_ID = re.compile(r"^\d+(_\d+)?$")
 
@@ -49,8 +58,11 @@ def read_aliccp(dataset: AliCCPConfig, rule: SplitConfig) -> Source:
         return _read_processed(dataset, rule)
     if dataset.layout != "raw":
         raise UserError(f"dataset.layout={dataset.layout} is not an Ali-CCP layout: use one of {', '.join(LAYOUTS)}")
-    warn_unless_given(dataset.name, rule.kind, "official test file as test, a seeded "
-                      f"{dataset.val_fraction:.0%} of the official train file as val")
+    warn_unless_given(
+        dataset.name,
+        rule.kind,
+        f"official test file as test, a seeded {dataset.val_fraction:.0%} of the official train file as val",
+    )
     return _read_raw(dataset)
 
 
@@ -59,14 +71,16 @@ def drop_unclicked_purchases(frame: pl.LazyFrame) -> pl.LazyFrame:
     if not {"click", "purchase"} <= set(frame.collect_schema().names()):
         return frame
     inconsistent = (pl.col("click") == 0) & (pl.col("purchase") == 1)
-    return frame.with_columns(pl.when(inconsistent).then(None).otherwise(pl.col(c)).alias(c)
-                              for c in ("click", "purchase"))
+    return frame.with_columns(
+        pl.when(inconsistent).then(None).otherwise(pl.col(c)).alias(c) for c in ("click", "purchase")
+    )
 
 
 def _read_processed(dataset: AliCCPConfig, rule: SplitConfig) -> Source:
     files = read_files(dataset, rule)
-    return Source(load=lambda: drop_unclicked_purchases(files.load()), fingerprint=files.fingerprint,
-                  origin=files.origin)
+    return Source(
+        load=lambda: drop_unclicked_purchases(files.load()), fingerprint=files.fingerprint, origin=files.origin
+    )
 
 
 def _read_raw(dataset: AliCCPConfig) -> Source:
@@ -75,14 +89,16 @@ def _read_raw(dataset: AliCCPConfig) -> Source:
     categorical, numeric = _wanted_fields(dataset)
     paths = {index: (folder / skeleton, folder / common) for index, (skeleton, common) in PAIRS.items()}
     for skeleton, common in paths.values():
-        _check_first_line(skeleton, len(SKELETON), "sample_id,click,purchase,common_feature_index,feature_num,"
-                                                   "feature_list")
+        _check_first_line(
+            skeleton, len(SKELETON), "sample_id,click,purchase,common_feature_index,feature_num,feature_list"
+        )
         _check_first_line(common, len(COMMON), "common_feature_index,feature_num,feature_list")
 
     def load() -> pl.LazyFrame:
-        parts = [_joined(skeleton, common, categorical, numeric).with_columns(pl.lit(index, pl.Int8)
-                                                                             .alias(SPLIT_COLUMN))
-                 for index, (skeleton, common) in paths.items()]
+        parts = [
+            _joined(skeleton, common, categorical, numeric).with_columns(pl.lit(index, pl.Int8).alias(SPLIT_COLUMN))
+            for index, (skeleton, common) in paths.items()
+        ]
         frame = drop_unclicked_purchases(pl.concat(parts, how="vertical"))
         return carve_validation(frame, fraction, dataset.val_seed)
 
@@ -92,17 +108,23 @@ def _read_raw(dataset: AliCCPConfig) -> Source:
 
 def _folder(dataset: AliCCPConfig) -> Path:
     if not dataset.path:
-        raise UserError("dataset=aliccp needs the folder of the original files: set dataset.path=/path/to/aliccp "
-                        f"(sample_skeleton_{{train,test}}.csv and common_features_{{train,test}}.csv from {DOWNLOAD})")
-    folder = release_folder(Path(dataset.path), "sample_skeleton_{train,test}.csv and common_features_{train,test}.csv",
-                            "for the 33-column processed CSVs set dataset.layout=processed and "
-                            "dataset.path/val_path/test_path")
+        raise UserError(
+            "dataset=aliccp needs the folder of the original files: set dataset.path=/path/to/aliccp "
+            f"(sample_skeleton_{{train,test}}.csv and common_features_{{train,test}}.csv from {DOWNLOAD})"
+        )
+    folder = release_folder(
+        Path(dataset.path),
+        "sample_skeleton_{train,test}.csv and common_features_{train,test}.csv",
+        "for the 33-column processed CSVs set dataset.layout=processed and dataset.path/val_path/test_path",
+    )
     for skeleton, common in PAIRS.values():
         for name in (skeleton, common):
             if not (folder / name).is_file():
-                raise UserError(f"dataset.path: {folder} has no {name}: the Ali-CCP raw layout needs "
-                                "sample_skeleton_{train,test}.csv and common_features_{train,test}.csv, unpacked, "
-                                f"from {DOWNLOAD}")
+                raise UserError(
+                    f"dataset.path: {folder} has no {name}: the Ali-CCP raw layout needs "
+                    "sample_skeleton_{train,test}.csv and common_features_{train,test}.csv, unpacked, "
+                    f"from {DOWNLOAD}"
+                )
     return folder
 
 
@@ -112,13 +134,17 @@ def _wanted_fields(dataset: AliCCPConfig) -> tuple[list[str], list[str]]:
     categorical = list(dict.fromkeys(c for c in named if c))
     bad = [c for c in categorical if not FIELD_ID.match(str(c))]
     if bad:
-        raise UserError(f"dataset.categorical / scenario / user / item: {bad} are not Ali-CCP field ids: with "
-                        "dataset.layout=raw each column is a field id such as '101', '205' or '109_14'")
+        raise UserError(
+            f"dataset.categorical / scenario / user / item: {bad} are not Ali-CCP field ids: with "
+            "dataset.layout=raw each column is a field id such as '101', '205' or '109_14'"
+        )
     numeric = [str(c)[1:] for c in dataset.numeric]
     bad = [c for c in dataset.numeric if not (str(c).startswith("D") and FIELD_ID.match(str(c)[1:]))]
     if bad:
-        raise UserError(f"dataset.numeric: {bad} are not Ali-CCP value columns: with dataset.layout=raw a numeric "
-                        "column is D<field id>, the value part of that field's feature (e.g. 'D853')")
+        raise UserError(
+            f"dataset.numeric: {bad} are not Ali-CCP value columns: with dataset.layout=raw a numeric "
+            "column is D<field id>, the value part of that field's feature (e.g. 'D853')"
+        )
     return [str(c) for c in categorical], numeric
 
 
@@ -135,18 +161,24 @@ def _feature_value(field: str, column: str = "feature_list") -> pl.Expr:
 
 def _joined(skeleton: Path, common: Path, categorical: list[str], numeric: list[str]) -> pl.LazyFrame:
     """One file pair: skeleton rows with their common features, wanted fields only."""
+
     def extracted(prefix: str) -> list[pl.Expr]:
-        return ([_feature_id(f).alias(f"{prefix}{f}") for f in categorical]
-                + [_feature_value(f).alias(f"{prefix}D{f}") for f in numeric])
+        return [_feature_id(f).alias(f"{prefix}{f}") for f in categorical] + [
+            _feature_value(f).alias(f"{prefix}D{f}") for f in numeric
+        ]
 
     sample = pl.scan_csv(skeleton, has_header=False, schema=SKELETON, quote_char=None)
-    shared = (pl.scan_csv(common, has_header=False, schema=COMMON, quote_char=None)
-              .select("common_feature_index", *extracted("__c_"))
-              .unique(subset="common_feature_index", keep="last"))
+    shared = (
+        pl.scan_csv(common, has_header=False, schema=COMMON, quote_char=None)
+        .select("common_feature_index", *extracted("__c_"))
+        .unique(subset="common_feature_index", keep="last")
+    )
     names = categorical + [f"D{f}" for f in numeric]
-    return (sample.select("click", "purchase", "common_feature_index", *extracted("__s_"))
-            .join(shared, on="common_feature_index", how="left", maintain_order="left")
-            .select("click", "purchase", *[pl.coalesce(f"__c_{n}", f"__s_{n}").alias(n) for n in names]))
+    return (
+        sample.select("click", "purchase", "common_feature_index", *extracted("__s_"))
+        .join(shared, on="common_feature_index", how="left", maintain_order="left")
+        .select("click", "purchase", *[pl.coalesce(f"__c_{n}", f"__s_{n}").alias(n) for n in names])
+    )
 
 
 def _check_first_line(path: Path, columns: int, names: str) -> None:
@@ -159,7 +191,9 @@ def _check_first_line(path: Path, columns: int, names: str) -> None:
     fields = line.split(b",")
     if len(fields) != columns or b"\x02" not in fields[-1] or b"\x03" not in fields[-1]:
         shown = line[:80].decode("utf-8", "replace").encode("unicode_escape").decode()
-        raise UserError(f"{path} is not an original Ali-CCP file: its first line ({shown!r}) should be {columns} "
-                        f"comma-separated fields without a header ({names}), the last one a feature list "
-                        "`field\\x02id\\x03value` joined by \\x01. Use the unpacked original files, or "
-                        "dataset.layout=processed for the 33-column CSVs")
+        raise UserError(
+            f"{path} is not an original Ali-CCP file: its first line ({shown!r}) should be {columns} "
+            f"comma-separated fields without a header ({names}), the last one a feature list "
+            "`field\\x02id\\x03value` joined by \\x01. Use the unpacked original files, or "
+            "dataset.layout=processed for the 33-column CSVs"
+        )

@@ -11,6 +11,7 @@ against the official files: comma and a header line are what those loaders assum
 dataset.separator / dataset.has_header when the files differ. Every column is read as text
 (label as a number), so ids keep their exact spelling.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,13 @@ def read_antm2c(dataset: AntM2CConfig, rule: SplitConfig) -> Source:
         _check_first_line(path, dataset.separator, dataset.has_header)
 
     def load() -> pl.LazyFrame:
-        frame = pl.scan_csv(files, has_header=dataset.has_header, separator=dataset.separator,
-                            schema={c: pl.String for c in COLUMNS}, null_values=[""])
+        frame = pl.scan_csv(
+            files,
+            has_header=dataset.has_header,
+            separator=dataset.separator,
+            schema={c: pl.String for c in COLUMNS},
+            null_values=[""],
+        )
         label = pl.col("label").str.strip_chars().cast(pl.Float64, strict=False).cast(pl.Int64)
         return frame.with_columns(label.alias("label"))
 
@@ -50,19 +56,26 @@ def part_files(dataset: AntM2CConfig) -> list[Path]:
     """The part files, in the order of dataset.parts; a clear error naming a missing one."""
     parts = list(dataset.parts)
     if not dataset.path:
-        raise UserError("dataset=antm2c needs the folder of the part files: set dataset.path=/path/to/antm2c "
-                        f"(antm2c_10m_part0, _part1, _part2 from {DOWNLOAD})")
-    folder = release_folder(Path(dataset.path), f"the AntM2C part files {', '.join(parts)}",
-                            "set dataset.parts to read other file names")
+        raise UserError(
+            "dataset=antm2c needs the folder of the part files: set dataset.path=/path/to/antm2c "
+            f"(antm2c_10m_part0, _part1, _part2 from {DOWNLOAD})"
+        )
+    folder = release_folder(
+        Path(dataset.path), f"the AntM2C part files {', '.join(parts)}", "set dataset.parts to read other file names"
+    )
     if not parts:
-        raise UserError("dataset.parts is empty: list the AntM2C part files to read (e.g. "
-                        "[antm2c_10m_part0,antm2c_10m_part1,antm2c_10m_part2])")
+        raise UserError(
+            "dataset.parts is empty: list the AntM2C part files to read (e.g. "
+            "[antm2c_10m_part0,antm2c_10m_part1,antm2c_10m_part2])"
+        )
     files = []
     for name in parts:
         found = [p for p in (folder / name, folder / f"{name}.csv") if p.is_file()]
         if not found:
-            raise UserError(f"dataset.path: {folder} has no {name} (nor {name}.csv): download the part from "
-                            f"{DOWNLOAD} and unpack it there, or set dataset.parts to the parts you have")
+            raise UserError(
+                f"dataset.path: {folder} has no {name} (nor {name}.csv): download the part from "
+                f"{DOWNLOAD} and unpack it there, or set dataset.parts to the parts you have"
+            )
         files.append(found[0])
     return files
 
@@ -75,15 +88,20 @@ def _check_first_line(path: Path, separator: str, has_header: bool) -> None:
         raise UserError(f"{path} is empty: download the part again from {DOWNLOAD}")
     fields = next(csv.reader([line], delimiter=separator)) if len(separator) == 1 else line.split(separator)
     if len(fields) != len(COLUMNS):
-        fits = [s for s in OTHER_SEPARATORS if s != separator and len(next(csv.reader([line], delimiter=s)))
-                == len(COLUMNS)]
+        fits = [
+            s for s in OTHER_SEPARATORS if s != separator and len(next(csv.reader([line], delimiter=s))) == len(COLUMNS)
+        ]
         hint = f"set dataset.separator={fits[0]!r}" if fits else "check that the file is an AntM2C part"
-        raise UserError(f"{path}: the first line has {len(fields)} fields separated by {separator!r}, expected "
-                        f"{len(COLUMNS)} (user_id, item_id, log_time, label, 5 text fields, scene, "
-                        f"deep_features_0..26): {hint}")
+        raise UserError(
+            f"{path}: the first line has {len(fields)} fields separated by {separator!r}, expected "
+            f"{len(COLUMNS)} (user_id, item_id, log_time, label, 5 text fields, scene, "
+            f"deep_features_0..26): {hint}"
+        )
     looks_like_header = fields[2].strip() == "log_time" or not fields[2].strip()[:2].isdigit()
     if has_header and not looks_like_header:
-        raise UserError(f"{path}: the first line looks like data (log_time {fields[2]!r}), not a header: "
-                        "set dataset.has_header=false")
+        raise UserError(
+            f"{path}: the first line looks like data (log_time {fields[2]!r}), not a header: "
+            "set dataset.has_header=false"
+        )
     if not has_header and looks_like_header:
         raise UserError(f"{path}: the first line looks like a header ({fields[:4]}): set dataset.has_header=true")

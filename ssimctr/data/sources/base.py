@@ -1,9 +1,10 @@
 """What every source returns."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
@@ -32,9 +33,11 @@ def release_folder(folder: Path, holds: str, otherwise: str) -> Path:
     """`folder` when it is an existing folder; else one clear error saying it must hold `holds`
     (the release's files) and `otherwise` (how to read another layout)."""
     if not folder.exists():
-        raise UserError(f"dataset.path: folder not found: {folder} (check the path; relative paths are relative "
-                        f"to {Path.cwd()})")
+        raise UserError(
+            f"dataset.path: folder not found: {folder} (check the path; relative paths are relative to {Path.cwd()})"
+        )
     if not folder.is_dir():
-        raise UserError(f"dataset.path: {folder} is a file, not a folder: it must be the folder holding {holds} "
-                        f"({otherwise})")
+        raise UserError(
+            f"dataset.path: {folder} is a file, not a folder: it must be the folder holding {holds} ({otherwise})"
+        )
     return folder

@@ -1,4 +1,5 @@
 """CSV or parquet files described in config (dataset=tabular and any dataset in a flat layout)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,12 +17,17 @@ FORMATS = ("csv", "parquet")
 def read_files(dataset: DatasetConfig, rule: SplitConfig) -> Source:
     """Scan `dataset.path` (or, with split=given, the train/val/test paths) lazily."""
     if rule.kind == "given":
-        named = {"dataset.path": dataset.path, "dataset.val_path": dataset.val_path,
-                 "dataset.test_path": dataset.test_path}
+        named = {
+            "dataset.path": dataset.path,
+            "dataset.val_path": dataset.val_path,
+            "dataset.test_path": dataset.test_path,
+        }
         missing = [key for key, value in named.items() if not value]
         if missing:
-            raise UserError(f"split=given needs the train, val and test files: set {', '.join(missing)} "
-                            "(or use split=time / split=random with one file)")
+            raise UserError(
+                f"split=given needs the train, val and test files: set {', '.join(missing)} "
+                "(or use split=time / split=random with one file)"
+            )
         paths = [Path(p) for p in named.values()]
         for option, path in zip(named, paths):
             data_files(path, dataset.format, option)
@@ -33,11 +39,15 @@ def read_files(dataset: DatasetConfig, rule: SplitConfig) -> Source:
                 missing = [c for c in columns[0] if c not in names]
                 extra = [c for c in names if c not in columns[0]]
                 if missing or extra:
-                    raise UserError(f"split=given: {option} {path} has other columns than dataset.path "
-                                    f"{paths[0]} (missing: {missing}, extra: {extra}): the train, val and test "
-                                    "files need the same header")
-            frames = [lazy.select(columns[0]).with_columns(pl.lit(index, pl.Int8).alias(SPLIT_COLUMN))
-                      for index, lazy in enumerate(scans)]
+                    raise UserError(
+                        f"split=given: {option} {path} has other columns than dataset.path "
+                        f"{paths[0]} (missing: {missing}, extra: {extra}): the train, val and test "
+                        "files need the same header"
+                    )
+            frames = [
+                lazy.select(columns[0]).with_columns(pl.lit(index, pl.Int8).alias(SPLIT_COLUMN))
+                for index, lazy in enumerate(scans)
+            ]
             return pl.concat(frames, how="vertical_relaxed")
     else:
         if not dataset.path:
@@ -47,6 +57,7 @@ def read_files(dataset: DatasetConfig, rule: SplitConfig) -> Source:
 
         def load() -> pl.LazyFrame:
             return scan(paths[0], dataset, "dataset.path")
+
     return Source(load=load, fingerprint={"files": fingerprint(paths)}, origin=", ".join(map(str, paths)))
 
 
@@ -56,15 +67,17 @@ def scan(path: Path, dataset: DatasetConfig, option: str) -> pl.LazyFrame:
     fmt = file_format(files[0], dataset.format, option)
     if fmt == "parquet":
         return pl.scan_parquet(files)
-    return pl.scan_csv(files, separator=dataset.separator, infer_schema_length=10_000,
-                       null_values=["", "NULL", "null", "NaN", "nan"])
+    return pl.scan_csv(
+        files, separator=dataset.separator, infer_schema_length=10_000, null_values=["", "NULL", "null", "NaN", "nan"]
+    )
 
 
 def data_files(path: Path, fmt: str, option: str) -> list[Path]:
     """The files a path stands for; a clear error when there are none."""
     if not path.exists():
-        raise UserError(f"{option}: file not found: {path} (check the path; relative paths are "
-                        f"relative to {Path.cwd()})")
+        raise UserError(
+            f"{option}: file not found: {path} (check the path; relative paths are relative to {Path.cwd()})"
+        )
     if path.is_file():
         return [path]
     suffixes = (f".{fmt}",) if fmt in FORMATS else (".csv", ".parquet")
@@ -90,7 +103,7 @@ def fingerprint(paths: list[Path]) -> list[dict]:
     """Path, size and modification time of every input file: a change invalidates the cache."""
     entries = []
     for path in paths:
-        for file in ([path] if path.is_file() else sorted(path.iterdir())):
+        for file in [path] if path.is_file() else sorted(path.iterdir()):
             stat = file.stat()
             entries.append({"path": str(file.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
     return entries

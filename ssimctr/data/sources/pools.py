@@ -5,6 +5,7 @@ Both then validate on a seeded random fraction of the train pool (SSIM, docs/met
 marks the pool `_split` 0 and the test `_split` 2; `carve_validation` turns a fraction of the pool
 into `_split` 1.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -21,8 +22,11 @@ _ROW = "__pool_row"
 def warn_unless_given(dataset_name: str, split_kind: str, protocol: str) -> None:
     """The reader's own split is used only with split=given: say so when another split is chosen."""
     if split_kind != "given":
-        warnings.warn(f"dataset={dataset_name} with split={split_kind}: the dataset's own split ({protocol}) is "
-                      "ignored; pass split=given to use it", stacklevel=3)
+        warnings.warn(
+            f"dataset={dataset_name} with split={split_kind}: the dataset's own split ({protocol}) is "
+            "ignored; pass split=given to use it",
+            stacklevel=3,
+        )
 
 
 def check_fraction(value: float, option: str) -> float:
@@ -37,9 +41,11 @@ def carve_validation(frame: pl.LazyFrame, fraction: float, seed: int) -> pl.Lazy
     position in `frame` (same input, fraction and seed -> same rows; independent of the training seed)."""
     u = (pl.col(_ROW).hash(seed=seed) % HASH_MODULUS).cast(pl.Float64) / HASH_MODULUS
     val = (pl.col(SPLIT_COLUMN) == 0) & (u < fraction)
-    return (frame.with_row_index(_ROW)
-            .with_columns(pl.when(val).then(1).otherwise(pl.col(SPLIT_COLUMN)).cast(pl.Int8).alias(SPLIT_COLUMN))
-            .drop(_ROW))
+    return (
+        frame.with_row_index(_ROW)
+        .with_columns(pl.when(val).then(1).otherwise(pl.col(SPLIT_COLUMN)).cast(pl.Int8).alias(SPLIT_COLUMN))
+        .drop(_ROW)
+    )
 
 
 def pool_or_test(time: pl.Expr, test_start: int) -> pl.Expr:

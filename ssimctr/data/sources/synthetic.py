@@ -1,4 +1,5 @@
 """The built-in synthetic dataset as a source."""
+
 from __future__ import annotations
 
 from dataclasses import asdict

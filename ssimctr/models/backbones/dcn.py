@@ -1,7 +1,8 @@
 """DCN (v1) backbone: shared field embeddings -> cross network ∥ MLP per tower -> linear head."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -20,8 +21,18 @@ class DCN(MultiScenarioModel):
     shared: cross network, MLP and head are per tower.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
-                 dropout: float, batch_norm: bool, cross_layers: int, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        dropout: float,
+        batch_norm: bool,
+        cross_layers: int,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim

@@ -1,7 +1,8 @@
 """DCN-V2 backbone: shared field embeddings -> v2 cross network and MLP per tower -> linear head."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -24,9 +25,20 @@ class DCNv2(MultiScenarioModel):
     shared: cross network, MLP and head are per tower.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
-                 dropout: float, batch_norm: bool, cross_layers: int, structure: str, rank: int | None,
-                 scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        dropout: float,
+        batch_norm: bool,
+        cross_layers: int,
+        structure: str,
+        rank: int | None,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         if structure not in STRUCTURES:
             raise UserError(f"backbone.structure={structure} is not known: use one of {', '.join(STRUCTURES)}")

@@ -1,7 +1,8 @@
 """DeepFM backbone: shared field embeddings -> FM second-order term + MLP tower(s)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -21,8 +22,18 @@ class DeepFM(MultiScenarioModel):
     first-order weights are shared by the towers; only the MLPs are per tower.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
-                 dropout: float, batch_norm: bool, first_order: bool, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        dropout: float,
+        batch_norm: bool,
+        first_order: bool,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.fm = FactorizationMachine()

@@ -1,7 +1,8 @@
 """DNN backbone: field embeddings -> flattened -> MLP tower(s)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -17,8 +18,17 @@ class DNN(MultiScenarioModel):
     z_k = MLP_k(flatten(E(x))), hidden sizes `hidden`, ReLU, optional dropout / batch norm.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
-                 dropout: float, batch_norm: bool, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        dropout: float,
+        batch_norm: bool,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.mlp = GroupedTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)

@@ -1,7 +1,8 @@
 """Field embeddings and the plain MLP."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -51,8 +52,14 @@ class FeatureEmbedding(nn.Module):
 class MLP(nn.Sequential):
     """Linear -> [BatchNorm] -> ReLU -> [Dropout] per hidden size, then an optional output layer."""
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], dropout: float = 0.0,
-                 batch_norm: bool = False, output_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        output_dim: int | None = None,
+    ) -> None:
         layers: list[nn.Module] = []
         for width in hidden:
             layers.append(nn.Linear(in_dim, width))

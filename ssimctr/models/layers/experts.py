@@ -4,10 +4,11 @@ Every layer here holds G independent maps as one weight with a leading G dimensi
 as one batched matrix product (docs/methods.md §3.4, §3.6). Map g's parameters are slice g of each
 weight, so a loss that never reaches map g leaves slice g's gradient at exactly zero.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -40,7 +41,9 @@ class GroupedLinear(nn.Module):
         per = self.groups // inputs
         _, in_dim, out_dim = self.weight.shape
         weight = self.weight.view(inputs, per, in_dim, out_dim).permute(0, 2, 1, 3).reshape(inputs, in_dim, -1)
-        out = torch.bmm(x, weight).view(inputs, batch, per, out_dim).transpose(1, 2).reshape(self.groups, batch, out_dim)
+        out = (
+            torch.bmm(x, weight).view(inputs, batch, per, out_dim).transpose(1, 2).reshape(self.groups, batch, out_dim)
+        )
         return out if self.bias is None else out + self.bias
 
 
@@ -53,8 +56,15 @@ class Experts(nn.Module):
     input [B, H] goes through each layer's M maps as one wide matrix product.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], num_experts: int, dropout: float = 0.0,
-                 batch_norm: bool = False, output_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        num_experts: int,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        output_dim: int | None = None,
+    ) -> None:
         super().__init__()
         widths = [in_dim, *hidden]
         self.hidden = nn.ModuleList(GroupedLinear(a, b, num_experts) for a, b in zip(widths[:-1], widths[1:]))
@@ -86,8 +96,9 @@ class GroupedTowers(nn.Module):
     leaves the other towers' gradients at exactly zero.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], num_towers: int, dropout: float = 0.0,
-                 batch_norm: bool = False) -> None:
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], num_towers: int, dropout: float = 0.0, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.mlp = Experts(in_dim, hidden, num_towers, dropout, batch_norm, output_dim=1)
 
@@ -120,9 +131,18 @@ class CGCLevel(nn.Module):
     h_s = Σ_j softmax(W_s x_s)_j f_j. Specific experts and gate k read x_k; shared ones read x_s.
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], num_scenarios: int, specific: int, shared: int,
-                 dropout: float = 0.0, batch_norm: bool = False, gate_bias: bool = False,
-                 shared_gate: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        num_scenarios: int,
+        specific: int,
+        shared: int,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        gate_bias: bool = False,
+        shared_gate: bool = False,
+    ) -> None:
         super().__init__()
         self.num_scenarios = num_scenarios
         self.specific = specific

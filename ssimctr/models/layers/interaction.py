@@ -5,10 +5,11 @@ run all towers together (batched matrix products), tower-major: activations are 
 Tower k's parameters are slice k of each tensor, so a loss that reads only tower k leaves
 the other slices' gradients at exactly zero. docs/methods.md §3.2, §3.3.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -6,6 +6,7 @@ vector, and can evaluate every partition for every row at once ("all" mode, [P, 
 what the [B, K] tower contract needs. Partition p's private slice only receives gradient from
 losses that reach partition p's output.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,8 +1,9 @@
 """DFFM (Guan et al., CIKM 2023, "Domain Facilitated Feature Modeling for CTR Prediction"):
 domain-facilitated feature interaction with generated parameters (docs/methods.md §3.7, a reading)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -28,8 +29,17 @@ class DFFM(MultiScenarioModel):
     Defaults: ssimctr.config.models.DFFMConfig (the project's; docs/methods.md §3.7 suggests an MLP [1024, 512, 256]).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
-                 interaction_hidden: int, dropout: float, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        interaction_hidden: int,
+        dropout: float,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         fields = self.embedding.num_fields

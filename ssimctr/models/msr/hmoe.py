@@ -1,7 +1,8 @@
 """HMoE (Li et al., CIKM 2020): feature-space MMoE plus a label-space mixture (docs/methods.md §3.6)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -24,9 +25,20 @@ class HMoE(MultiScenarioModel):
     BCE of ŷ_t. With one tower the mixture is the single score itself.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, bottom: Sequence[int],
-                 num_experts: int, expert: Sequence[int], tower: Sequence[int], dropout: float, batch_norm: bool,
-                 scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        bottom: Sequence[int],
+        num_experts: int,
+        expert: Sequence[int],
+        tower: Sequence[int],
+        dropout: float,
+        batch_norm: bool,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.bottom = MLP(self.embedding.output_dim, bottom, dropout, batch_norm)

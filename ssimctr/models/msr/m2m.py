@@ -1,9 +1,10 @@
 """M2M (Zhang et al., WSDM 2022, "Leaving No One Behind: A Multi-Scenario Multi-Task Meta Learning
 Approach for Advertiser Modeling"), single-task (CTR) version. Equations: docs/methods.md §3.10
 (our reading of the paper)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,9 +32,20 @@ class M2M(MultiScenarioModel):
     Defaults: ssimctr.config.models.M2MConfig (the project's: no reference config).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, num_experts: int,
-                 expert_hidden: Sequence[int], scenario_dim: int, attention_dim: int, meta_layers: int,
-                 dropout: float, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        num_experts: int,
+        expert_hidden: Sequence[int],
+        scenario_dim: int,
+        attention_dim: int,
+        meta_layers: int,
+        dropout: float,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.experts = Experts(self.embedding.output_dim, expert_hidden, num_experts, dropout)

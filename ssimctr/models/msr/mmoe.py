@@ -1,7 +1,8 @@
 """MMoE (Ma et al., KDD'18) as a multi-scenario model: one gate per scenario (docs/methods.md §3.4)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -18,9 +19,20 @@ class MMoE(MultiScenarioModel):
     z_k = Tower_k(h_k).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, num_experts: int,
-                 expert: Sequence[int], tower: Sequence[int], gate_bias: bool, dropout: float, batch_norm: bool,
-                 scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        num_experts: int,
+        expert: Sequence[int],
+        tower: Sequence[int],
+        gate_bias: bool,
+        dropout: float,
+        batch_norm: bool,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim

@@ -1,9 +1,10 @@
 """PEPNet (Chang et al., KDD 2023, "PEPNet: Parameter and Embedding Personalized Network for
 Infusing with Personalized Prior Information"): EPNet and PPNet gates on a multi-scenario CTR model.
 Equations: docs/methods.md §3.9 (our reading of the paper)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -47,8 +48,18 @@ class PEPNet(MultiScenarioModel):
     Defaults: ssimctr.config.models.PEPNetConfig (the project's: no reference config).
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
-                 gate_hidden: int, gate_scale: float, dropout: float, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        gate_hidden: int,
+        gate_scale: float,
+        dropout: float,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         names = feature_map.categorical_names

@@ -1,7 +1,8 @@
 """PLE (Tang et al., RecSys'20) as a multi-scenario model: stacked CGC levels (docs/methods.md §3.4)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -20,16 +21,38 @@ class PLE(MultiScenarioModel):
     With one tower there is one "scenario" group of specific experts, broadcast to every scenario.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, num_levels: int,
-                 specific_experts: int, shared_experts: int, expert: Sequence[int], tower: Sequence[int],
-                 gate_bias: bool, dropout: float, batch_norm: bool, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        num_levels: int,
+        specific_experts: int,
+        shared_experts: int,
+        expert: Sequence[int],
+        tower: Sequence[int],
+        gate_bias: bool,
+        dropout: float,
+        batch_norm: bool,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.levels = nn.ModuleList()
         for level in range(num_levels):
-            cgc = CGCLevel(in_dim, expert, num_towers, specific_experts, shared_experts, dropout, batch_norm,
-                           gate_bias, shared_gate=level < num_levels - 1)
+            cgc = CGCLevel(
+                in_dim,
+                expert,
+                num_towers,
+                specific_experts,
+                shared_experts,
+                dropout,
+                batch_norm,
+                gate_bias,
+                shared_gate=level < num_levels - 1,
+            )
             self.levels.append(cgc)
             in_dim = cgc.output_dim
         self.tower = GroupedTowers(in_dim, tower, num_towers, dropout, batch_norm)

@@ -1,7 +1,8 @@
 """Shared-Bottom as a multi-scenario model (docs/methods.md §3.4)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -17,8 +18,18 @@ class SharedBottom(MultiScenarioModel):
     h = MLP_shared(e), z_k = Tower_k(h), with e the flattened field embeddings.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, bottom: Sequence[int],
-                 tower: Sequence[int], dropout: float, batch_norm: bool, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        bottom: Sequence[int],
+        tower: Sequence[int],
+        dropout: float,
+        batch_norm: bool,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         self.bottom = MLP(self.embedding.output_dim, bottom, dropout, batch_norm)

@@ -1,8 +1,9 @@
 """STAR (Sheng et al., CIKM 2021, "One model to serve all"): partitioned normalization, a
 star-topology FCN and an auxiliary network (docs/methods.md §3.5)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -29,8 +30,17 @@ class STAR(MultiScenarioModel):
     Reference defaults (KDD25_SSIM STAR-SSIM): hidden [128, 64, 32], aux [16]; dropout 0 here.
     """
 
-    def __init__(self, feature_map: FeatureMap, num_towers: int, *, embedding_dim: int, hidden: Sequence[int],
-                 aux_hidden: Sequence[int], dropout: float, scenario_feature: bool = True) -> None:
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        num_towers: int,
+        *,
+        embedding_dim: int,
+        hidden: Sequence[int],
+        aux_hidden: Sequence[int],
+        dropout: float,
+        scenario_feature: bool = True,
+    ) -> None:
         super().__init__(feature_map.num_scenarios)
         self.num_towers = num_towers
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
