@@ -92,11 +92,6 @@ def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
     )
 
 
-@pytest.fixture
-def tiny_batch(tiny_feature_map) -> Batch:
-    return make_batch(tiny_feature_map)
-
-
 def scenario_totals(data: PreparedDataset) -> dict[str, tuple[int, int]]:
     """(rows, positives) per scenario, summed over the three splits of the manifest."""
     splits = data.manifest["splits"]
