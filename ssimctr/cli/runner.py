@@ -81,16 +81,30 @@ def _run(cfg: DictConfig, info: JobInfo, tracker: Tracker, console: Console) -> 
 
     results = outcome.summary()
     tracker.log_metrics({k: v for k, v in results.items() if not (outcome.val_logged and k.startswith("val/"))})
-    rows = results_rows(results, split_summary(data.manifest, data.feature_map.scenario_names, "test"), split="test")
-    write_results_csv(folder / "test_results.csv", rows)
-    tracker.log_artifact(folder / "test_results.csv")
+    summaries = outcome.summaries or {"test": split_summary(data.manifest, data.feature_map.scenario_names, "test")}
+    tables = {split: results_rows(results, summary, split=split) for split, summary in summaries.items()}
+    for split, rows in tables.items():  # test_results.csv, test_warm_results.csv, ...
+        csv_path = folder / f"{split.replace('/', '_')}_results.csv"
+        write_results_csv(csv_path, rows)
+        tracker.log_artifact(csv_path)
     if (folder / ".hydra").is_dir():
         tracker.log_artifact(folder / ".hydra", "hydra")
     footer = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
-    print_results(
-        console, rows, title=f"test, regime {cfg.regime.name}, best epoch {outcome.best_epoch:g}", footer=footer
-    )
+    for split, rows in tables.items():
+        print_results(
+            console,
+            rows,
+            title=f"{split}, {_described(cfg)}, best epoch {outcome.best_epoch:g}",
+            footer=footer if split == list(tables)[-1] else None,
+        )
     return results
+
+
+def _described(cfg: DictConfig) -> str:
+    """The task in a few words for the table titles."""
+    if "entity" in cfg.task:
+        return f"cold {cfg.task.entity}s, {cfg.task.shots}-shot"
+    return f"regime {cfg.regime.name}"
 
 
 def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path) -> None:

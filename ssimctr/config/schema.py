@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
+from ssimctr.config.coldstart import COLDSTART_SCHEMAS, ColdStartTaskConfig
 from ssimctr.config.datasets import DATASET_SCHEMAS
 from ssimctr.config.models import MODEL_SCHEMAS
 
@@ -142,7 +143,8 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     backbone: Any = MISSING
     regime: RegimeConfig = field(default_factory=RegimeConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: Any = MISSING
+    coldstart: Any = MISSING
     ssim: SsimConfig = field(default_factory=SsimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -154,7 +156,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "split": {"": SplitConfig},
     "backbone": MODEL_SCHEMAS,
     "regime": {"": RegimeConfig},
-    "task": {"": TaskConfig},
+    "task": {"": TaskConfig, "cold_start": ColdStartTaskConfig},
+    "coldstart": COLDSTART_SCHEMAS,
     "ssim": {"": SsimConfig},
     "trainer": {"": TrainerConfig},
     "tracking": {"": TrackingConfig},

@@ -149,6 +149,9 @@ def _build(
     ]
     if dataset.time:
         columns.append(time_expression(frame, dataset, source.origin).alias("ts"))
+    for entity, column in (("user", dataset.user), ("item", dataset.item)):
+        if column:  # the raw value's identity survives encoding (a cold id is OOV): cold-start groups by it
+            columns.append(entity_key(pl.col(column)).alias(f"{entity}_key"))
     if dataset.oracle:
         columns.append(pl.col(dataset.oracle).cast(pl.Float64).alias("_oracle"))
     if SPLIT_COLUMN in frame.collect_schema().names():
@@ -205,6 +208,8 @@ def _build(
     )
     feature_map.to_json(out / "feature_map.json")
     manifest = _manifest(out, feature_map, dropped, source, dataset, scenario, rule)
+    if dataset.user or dataset.item:
+        manifest["cold"] = _cold_counts(out, feature_map)
     if dataset.oracle:
         manifest["oracle_auc"] = _oracle_auc(table, feature_map.scenario_names)
     staged.unlink()
@@ -285,6 +290,32 @@ def _manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return manifest
+
+
+def entity_key(column: pl.Expr) -> pl.Expr:
+    """A stable Int64 identity of a user's or item's raw value (its hash), kept beside the encoded id."""
+    return column.cast(pl.String).hash(seed=0).reinterpret(signed=True)
+
+
+def _cold_counts(out: Path, feature_map: FeatureMap) -> dict:
+    """Per entity kind, split and scenario: the users (items) of val and test that have no train row,
+    and their rows (the natural cold entities of a time split)."""
+    counts: dict = {}
+    for entity in ("user", "item"):
+        if getattr(feature_map, entity) is None:
+            continue
+        key = f"{entity}_key"
+        warm = pl.scan_parquet(out / "train").select(key).unique()
+        counts[entity] = {}
+        for split_name in ("val", "test"):
+            cold = pl.scan_parquet(out / split_name).join(warm, on=key, how="anti")
+            per = cold.group_by("scenario").agg(pl.col(key).n_unique().alias("entities"), pl.len().alias("rows"))
+            by_index = {row["scenario"]: row for row in per.collect().iter_rows(named=True)}
+            counts[entity][split_name] = {
+                name: {field: int(by_index.get(k, {}).get(field, 0)) for field in ("entities", "rows")}
+                for k, name in enumerate(feature_map.scenario_names)
+            }
+    return counts
 
 
 def _oracle_auc(table: pl.LazyFrame, names: tuple[str, ...]) -> dict:

@@ -56,12 +56,15 @@ class Outcome:
     """Validation metrics of the selected model(s), test metrics, and how training went.
 
     `val_logged`: the validation metrics were already logged per epoch under `val/*` (one model
-    trained on every scenario); otherwise they are logged once, at the end."""
+    trained on every scenario); otherwise they are logged once, at the end. `summaries`: rows,
+    positives and CTR per scenario of each evaluated slice, by metric prefix (e.g. "test" and
+    "test/warm"); None: the whole test split."""
 
     val: dict[str, float]
     test: dict[str, float]
     fits: list[FitResult]
     val_logged: bool = True
+    summaries: dict[str, list[dict]] | None = None
 
     @property
     def best_epoch(self) -> float:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -30,6 +31,7 @@ class FeatureEmbedding(nn.Module):
         self.numeric = nn.Parameter(torch.empty(len(feature_map.numeric), dim))
         self.dim = dim
         self.num_fields = len(sizes) + len(feature_map.numeric)
+        self._replaced: tuple[int, torch.Tensor] | None = None
         nn.init.xavier_uniform_(self.table.weight)
         if feature_map.numeric:
             nn.init.xavier_uniform_(self.numeric)
@@ -46,7 +48,23 @@ class FeatureEmbedding(nn.Module):
         fields = self.table(ids + self.offsets)
         if self.numeric.shape[0]:
             fields = torch.cat([fields, batch.num.unsqueeze(2) * self.numeric], dim=1)
+        if self._replaced is not None:
+            field, vectors = self._replaced
+            chosen = torch.zeros(1, fields.shape[1], 1, dtype=torch.bool, device=fields.device)
+            chosen[0, field] = True
+            fields = torch.where(chosen, vectors.unsqueeze(1).to(fields.dtype), fields)
         return fields
+
+    @contextmanager
+    def replacing(self, field: int, vectors: torch.Tensor) -> Iterator[None]:
+        """Within the block, field `field`'s embedding is `vectors` [B, D] (one per row of the next
+        batches, gradients flow into them): how cold-start methods give a cold id a generated or
+        adapted embedding through any model's `towers()`."""
+        self._replaced = (field, vectors)
+        try:
+            yield
+        finally:
+            self._replaced = None
 
 
 class MLP(nn.Sequential):
