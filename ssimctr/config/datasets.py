@@ -59,6 +59,7 @@ class SyntheticConfig(DatasetConfig):
     zipf_exponent: float = 1.1
     shared_weight: float = 0.8  # share of the click logit common to all scenarios
     days: int = 30
+    newcomers: float = 0.0  # share of users and of items that arrive late (rows only in the last days)
     generator_seed: int = 7
 
 

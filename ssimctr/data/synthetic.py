@@ -1,8 +1,9 @@
 """The built-in synthetic dataset: multi-scenario CTR logs with a known hidden click model.
 
-`generate` draws everything from ``np.random.default_rng(generator_seed)`` in a fixed order, so
-the same parameters always give the same frame (byte for byte). The parameters and their defaults
-are those of ``SyntheticConfig`` (ssimctr.config.datasets). Each row carries the true
+`generate` draws everything from ``np.random.default_rng(generator_seed)`` in a fixed order (the
+newcomers' own streams aside, see below), so the same parameters always give the same frame (byte
+for byte). The parameters and their defaults are those of ``SyntheticConfig``
+(ssimctr.config.datasets). Each row carries the true
 probability its label was drawn from (``click_prob``), so any model's AUC can be compared
 with the best achievable ("oracle") AUC per scenario. All draws are vectorized numpy.
 
@@ -48,7 +49,25 @@ Items
 Time
     timestamp = 2024-01-01 00:00 UTC + a uniform day in [0, days) + an hour drawn from a
     diurnal traffic profile proportional to 1 + 0.8 cos(2π (h - 19) / 24) + a uniform
-    second within the hour. Rows are not sorted by time. hour = the timestamp's UTC hour.
+    second within the hour (newcomers' rows: another day, below). Rows are not sorted by time.
+    hour = the timestamp's UTC hour.
+
+Newcomers (``newcomers`` = f; default 0: none, and none of this is drawn)
+    Each user and each item is a newcomer with probability f, except the heavy ids: an id with
+    more than NEWCOMER_MAX_ROWS = 10 times the mean number of rows per id never is (by default
+    about 1% of the ids, holding over half of the rows; one heavy newcomer would crowd a large
+    share of the log into the last days). A row whose user OR item is a newcomer keeps
+    everything (ids, attributes, hour, click_prob, click) but its day, redrawn uniformly among
+    the last max(1, round(NEWCOMER_WINDOW * days)) days (NEWCOMER_WINDOW = 0.1: 3 of 30 days):
+    newcomers arrive late, so under a time split their rows fall in val or test and they are
+    cold (no train row), several rows each unless rare. Their taste comes mostly from their
+    attributes, as for every id. These draws use their own streams, default_rng((generator_seed,
+    1)) for the flags (users, then items) and default_rng((generator_seed, 2)) for the days, so
+    every column but ``timestamp`` is that of f = 0; ``newcomer_flags`` gives the flags.
+    f = 0.1 moves about 8.5% of the rows, so the window then holds ~18% of all rows: under the
+    20% of val + test in an 80/10/10 time split, and no newcomer row is in train. From about
+    f = 0.13 (or a window over 3 of 30 days) the window holds more than 20% and the train cutoff
+    falls inside it, so some newcomer rows land in train.
 
 Click model, for a row of scenario s
     logit = b_s + 1.7 * sqrt(d) * (shared_weight * <u, v> + (1 - shared_weight) * <u, R_s v>)
@@ -127,6 +146,8 @@ ACTIVITY_COEF = 0.1
 HOUR_AMPLITUDE, CTR_PEAK_HOUR = 0.2, 21
 CTR_RANGE = (0.03, 0.15)
 BIAS_NEWTON_STEPS = 8
+NEWCOMER_WINDOW = 0.1  # newcomers' rows lie in the last round(NEWCOMER_WINDOW * days) days (at least 1)
+NEWCOMER_MAX_ROWS = 10.0  # ids with more rows than this many times the mean per id are never newcomers
 
 
 def generate(config: SyntheticConfig) -> pl.DataFrame:
@@ -139,7 +160,16 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
         config.days,
     )
     weights = _check_args(
-        rows, num_scenarios, config.scenario_weights, users, items, latent_dim, zipf_exponent, shared_weight, days
+        rows,
+        num_scenarios,
+        config.scenario_weights,
+        users,
+        items,
+        latent_dim,
+        zipf_exponent,
+        shared_weight,
+        days,
+        config.newcomers,
     )
     rng = np.random.default_rng(config.generator_seed)
     scenario = rng.choice(num_scenarios, size=rows, p=weights)
@@ -150,6 +180,9 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
     price = _prices(rng, category)
     titles = _titles(rng, v)
     hour, timestamp = _times(rng, rows, days)
+    if config.newcomers > 0:
+        new_user, new_item = newcomer_flags(config, user, item)
+        timestamp = _late_times(config.generator_seed, timestamp, new_user[user] | new_item[item], days)
     activity = np.log1p(np.bincount(user, minlength=users)[user])
 
     logit = GAMMA * _interaction(rng, u, v, user, item, scenario, num_scenarios, shared_weight)
@@ -190,6 +223,7 @@ def _check_args(
     zipf_exponent: float,
     shared_weight: float,
     days: int,
+    newcomers: float,
 ) -> np.ndarray:
     """Validate the arguments; return the normalized scenario probabilities."""
     for name, value in [
@@ -206,6 +240,8 @@ def _check_args(
         raise ValueError(f"zipf_exponent must be >= 0, got {zipf_exponent}")
     if not 0.0 <= shared_weight <= 1.0:
         raise ValueError(f"shared_weight must be in [0, 1], got {shared_weight}")
+    if not 0.0 <= newcomers < 1.0:
+        raise ValueError(f"newcomers must be in [0, 1), got {newcomers}")
     if scenario_weights is None:
         weights = 0.5 ** np.arange(num_scenarios)
     else:
@@ -285,6 +321,30 @@ def _times(rng: np.random.Generator, rows: int, days: int) -> tuple[np.ndarray, 
     hour = rng.choice(24, size=rows, p=traffic / traffic.sum())
     seconds = rng.integers(0, days, size=rows) * 86_400 + hour * 3_600 + rng.integers(0, 3_600, size=rows)
     return hour, START + seconds
+
+
+def newcomer_flags(config: SyntheticConfig, user: np.ndarray, item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per user id and per item id (boolean arrays of length users / items): whether it is a newcomer.
+
+    `user` and `item` are the frame's user_id and item_id columns (the flags exclude ids with many rows).
+    """
+    rng = np.random.default_rng((config.generator_seed, 1))
+    return _flags(rng, config.newcomers, user, config.users), _flags(rng, config.newcomers, item, config.items)
+
+
+def _flags(rng: np.random.Generator, fraction: float, ids: np.ndarray, n: int) -> np.ndarray:
+    """Per id: a newcomer with probability `fraction`, unless it has over NEWCOMER_MAX_ROWS x the mean rows per id."""
+    drawn = rng.random(n) < fraction
+    return drawn & (np.bincount(ids, minlength=n) <= NEWCOMER_MAX_ROWS * len(ids) / n)
+
+
+def _late_times(seed: int, timestamp: np.ndarray, late: np.ndarray, days: int) -> np.ndarray:
+    """The timestamps with each `late` row moved to a uniform day of the newcomer window, same time of day."""
+    window = max(1, int(np.floor(NEWCOMER_WINDOW * days + 0.5)))
+    day = days - window + np.random.default_rng((seed, 2)).integers(0, window, size=int(late.sum()))
+    moved = timestamp.copy()
+    moved[late] = START + day * 86_400 + (timestamp[late] - START) % 86_400
+    return moved
 
 
 def _interaction(

@@ -180,7 +180,10 @@ def aggregate(
         raise UserError("--metric needs at least one metric name")
     scenarios = {metric: _scenarios(records, split, metric) for metric in metrics}
     logged = {
-        key.split("/")[1] for r in records for key in r.metrics if key.startswith(f"{split}/") and key.count("/") >= 2
+        key[len(split) + 1 :].rpartition("/")[0]
+        for r in records
+        for key in r.metrics
+        if key.startswith(f"{split}/") and key.count("/") >= 2
     }
     if not logged:
         splits = sorted({key.split("/")[0] for r in records for key in r.metrics if key.count("/") >= 2})

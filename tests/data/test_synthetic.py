@@ -32,6 +32,7 @@ EXPECTED_SCHEMA = [
     ("click_prob", pl.Float64),
 ]
 START = 1_704_067_200  # 2024-01-01 00:00 UTC
+PINNED_SUMS = (34_107_331_575_833, 207_031_399, 51_924_763)  # timestamp, user_id, item_id sums: rows=20_000
 
 
 def generate(**parameters) -> pl.DataFrame:
@@ -179,6 +180,65 @@ def test_scenarios_prefer_different_but_overlapping_items(frame):
     assert 0.2 < overlap < 0.95
 
 
+def test_no_newcomers_is_the_default_frame():
+    default = generate(rows=20_000)
+    assert SyntheticConfig().newcomers == 0.0
+    assert generate(rows=20_000, newcomers=0.0).equals(default)
+    # pinned: the integer columns drawn first, as before newcomers existed
+    assert (default["timestamp"].sum(), default["user_id"].sum(), default["item_id"].sum()) == PINNED_SUMS
+
+
+NEWCOMER_SIZE = {"rows": 200_000, "users": 20_000, "items": 5_000}
+WINDOW_START = START + 27 * 86_400  # the last 3 of the 30 default days
+
+
+@pytest.fixture(scope="module")
+def newcomers() -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """A frame with 10% newcomers, and per row: whether its user / its item is a newcomer."""
+    config = SyntheticConfig(**NEWCOMER_SIZE, newcomers=0.1)
+    frame = synthetic.generate(config)
+    user, item = frame["user_id"].to_numpy(), frame["item_id"].to_numpy()
+    new_user, new_item = synthetic.newcomer_flags(config, user, item)
+    assert 0.085 < new_user.mean() < 0.11 and 0.085 < new_item.mean() < 0.11
+    return frame, new_user[user], new_item[item]
+
+
+def test_newcomers_change_only_the_timestamps_of_their_rows(newcomers):
+    frame, new_user, new_item = newcomers
+    default = generate(**NEWCOMER_SIZE)
+    assert frame.drop("timestamp").equals(default.drop("timestamp"))
+    moved = new_user | new_item
+    assert 0.05 < moved.mean() < 0.12
+    ts = frame["timestamp"].to_numpy()
+    assert np.array_equal(ts[~moved], default["timestamp"].to_numpy()[~moved])
+    assert ts[moved].min() >= WINDOW_START and ts.max() < START + 30 * 86_400
+    assert np.array_equal(frame["hour"].to_numpy(), (ts - START) // 3_600 % 24)
+
+
+def test_newcomers_are_cold_with_several_rows_in_each_scenario_under_a_time_split(newcomers):
+    frame, new_user, new_item = newcomers
+    cutoff = np.quantile(frame["timestamp"].to_numpy(), 0.8)
+    assert cutoff < WINDOW_START  # so no newcomer row is in train
+    frame = frame.with_columns(train=pl.col("timestamp") < cutoff)
+    for name, part in _by_scenario(frame).items():
+        for column in ["user_id", "item_id"]:
+            train = part.filter("train")[column].unique().implode()
+            cold = part.filter(~pl.col("train") & ~pl.col(column).is_in(train))[column].value_counts()
+            assert (cold["count"] >= 6).sum() >= 20, (name, column)
+
+
+@pytest.mark.parametrize(("days", "window"), [(30, 3), (10, 1), (1, 1)])
+def test_newcomer_rows_lie_in_the_last_tenth_of_the_days_at_least_one(days, window):
+    config = SyntheticConfig(rows=20_000, users=2_000, items=500, days=days, newcomers=0.2)
+    frame = synthetic.generate(config)
+    user, item = frame["user_id"].to_numpy(), frame["item_id"].to_numpy()
+    new_user, new_item = synthetic.newcomer_flags(config, user, item)
+    ts = frame["timestamp"].to_numpy()[new_user[user] | new_item[item]]
+    assert ts.size > 1_000
+    assert ts.min() >= START + (days - window) * 86_400 and ts.max() < START + days * 86_400
+    assert len(np.unique((ts - START) // 86_400)) == window
+
+
 @pytest.mark.parametrize(
     ("kwargs", "argument"),
     [
@@ -190,6 +250,9 @@ def test_scenarios_prefer_different_but_overlapping_items(frame):
         ({"days": 0}, "days"),
         ({"zipf_exponent": -1.0}, "zipf_exponent"),
         ({"shared_weight": 1.5}, "shared_weight"),
+        ({"newcomers": -0.1}, "newcomers"),
+        ({"newcomers": 1.0}, "newcomers"),
+        ({"newcomers": float("nan")}, "newcomers"),
         ({"num_scenarios": 3, "scenario_weights": [1.0, 2.0]}, "scenario_weights"),
         ({"num_scenarios": 2, "scenario_weights": [1.0, 0.0]}, "scenario_weights"),
         ({"num_scenarios": 2, "scenario_weights": [1.0, float("nan")]}, "scenario_weights"),
