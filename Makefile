@@ -35,9 +35,10 @@ sweep: $(STAMP)  ## a small multirun: regimes x seeds, one parent MLflow run
 ui: $(STAMP)  ## MLflow UI on the local store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --port 5000
 
-bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cost, peak memory
+bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cost, cold-start methods' epoch cost, peak memory
 	$(BIN)/python bench/train_speed.py --regimes single,mt
 	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
+	$(BIN)/python bench/coldstart_speed.py
 
 bench-scale: $(STAMP)  ## preparation of 5M, 10M and 20M-row CSV files: wall time, rows/s, peak RSS
 	$(BIN)/python bench/scale.py --train
