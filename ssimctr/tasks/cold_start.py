@@ -80,7 +80,7 @@ class ColdStartTask:
             f"{sum(p.numel() for p in model.parameters()):,} parameters on {device}"
         )
         train = MemorySplit(batch_from_frame(frames["train"], feature_map).to(device))
-        val = batch_from_frame(frames["val"], feature_map).to(device)
+        val = batch_from_frame(pl.concat(parts["val"]), feature_map).to(device)  # cold ids out of vocabulary
         names = feature_map.scenario_names
 
         def validate(trained: MultiScenarioModel) -> dict[str, float]:
