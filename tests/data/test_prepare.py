@@ -74,6 +74,8 @@ def test_columns_and_dtypes(parts):
         **{c: pl.Float32 for c in NUMERIC},
         "title": pl.String,
         "ts": pl.Int64,
+        "user_key": pl.Int64,  # the raw value's identity, for cold start
+        "item_key": pl.Int64,
     }
     for name, part in parts.items():
         assert dict(part.schema) == expected, name
@@ -375,3 +377,11 @@ def test_a_shard_size_below_one_row_is_a_user_error(tmp_path):
             SplitConfig(kind="time"),
             tmp_path,
         )
+
+
+def test_entity_keys_identify_raw_values_across_splits(parts, raw):
+    """user_key / item_key are one stable hash per raw user / item value, the same in every split."""
+    prepared = pl.concat(list(parts.values())).sort("row_id")
+    joined = prepared.join(raw.select("row_id", pl.col("user_id").alias("raw_user")), on="row_id")
+    assert joined.group_by("raw_user").agg(pl.col("user_key").n_unique())["user_key"].max() == 1
+    assert joined.group_by("user_key").agg(pl.col("raw_user").n_unique())["raw_user"].max() == 1
