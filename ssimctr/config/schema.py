@@ -95,7 +95,7 @@ class SsimConfig:
     ratio: float = 0.95  # r: share of rows selected as shared
     selection: str = "batch_topk"  # retrain: batch_topk (top r of each batch) | global (saved top r)
     selector: str = "learned"  # retrain: learned | random (SSIM-R)
-    retrain_dropout: float | None = None  # retrain: backbone.dropout override (AliMama: 0.3)
+    retrain_dropout: float | None = None  # retrain (also in pipeline): backbone.dropout override (AliMama: 0.3)
     search_backbone: Any = None  # pipeline: the backbone config to search with (null = the job's)
     from_run: str | None = None  # retrain: MLflow run id of a search run
     from_path: str | None = None  # retrain: or its ssim/ artifact folder on disk

@@ -13,6 +13,7 @@ pipeline: search, then retrain on that search, in one run (search metrics under 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -83,7 +84,7 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
     else:
         source, tags = _search_source(ssim, job)
     models = job.models
-    if ssim.phase == "retrain" and ssim.retrain_dropout is not None:
+    if ssim.retrain_dropout is not None:  # retrain and pipeline alike
         models = models.with_options(dropout=ssim.retrain_dropout)
     outcome, info = retrain(
         lambda: models.build(regime),
@@ -266,7 +267,8 @@ def _retrain_gate(
         return random_selection(ssim.ratio, settings.seed), f"random r={ssim.ratio}"
     frozen = artifacts.load_frozen_selector(folder, feature_map, device)
     if ssim.gate == "soft":
-        return soft_weights(frozen), "soft sigmoid(m)"
+        final = json.loads((folder / "summary.json").read_text())["final_temperature"]
+        return soft_weights(frozen, final), f"soft sigmoid({final:g}·m)"
     if ssim.selection == "global":
         return global_selection(artifacts.shared_by_row(folder, ssim.ratio, device)), f"global top r={ssim.ratio}"
     return batch_top_ratio(frozen, ssim.ratio), f"batch top r={ssim.ratio}"

@@ -3,7 +3,7 @@
 batch_top_ratio   the official code's retrain: the top ⌊r·B⌋ rows of each batch by the frozen m
 global_selection  the global top r of every train row's m, saved by the search
 random_selection  SSIM-R: ⌊r·B⌋ rows of each batch at random (seeded)
-soft_weights      SSIM-P: continuous weights from the frozen selector
+soft_weights      SSIM-P: continuous weights p = sigmoid(τ_final·m) from the frozen selector
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ def batch_top_ratio(selector: FrozenSelector, ratio: float) -> Gate:
     return lambda batch: top_ratio_gate(selector(batch), ratio)
 
 
-def soft_weights(selector: FrozenSelector) -> Gate:
-    """SSIM-P: sigmoid(m) as a continuous sharing weight."""
-    return lambda batch: torch.sigmoid(selector(batch))
+def soft_weights(selector: FrozenSelector, temperature: float) -> Gate:
+    """SSIM-P: the selector's final soft gate p = sigmoid(τ_final·m) as a continuous sharing weight.
+
+    Reading (docs/methods.md §1.7): SSIM-P replaces the hard gate by its soft version, so the
+    retrain uses p at the temperature the search ended with; sigmoid(m) alone would give every row
+    about 0.5 after a search that ends at τ = 1000 (m is then of order 1/τ)."""
+    return lambda batch: torch.sigmoid(temperature * selector(batch))
 
 
 def global_selection(shared_by_row: torch.Tensor) -> Gate:

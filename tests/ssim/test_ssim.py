@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import polars as pl
 import pytest
 import torch
+from rich.console import Console
 
-from conftest import make_batch, make_model, synthetic_config
+from conftest import compose, make_batch, make_model, synthetic_config
+from ssimctr.cli.runner import JobInfo, run
 from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig, TrainerConfig
 from ssimctr.data.datasplit import MemorySplit, StreamedSplit
 from ssimctr.data.loaders import read_split
@@ -18,6 +21,7 @@ from ssimctr.ssim import artifacts, phases
 from ssimctr.ssim.losses import RetrainLoss, SearchLoss
 from ssimctr.ssim.selection import batch_top_ratio
 from ssimctr.ssim.selector import Selector, hard_gate, temperature, top_ratio_gate
+from ssimctr.tasks import base as tasks_base
 
 SETTINGS = TrainerConfig(batch_size=256, eval_batch_size=4096, epochs=2, lr=3e-3, progress=False, seed=0)
 SMALL_SSIM = dict(selector_hidden=[32, 16], selector_lr=1e-3, epsilon=0.5, lambda_kl=0.4, ratio=0.5, log_every=5)
@@ -265,3 +269,50 @@ def test_streamed_scoring_equals_in_memory_scoring(prepared_synthetic, tmp_path)
     streamed = artifacts.score_rows(frozen, StreamedSplit(path, fm, 3000, torch.device("cpu")), batch_size=1000)
     assert streamed.equals(in_memory)
     assert in_memory.height == prepared_synthetic.manifest["splits"]["train"]["rows"]
+
+
+def test_ssim_p_uses_the_final_soft_gate_whose_weights_spread(prepared, tmp_path):
+    folder = tmp_path / "ssim"
+    run_search(prepared, folder)
+    final = json.loads((folder / "summary.json").read_text())["final_temperature"]
+    assert final == pytest.approx(1000.0)
+    gate, description = phases._retrain_gate(
+        SsimConfig(phase="retrain", gate="soft", **SMALL_SSIM),
+        folder,
+        prepared.feature_map,
+        SETTINGS,
+        torch.device("cpu"),
+    )
+    batch = read_split(prepared.split_path("train"), prepared.feature_map)
+    frozen = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
+    weights = gate(batch)
+    torch.testing.assert_close(weights, torch.sigmoid(final * frozen(batch)))
+    assert "1000" in description
+    assert ((weights - 0.5).abs() > 0.4).float().mean() > 0.9  # near 0 or 1: not the constant half of sigmoid(m)
+    if (frozen(batch) < 0).any() and (frozen(batch) > 0).any():
+        assert weights.std() > 0.2
+
+
+def test_pipeline_retrains_with_retrain_dropout(tmp_path, monkeypatch):
+    built = []
+    real = tasks_base.build_model
+
+    def recording(backbone, *args, **kwargs):
+        built.append(backbone.dropout)
+        return real(backbone, *args, **kwargs)
+
+    monkeypatch.setattr(tasks_base, "build_model", recording)
+    cfg = compose(
+        f"paths.outputs={tmp_path}",
+        "tracking=none",
+        "dataset.rows=6000",
+        "dataset.users=500",
+        "dataset.items=200",
+        "trainer=debug",
+        "trainer.progress=false",
+        "ssim=pipeline",
+        "ssim.selector_hidden=[16]",
+        "ssim.retrain_dropout=0.5",
+    )
+    run(cfg, JobInfo(output_dir=tmp_path / "run"), Console(quiet=True))
+    assert built == [0.0, 0.5]  # the searcher as configured, the retrained model with retrain_dropout
