@@ -33,6 +33,7 @@ class FitResult:
     ends with, and training throughput."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
+    initial: dict[str, float] | None = None  # the model's metrics before training, when it competed (epoch 0)
     best_epoch: int = 0
     best_value: float = float("nan")
     kept_epoch: int = 0  # the epoch whose weights the model holds (0: none kept)
@@ -46,9 +47,8 @@ class FitResult:
     @property
     def val(self) -> dict[str, float]:
         """The validation metrics of the model `fit` returned (the best epoch's when restored)."""
-        if not self.kept_epoch:
-            return {}
-        return {key: value for key, value in self.epochs[self.kept_epoch - 1].items() if key.startswith("val/")}
+        metrics = self.epochs[self.kept_epoch - 1] if self.kept_epoch else self.initial or {}
+        return {key: value for key, value in metrics.items() if key.startswith("val/")}
 
 
 @dataclass
@@ -101,11 +101,13 @@ def fit(
     settings: TrainerConfig,
     *,
     restore_best: bool = True,
+    keep_initial: bool = False,
     log: Logger | None = None,
 ) -> FitResult:
     """Train for up to `settings.epochs`, call `validate(model)` after each epoch (and `log` with
     its metrics), stop after `settings.patience` epochs without improvement of `settings.monitor`,
-    and (unless restore_best is False) restore the best weights."""
+    and (unless restore_best is False) restore the best weights. `keep_initial`: the model as given
+    competes as epoch 0, so fine-tuning that never improves validation keeps the given weights."""
     mode = settings.monitor_mode
     if mode not in ("max", "min"):
         raise UserError(f"trainer.monitor_mode={mode}: use max or min")
@@ -113,19 +115,18 @@ def fit(
     result = FitResult()
     best_state = None
     stale = 0
+    if keep_initial:
+        result.initial = _validated(validate(model), monitor)
+        result.best_value = result.initial[monitor]
+        best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, settings.epochs + 1):
         loss, rows, seconds = _train_epoch(
             model, loss_fn, optimizer, train, epoch, settings.limit_train_batches, settings.progress
         )
         result.train_rows += rows
         result.train_seconds += seconds
-        metrics = validate(model)
+        metrics = _validated(validate(model), monitor)
         metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
-        if monitor not in metrics:
-            raise UserError(
-                f"trainer.monitor={monitor} is not a validation metric; choose one of "
-                f"{', '.join(sorted(k for k in metrics if k.startswith('val/')))}"
-            )
         result.epochs.append(metrics)
         if log:
             log(metrics, epoch)
@@ -141,6 +142,16 @@ def fit(
         model.load_state_dict(best_state)
     result.kept_epoch = result.best_epoch if restore_best else len(result.epochs)
     return result
+
+
+def _validated(metrics: dict[str, float], monitor: str) -> dict[str, float]:
+    """The validation metrics, after checking that the monitored one is among them."""
+    if monitor not in metrics:
+        raise UserError(
+            f"trainer.monitor={monitor} is not a validation metric; choose one of "
+            f"{', '.join(sorted(k for k in metrics if k.startswith('val/')))}"
+        )
+    return metrics
 
 
 def _improved(value: float, best: float, mode: str) -> bool:

@@ -7,7 +7,8 @@ joint     one model on all rows; the sharing gate decides which towers a row tra
 separate  ST-Backbone: one independent model per scenario, trained and early-stopped on that
           scenario's rows only, evaluated on them (docs/methods.md §1.7, a reading).
 finetune  Finetune: one model trained on all rows, then a copy per scenario fine-tuned on its
-          rows and evaluated on them (docs/methods.md §1.7, a reading).
+          rows and evaluated on them (docs/methods.md §1.7, a reading); the pretrained copy
+          competes as epoch 0, so a scenario whose fine-tuning never improves validation keeps it.
 All three report the same metric names: per-scenario, pooled and mean AUC / logloss.
 """
 
@@ -141,7 +142,14 @@ def train_then_finetune(
     """Finetune: pre-train on all rows (logged as pretrain/*), then fine-tune a copy per scenario."""
     pretrain = train_jointly(model, 0.0, splits, names, settings, log, prefix="pretrain/")
     outcome = _per_scenario(
-        lambda _: copy.deepcopy(model), splits, names, settings, log, "finetune", finetune_lr or settings.lr
+        lambda _: copy.deepcopy(model),
+        splits,
+        names,
+        settings,
+        log,
+        "finetune",
+        finetune_lr or settings.lr,
+        keep_initial=True,
     )
     outcome.fits = pretrain.fits + outcome.fits
     return outcome
@@ -155,8 +163,10 @@ def _per_scenario(
     log: Logger,
     stage: str,
     lr: float,
+    keep_initial: bool = False,
 ) -> Outcome:
-    """A model per scenario; its validation metrics are logged once, at the end, as val/*."""
+    """A model per scenario; its validation metrics are logged once, at the end, as val/*.
+    `keep_initial`: a scenario's model as given competes with its trained epochs (fine-tuning)."""
     predictions: dict[str, list[tuple[np.ndarray, ...]]] = {"val": [], "test": []}
     fits = []
     settings = replace(settings, monitor="/".join(settings.monitor.split("/")[:2] + ["mean"]))
@@ -173,6 +183,7 @@ def _per_scenario(
             settings,
             lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch),
             lr,
+            keep_initial,
         )
         fits.append(result)
         for split in predictions:
@@ -203,9 +214,11 @@ def _fit(
     settings: TrainerConfig,
     log: Logger,
     lr: float,
+    keep_initial: bool = False,
 ) -> FitResult:
     optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay)
-    return fit(model, FixedSharing(gate), optimizer, train_loader(train, settings), validate, settings, log=log)
+    loader = train_loader(train, settings)
+    return fit(model, FixedSharing(gate), optimizer, loader, validate, settings, keep_initial=keep_initial, log=log)
 
 
 def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -11,8 +13,9 @@ from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit
 from ssimctr.models.base import MultiScenarioModel
+from ssimctr.train.loop import fit
 from ssimctr.train.regimes import train_jointly, train_separately, train_then_finetune
-from ssimctr.train.sharing import sharing_loss
+from ssimctr.train.sharing import FixedSharing, sharing_loss
 
 SETTINGS = TrainerConfig(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, progress=False, seed=0)
 
@@ -110,3 +113,34 @@ def test_finetune_pretrains_on_all_rows_then_one_copy_per_scenario(splits, tiny_
     assert any(k.startswith("pretrain/val/") for k in keys)
     assert {f"finetune/val/auc/s{k}" for k in range(3)} <= keys
     assert len(outcome.fits) == 4
+
+
+def test_finetune_keeps_the_pretrained_weights_when_no_epoch_improves(splits, tiny_feature_map):
+    names = tiny_feature_map.scenario_names
+    model = RecordingModel(3)
+    model.bias.data = torch.tensor([0.3, -0.2, 0.1])
+    frozen = replace(SETTINGS, lr=0.0)  # no epoch can improve on the pretrained copy: validation stays equal
+    outcome = train_then_finetune(model, splits, names, frozen, lambda m, e: None, finetune_lr=None)
+    finetuned = outcome.fits[1:]
+    assert all(result.best_epoch == 0 and result.initial is not None for result in finetuned)
+    for result in finetuned:  # the kept model's validation metrics are the pretrained copy's
+        assert result.val == {k: v for k, v in result.initial.items() if k.startswith("val/")}
+
+
+def test_fit_keeps_the_initial_model_only_when_asked(splits, tiny_feature_map):
+    model = RecordingModel(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    validate = lambda m: {"val/auc/mean": 1.0 if torch.equal(m.bias, before["bias"]) else 0.5}  # noqa: E731
+    loader = splits["train"].loader(8, shuffle=True)
+    kept = fit(
+        model,
+        FixedSharing(0.0),
+        torch.optim.SGD(model.parameters(), lr=1.0),
+        loader,
+        validate,
+        SETTINGS,
+        keep_initial=True,
+    )
+    assert kept.best_epoch == 0 and torch.equal(model.bias, before["bias"]) and kept.val == {"val/auc/mean": 1.0}
+    trained = fit(model, FixedSharing(0.0), torch.optim.SGD(model.parameters(), lr=1.0), loader, validate, SETTINGS)
+    assert trained.best_epoch == 1 and not torch.equal(model.bias, before["bias"])
