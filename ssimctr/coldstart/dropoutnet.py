@@ -22,15 +22,13 @@ from collections.abc import Iterator
 
 import torch
 
-from ssimctr.coldstart.base import Entity, Episodes
+from ssimctr.coldstart.base import Entity
 from ssimctr.coldstart.plain import PlainModel
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
-from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.loop import FitResult, Logger, Validator, fit, make_optimizer, train_loader
-from ssimctr.train.sharing import FixedSharing
+from ssimctr.train.loop import train_loader
 
 
 class IdDropout:
@@ -80,16 +78,6 @@ class DropoutNet(PlainModel):
         super().__init__(entity)
         self.tau = tau
 
-    def train(
-        self,
-        model: MultiScenarioModel,
-        train: DataSplit,
-        meta_tasks: Episodes,
-        validate: Validator,
-        settings: TrainerConfig,
-        log: Logger,
-    ) -> list[FitResult]:
-        """Plain training on the warm rows through `IdDropout` (the meta tasks are not used)."""
-        optimizer = make_optimizer(model.parameters(), settings.lr, settings.weight_decay)
-        loader = IdDropout(train_loader(train, settings), self.entity.field, self.tau, settings.seed)
-        return [fit(model, FixedSharing(0.0), optimizer, loader, validate, settings, log=log)]
+    def training_batches(self, train: DataSplit, settings: TrainerConfig) -> Loader:
+        """The warm rows through `IdDropout`: a share tau of each batch's entity ids set to 0."""
+        return IdDropout(train_loader(train, settings), self.entity.field, self.tau, settings.seed)

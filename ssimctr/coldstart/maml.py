@@ -94,9 +94,11 @@ class Adapted:
 class MetaLearner:
     """MAML over per-entity tasks (module docstring). `adapt_embedding`: every parameter adapts in the
     inner loop (MAML) or only those outside `embedding.` (MeLU); `mask_ids`: id fields are set to 0 in
-    every batch the model sees (MeLU)."""
+    every batch the model sees (MeLU). Subclasses set the three class attributes."""
 
-    method = "maml"
+    method: str
+    adapt_embedding: bool
+    mask_ids: bool
 
     def __init__(
         self,
@@ -109,8 +111,6 @@ class MetaLearner:
         tasks_per_batch: int,
         query_rows: int,
         meta_epochs: int,
-        adapt_embedding: bool,
-        mask_ids: bool,
     ) -> None:
         for key, value, least in (
             ("inner_steps", inner_steps, 0),
@@ -128,8 +128,6 @@ class MetaLearner:
         self.tasks_per_batch = tasks_per_batch
         self.query_rows = query_rows
         self.meta_epochs = meta_epochs
-        self.adapt_embedding = adapt_embedding
-        self.mask_ids = mask_ids
         self._change: tuple[torch.Tensor, torch.Tensor] | None = None  # (delta, rows) of the task being run
         self._installed: set[int] = set()  # ids of the models whose embedding carries this method's hooks
         self._id_masks: dict[tuple[torch.device, int], torch.Tensor] = {}  # MeLU: which cat columns are ids
@@ -360,62 +358,16 @@ class Maml(MetaLearner):
     """MAML (docs/methods.md §3.8): every parameter adapts per task; ids are features as usual."""
 
     method = "maml"
-
-    def __init__(
-        self,
-        entity: Entity,
-        *,
-        inner_lr: float,
-        meta_lr: float,
-        inner_steps: int,
-        first_order: bool,
-        tasks_per_batch: int,
-        query_rows: int,
-        meta_epochs: int,
-    ) -> None:
-        super().__init__(
-            entity,
-            inner_lr=inner_lr,
-            meta_lr=meta_lr,
-            inner_steps=inner_steps,
-            first_order=first_order,
-            tasks_per_batch=tasks_per_batch,
-            query_rows=query_rows,
-            meta_epochs=meta_epochs,
-            adapt_embedding=True,
-            mask_ids=False,
-        )
+    adapt_embedding = True
+    mask_ids = False
 
 
 class Melu(MetaLearner):
     """MeLU (docs/methods.md §3.8): ids masked everywhere; only the decision layers adapt per task."""
 
     method = "melu"
-
-    def __init__(
-        self,
-        entity: Entity,
-        *,
-        inner_lr: float,
-        meta_lr: float,
-        inner_steps: int,
-        first_order: bool,
-        tasks_per_batch: int,
-        query_rows: int,
-        meta_epochs: int,
-    ) -> None:
-        super().__init__(
-            entity,
-            inner_lr=inner_lr,
-            meta_lr=meta_lr,
-            inner_steps=inner_steps,
-            first_order=first_order,
-            tasks_per_batch=tasks_per_batch,
-            query_rows=query_rows,
-            meta_epochs=meta_epochs,
-            adapt_embedding=False,
-            mask_ids=True,
-        )
+    adapt_embedding = False
+    mask_ids = True
 
 
 # -- tasks as index tensors ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import torch
 from ssimctr.coldstart.base import Entity, Episodes
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
-from ssimctr.data.datasplit import DataSplit
+from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train.loop import FitResult, Logger, Validator, fit, make_optimizer, train_loader
 from ssimctr.train.sharing import FixedSharing
@@ -33,7 +33,12 @@ class PlainModel:
     ) -> list[FitResult]:
         """Plain training on the warm rows (the meta tasks are not used)."""
         optimizer = make_optimizer(model.parameters(), settings.lr, settings.weight_decay)
-        return [fit(model, FixedSharing(0.0), optimizer, train_loader(train, settings), validate, settings, log=log)]
+        loader = self.training_batches(train, settings)
+        return [fit(model, FixedSharing(0.0), optimizer, loader, validate, settings, log=log)]
+
+    def training_batches(self, train: DataSplit, settings: TrainerConfig) -> Loader:
+        """The batches of plain training: the warm rows as they are."""
+        return train_loader(train, settings)
 
     def predict_cold(self, model: MultiScenarioModel, episodes: Episodes) -> torch.Tensor:
         """The query rows as they are: their cold ids hit the OOV embedding."""
