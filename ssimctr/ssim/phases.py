@@ -175,14 +175,7 @@ def search(
         log=log,
         log_every=ssim.log_every,
     )
-    optimizer = make_optimizer(
-        [
-            {"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay},
-            {"params": list(selector.parameters()), "lr": ssim.selector_lr, "weight_decay": 0.0},
-        ],
-        settings.lr,
-        0.0,
-    )
+    optimizer = search_optimizer(model, selector, settings, ssim)
     selector.train()
     search_settings = replace(settings, epochs=ssim.search_epochs, patience=ssim.search_epochs)
     result = fit(
@@ -219,6 +212,21 @@ def search(
     )
     artifacts.plot_scores(selection, names, folder / "score_histogram.png")
     return Outcome(result.val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [result])
+
+
+def search_optimizer(
+    model: MultiScenarioModel, selector: Selector, settings: TrainerConfig, ssim: SsimConfig
+) -> torch.optim.Optimizer:
+    """Two Adam groups (docs/methods.md §1.5): the backbone at trainer.lr / weight_decay, the
+    selector at ssim.selector_lr without weight decay."""
+    return make_optimizer(
+        [
+            {"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay},
+            {"params": list(selector.parameters()), "lr": ssim.selector_lr, "weight_decay": 0.0},
+        ],
+        settings.lr,
+        0.0,
+    )
 
 
 def retrain(

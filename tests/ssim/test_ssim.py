@@ -19,7 +19,7 @@ from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.ssim import artifacts, phases
 from ssimctr.ssim.losses import RetrainLoss, SearchLoss
-from ssimctr.ssim.selection import batch_top_ratio
+from ssimctr.ssim.selection import batch_top_ratio, random_selection, soft_weights
 from ssimctr.ssim.selector import Selector, hard_gate, temperature, top_ratio_gate
 from ssimctr.tasks import base as tasks_base
 
@@ -316,3 +316,111 @@ def test_pipeline_retrains_with_retrain_dropout(tmp_path, monkeypatch):
     )
     run(cfg, JobInfo(output_dir=tmp_path / "run"), Console(quiet=True))
     assert built == [0.0, 0.5]  # the searcher as configured, the retrained model with retrain_dropout
+
+
+def test_ssim_r_shares_exactly_floor_r_b_random_rows_of_each_batch(tiny_feature_map):
+    gate = random_selection(0.3, seed=4)
+    batch = make_batch(tiny_feature_map, rows=50)
+    first, second = gate(batch), gate(batch)
+    assert int(first.sum()) == int(second.sum()) == 15
+    assert not torch.equal(first, second)  # a fresh draw per batch, not a fixed set of rows
+    assert torch.equal(first, random_selection(0.3, seed=4)(batch))  # seeded
+
+
+def test_the_kl_term_sends_gradient_to_the_selector(search_setup):
+    """λ·e·(1 − mean g) must move the selector (through the STE): not a constant."""
+    model, selector, _, batch, _ = search_setup
+
+    def selector_grads(lambda_kl: float) -> list[torch.Tensor]:
+        selector.zero_grad()
+        loss = SearchLoss(
+            selector,
+            epsilon=0.5,
+            lambda_kl=lambda_kl,
+            final_temperature=1000.0,
+            total_steps=4,
+            gate="hard",
+            scenario_names=("s0", "s1", "s2"),
+            log=lambda m, s: None,
+            log_every=10,
+        )
+        loss(model, batch).backward()
+        return [p.grad.clone() for p in selector.parameters()]
+
+    with_kl, without = selector_grads(1.0), selector_grads(0.0)
+    assert any((a - b).abs().sum() > 0 for a, b in zip(with_kl, without))
+
+
+def test_search_trains_the_selector_in_its_own_adam_group(tiny_feature_map):
+    model = make_model("dnn", tiny_feature_map, hidden=[8])
+    selector = Selector(model.embedding.output_dim, [8], 3)
+    settings = TrainerConfig(lr=3e-3, weight_decay=1e-6, seed=0)
+    ssim = SsimConfig(phase="search", selector_lr=1e-5)
+    backbone, own = phases.search_optimizer(model, selector, settings, ssim).param_groups
+    assert {id(p) for p in own["params"]} == {id(p) for p in selector.parameters()}
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in model.parameters()}
+    assert (own["lr"], own["weight_decay"]) == (1e-5, 0.0)
+    assert (backbone["lr"], backbone["weight_decay"]) == (3e-3, 1e-6)
+
+
+def test_a_search_ends_at_the_final_temperature_and_keeps_the_head_setting(prepared, tmp_path):
+    """The annealing spans exactly the search's steps (τ = final at the end), and heads=shared
+    gives one selector head (SSIM-ND), per_scenario one head per scenario."""
+    folder = tmp_path / "ssim"
+    run_search(prepared, folder)
+    assert json.loads((folder / "summary.json").read_text())["final_temperature"] == pytest.approx(1000.0)
+    k = prepared.feature_map.num_scenarios
+    assert torch.load(folder / "selector.pt")["state"]["heads.weight"].shape[0] == k
+    shared = tmp_path / "shared"
+    torch.manual_seed(0)
+    phases.search(
+        make_model("dnn", prepared.feature_map, hidden=[32, 16]),
+        load_splits(prepared, "cpu"),
+        prepared.feature_map.scenario_names,
+        SETTINGS,
+        SsimConfig(phase="search", heads="shared", **SMALL_SSIM),
+        lambda m, s: None,
+        shared,
+        {"dataset": "synthetic", "data_key": prepared.manifest["cache_key"]},
+    )
+    saved = torch.load(shared / "selector.pt")
+    assert saved["shared_head"] and saved["state"]["heads.weight"].shape[0] == 1
+
+
+def test_the_frozen_selector_takes_no_gradient_and_stays_in_eval_mode(prepared, tmp_path):
+    folder = tmp_path / "ssim"
+    run_search(prepared, folder)
+    frozen = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
+    frozen.train()
+    assert not frozen.training and not any(module.training for module in frozen.modules())
+    model = make_model("dnn", prepared.feature_map, hidden=[8])
+    batch = read_split(prepared.split_path("train"), prepared.feature_map).slice(0, 256)
+    RetrainLoss(soft_weights(frozen, 1000.0))(model, batch).backward()  # a gate that could carry gradient
+    assert all(p.grad is None and not p.requires_grad for p in frozen.parameters())
+
+
+def test_pipeline_searches_with_search_backbone_and_retrains_the_job_backbone(tmp_path, monkeypatch):
+    built = []
+    real = tasks_base.build_model
+
+    def recording(backbone, *args, **kwargs):
+        model = real(backbone, *args, **kwargs)
+        built.append(type(model).__name__)
+        return model
+
+    monkeypatch.setattr(tasks_base, "build_model", recording)
+    cfg = compose(
+        f"paths.outputs={tmp_path}",
+        "tracking=none",
+        "dataset.rows=6000",
+        "dataset.users=500",
+        "dataset.items=200",
+        "trainer=debug",
+        "trainer.progress=false",
+        "ssim=pipeline",
+        "ssim.selector_hidden=[16]",
+        "backbone=star",
+        "ssim.search_backbone={_target_: ssimctr.models.backbones.dnn.DNN}",
+    )
+    run(cfg, JobInfo(output_dir=tmp_path / "run"), Console(quiet=True))
+    assert built == ["STAR", "DNN", "STAR"]  # the job's model, the searcher, the retrained model
