@@ -94,17 +94,10 @@ def _run(cfg: DictConfig, info: JobInfo, tracker: Tracker, console: Console) -> 
         print_results(
             console,
             rows,
-            title=f"{split}, {_described(cfg)}, best epoch {outcome.best_epoch:g}",
+            title=f"{split}, {outcome.description}, best epoch {outcome.best_epoch:g}",
             footer=footer if split == list(tables)[-1] else None,
         )
     return results
-
-
-def _described(cfg: DictConfig) -> str:
-    """The task in a few words for the table titles."""
-    if "entity" in cfg.task:
-        return f"cold {cfg.task.entity}s, {cfg.task.shots}-shot"
-    return f"regime {cfg.regime.name}"
 
 
 def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path) -> None:

@@ -25,12 +25,9 @@ class MultiScenarioTask:
             f"{sum(p.numel() for p in model.parameters()):,} parameters on {job.models.device}"
         )
         if ssim.phase != "disabled":
-            return phases.run_phase(ssim, regime, model, job)
-        return regime.train(
-            model,
-            lambda: job.models.build(regime),
-            job.splits,
-            job.scenario_names,
-            job.settings,
-            job.tracker.log_metrics,
-        )
+            outcome = phases.run_phase(ssim, regime, model, job)
+        else:
+            build = lambda: job.models.build(regime)  # noqa: E731
+            outcome = regime.train(model, build, job.splits, job.scenario_names, job.settings, job.tracker.log_metrics)
+        outcome.description = f"regime {regime.name}{phase}"
+        return outcome

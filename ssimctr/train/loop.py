@@ -65,6 +65,7 @@ class Outcome:
     fits: list[FitResult]
     val_logged: bool = True
     summaries: dict[str, list[dict]] | None = None
+    description: str = ""  # what was trained, in a few words (the printed tables' titles)
 
     @property
     def best_epoch(self) -> float:
