@@ -13,7 +13,6 @@ pipeline: search, then retrain on that search, in one run (search metrics under 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -249,11 +248,11 @@ def retrain(
                 "ssim=retrain needs a search: set ssim.from_run=<MLflow run id of an ssim=search run> "
                 "or ssim.from_path=<its ssim/ folder> (or ssim.selector=random for SSIM-R)"
             )
-        initial = "fresh"
+        initial, summary = "fresh", {}
     else:
-        artifacts.check_search_folder(folder, data_key)
+        summary = artifacts.check_search_folder(folder, data_key)
         initial = "search" if artifacts.load_initial_state(folder, model) else "fresh"
-    gate, description = _retrain_gate(ssim, folder, feature_map, settings, device)
+    gate, description = _retrain_gate(ssim, folder, summary, feature_map, settings, device)
     result = fit(
         model,
         RetrainLoss(gate),
@@ -268,14 +267,19 @@ def retrain(
 
 
 def _retrain_gate(
-    ssim: SsimConfig, folder: Path | None, feature_map: FeatureMap, settings: TrainerConfig, device: torch.device
+    ssim: SsimConfig,
+    folder: Path | None,
+    summary: dict,
+    feature_map: FeatureMap,
+    settings: TrainerConfig,
+    device: torch.device,
 ) -> tuple[Gate, str]:
-    """The retrain's sharing gate and a description of it."""
+    """The retrain's sharing gate and a description of it (`summary`: the search's summary.json)."""
     if ssim.selector == "random":
         return random_selection(ssim.ratio, settings.seed), f"random r={ssim.ratio}"
     frozen = artifacts.load_frozen_selector(folder, feature_map, device)
     if ssim.gate == "soft":
-        final = json.loads((folder / "summary.json").read_text())["final_temperature"]
+        final = summary["final_temperature"]
         return soft_weights(frozen, final), f"soft sigmoid({final:g}·m)"
     if ssim.selection == "global":
         return global_selection(artifacts.shared_by_row(folder, ssim.ratio, device)), f"global top r={ssim.ratio}"

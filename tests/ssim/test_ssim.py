@@ -279,6 +279,7 @@ def test_ssim_p_uses_the_final_soft_gate_whose_weights_spread(prepared, tmp_path
     gate, description = phases._retrain_gate(
         SsimConfig(phase="retrain", gate="soft", **SMALL_SSIM),
         folder,
+        json.loads((folder / "summary.json").read_text()),
         prepared.feature_map,
         SETTINGS,
         torch.device("cpu"),
@@ -293,13 +294,15 @@ def test_ssim_p_uses_the_final_soft_gate_whose_weights_spread(prepared, tmp_path
         assert weights.std() > 0.2
 
 
-def test_pipeline_retrains_with_retrain_dropout(tmp_path, monkeypatch):
+def built_in_a_pipeline(tmp_path, monkeypatch, *overrides: str) -> list[tuple[str, float | None]]:
+    """(model class, backbone dropout) of every model a small ssim=pipeline job builds, in order."""
     built = []
     real = tasks_base.build_model
 
     def recording(backbone, *args, **kwargs):
-        built.append(backbone.dropout)
-        return real(backbone, *args, **kwargs)
+        model = real(backbone, *args, **kwargs)
+        built.append((type(model).__name__, backbone.get("dropout")))
+        return model
 
     monkeypatch.setattr(tasks_base, "build_model", recording)
     cfg = compose(
@@ -312,10 +315,16 @@ def test_pipeline_retrains_with_retrain_dropout(tmp_path, monkeypatch):
         "trainer.progress=false",
         "ssim=pipeline",
         "ssim.selector_hidden=[16]",
-        "ssim.retrain_dropout=0.5",
+        *overrides,
     )
     run(cfg, JobInfo(output_dir=tmp_path / "run"), Console(quiet=True))
-    assert built == [0.0, 0.5]  # the searcher as configured, the retrained model with retrain_dropout
+    return built
+
+
+def test_pipeline_retrains_with_retrain_dropout(tmp_path, monkeypatch):
+    built = built_in_a_pipeline(tmp_path, monkeypatch, "ssim.retrain_dropout=0.5")
+    # the job's model (the searcher) as configured, the retrained model with retrain_dropout
+    assert [dropout for _, dropout in built] == [0.0, 0.5]
 
 
 def test_ssim_r_shares_exactly_floor_r_b_random_rows_of_each_batch(tiny_feature_map):
@@ -400,27 +409,7 @@ def test_the_frozen_selector_takes_no_gradient_and_stays_in_eval_mode(prepared, 
 
 
 def test_pipeline_searches_with_search_backbone_and_retrains_the_job_backbone(tmp_path, monkeypatch):
-    built = []
-    real = tasks_base.build_model
-
-    def recording(backbone, *args, **kwargs):
-        model = real(backbone, *args, **kwargs)
-        built.append(type(model).__name__)
-        return model
-
-    monkeypatch.setattr(tasks_base, "build_model", recording)
-    cfg = compose(
-        f"paths.outputs={tmp_path}",
-        "tracking=none",
-        "dataset.rows=6000",
-        "dataset.users=500",
-        "dataset.items=200",
-        "trainer=debug",
-        "trainer.progress=false",
-        "ssim=pipeline",
-        "ssim.selector_hidden=[16]",
-        "backbone=star",
-        "ssim.search_backbone={_target_: ssimctr.models.backbones.dnn.DNN}",
+    built = built_in_a_pipeline(
+        tmp_path, monkeypatch, "backbone=star", "ssim.search_backbone={_target_: ssimctr.models.backbones.dnn.DNN}"
     )
-    run(cfg, JobInfo(output_dir=tmp_path / "run"), Console(quiet=True))
-    assert built == ["STAR", "DNN", "STAR"]  # the job's model, the searcher, the retrained model
+    assert [name for name, _ in built] == ["STAR", "DNN", "STAR"]  # the job's model, the searcher, the retrained model

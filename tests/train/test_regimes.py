@@ -12,9 +12,10 @@ from conftest import make_batch
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit
+from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train.loop import fit
-from ssimctr.train.regimes import train_jointly, train_separately, train_then_finetune
+from ssimctr.train.regimes import Regime, train_jointly, train_separately, train_then_finetune
 from ssimctr.train.sharing import FixedSharing, sharing_loss
 
 SETTINGS = TrainerConfig(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, progress=False, seed=0)
@@ -144,3 +145,16 @@ def test_fit_keeps_the_initial_model_only_when_asked(splits, tiny_feature_map):
     assert kept.best_epoch == 0 and torch.equal(model.bias, before["bias"]) and kept.val == {"val/auc/mean": 1.0}
     trained = fit(model, FixedSharing(0.0), torch.optim.SGD(model.parameters(), lr=1.0), loader, validate, SETTINGS)
     assert trained.best_epoch == 1 and not torch.equal(model.bias, before["bias"])
+
+
+@pytest.mark.parametrize("key", ["training", "towers", "share"])
+def test_a_regime_with_an_unknown_value_is_one_clear_error(key):
+    values = {"name": "mt", "training": "joint", "towers": "per_scenario", "share": "own", key: "bogus"}
+    with pytest.raises(UserError, match=rf"regime\.{key}=bogus is not known: use one of"):
+        Regime(**values, scenario_feature=True)
+
+
+def test_a_regime_knows_its_towers_and_gate():
+    mt, single = Regime("mt", "joint", "per_scenario", "own", True), Regime("single", "joint", "single", "all", True)
+    assert (mt.num_towers(3), mt.gate, mt.is_multi_tower_joint) == (3, 0.0, True)
+    assert (single.num_towers(3), single.gate, single.is_multi_tower_joint) == (1, 1.0, False)
