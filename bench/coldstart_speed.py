@@ -61,7 +61,7 @@ def main() -> None:
         )
         fm = data.feature_map
         task = ColdStartTask(args.entity, None, 2020, 0, 5)
-        entity = task._entity(fm)
+        entity = task.entity(fm)
         frames = {name: pl.read_parquet(data.split_path(name)) for name in ("train", "val", "test")}
         _, train_frame, _ = task.rows(frames, entity)
     train = MemorySplit(batch_from_frame(train_frame, fm))

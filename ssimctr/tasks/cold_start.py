@@ -60,7 +60,7 @@ class ColdStartTask:
                 f"regime=single (not regime={regime.name})"
             )
         feature_map = job.data.feature_map
-        entity = self._entity(feature_map)
+        entity = self.entity(feature_map)
         key = f"{entity.kind}_key"
         frames = {name: pl.read_parquet(job.data.split_path(name)) for name in ("train", "val", "test")}
         cold_keys, frames["train"], parts = self.rows(frames, entity)
@@ -116,7 +116,7 @@ class ColdStartTask:
         description = f"cold {entity.kind}s, {self.shots}-shot, coldstart {type(method).__name__}"
         return Outcome(val_metrics, {**cold, **warm}, fits, summaries=summaries, description=description)
 
-    def _entity(self, feature_map: FeatureMap) -> Entity:
+    def entity(self, feature_map: FeatureMap) -> Entity:
         """The studied entity's id field, checked against the data."""
         column = getattr(feature_map, self.entity_kind)
         if column is None:

@@ -39,7 +39,7 @@ def _frames(data) -> dict[str, pl.DataFrame]:
 @pytest.mark.parametrize("holdout", [None, 0.2])
 def test_cold_entities_never_reach_training_and_their_ids_are_out_of_vocabulary(prepared_synthetic, holdout):
     task = ColdStartTask("user", holdout, 7, 0, 5)
-    entity = task._entity(prepared_synthetic.feature_map)
+    entity = task.entity(prepared_synthetic.feature_map)
     frames = _frames(prepared_synthetic)
     cold, train, parts = task.rows(frames, entity)
     assert cold.height > 0 and train.height == frames["train"].height - (
@@ -79,11 +79,11 @@ def test_zero_shot_prediction_never_updates_a_weight(prepared_synthetic):
     model = make_model("dnn", fm, hidden=[16])
     task = ColdStartTask("user", 0.3, 7, 0, 5)
     frames = _frames(prepared_synthetic)
-    _, _, parts = task.rows(frames, task._entity(fm))
+    _, _, parts = task.rows(frames, task.entity(fm))
     cold = parts["test"][0]
     episodes, _ = build_episodes(cold, "user_key", 0, fm)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    logits = PlainModel(task._entity(fm)).predict_cold(model, episodes)
+    logits = PlainModel(task.entity(fm)).predict_cold(model, episodes)
     assert all((before[k] == v).all() for k, v in model.state_dict().items())
     assert logits.shape == (len(episodes.query),)
     assert (logits == own_logits(model, episodes.query)).all()
