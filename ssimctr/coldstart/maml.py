@@ -14,8 +14,9 @@ and its query set Q_t (the rest); L_X(θ) is the mean own-tower BCE-with-logits 
    - outer step: Adam(meta_lr) (trainer.weight_decay) on θ, through the inner steps (second order), or,
      with `first_order=true`, with the inner gradients detached (FOMAML: ∇θ = ∇_{θ'} L_Q(θ'_t));
    - the meta phase runs through `ssimctr.train.loop.fit` (validation after each meta epoch, early stopping
-     on trainer.monitor, the best meta epoch's weights kept, logged after the base epochs): the second
-     FitResult.
+     on trainer.monitor, logged after the base epochs): the second FitResult. The base model competes as
+     meta epoch 0 (`fit(..., keep_initial=True)`): when no meta epoch validates better, θ stays the
+     base model's, so the meta phase never leaves a model worse on validation than plain training.
 3. Cold entities: zero-shot (`episodes.shots == 0`) predicts with θ as it is (the plain forward);
    few-shot adapts θ'_t on each cold task's support rows (the same inner loop, batched over tasks) and
    predicts the task's query rows with θ'_t. The model's weights never change.
@@ -159,7 +160,18 @@ class MetaLearner:
             done = len(fits[0].epochs)
             meta_settings = dataclasses.replace(settings, epochs=self.meta_epochs)
             meta_log = (lambda metrics, step: log(metrics, done + step)) if log else None
-            fits.append(fit(model, self.meta_loss, meta_optimizer, loader, validate, meta_settings, log=meta_log))
+            fits.append(
+                fit(
+                    model,
+                    self.meta_loss,
+                    meta_optimizer,
+                    loader,
+                    validate,
+                    meta_settings,
+                    keep_initial=True,
+                    log=meta_log,
+                )
+            )
         return fits
 
     def predict_cold(self, model: MultiScenarioModel, episodes: Episodes) -> torch.Tensor:

@@ -385,6 +385,29 @@ def test_options_are_checked():
         method(tasks_per_batch=0)
 
 
+@pytest.mark.parametrize("meta_improves", [False, True])
+def test_the_base_model_competes_with_the_meta_epochs(tiny_feature_map, meta_improves):
+    """Validation after base training (call 2) is the base model's; it is kept unless a meta epoch
+    validates better."""
+    batch = make_batch(tiny_feature_map, rows=64, seed=3)
+    episodes = tasks_of(tiny_feature_map, shots=3, queries=[4, 4, 4, 4])
+    settings = TrainerConfig(epochs=1, patience=2, progress=False, seed=0, batch_size=32)
+    calls = []
+
+    def validate(trained):
+        calls.append(state(trained))
+        best = len(calls) == (3 if meta_improves else 2)
+        return {"val/auc/mean": 0.9 if best else 0.5}
+
+    torch.manual_seed(0)
+    model = make_model("dnn", tiny_feature_map, hidden=[8])
+    fits = method(meta_epochs=2, meta_lr=0.05).train(model, MemorySplit(batch), episodes, validate, settings, None)
+    assert len(calls) == 4 and fits[1].initial["val/auc/mean"] == 0.9 - 0.4 * meta_improves
+    kept = calls[2] if meta_improves else calls[1]  # after meta epoch 1, or the base model
+    assert_unchanged(model, kept)
+    assert not all(torch.equal(calls[1][name], calls[2][name]) for name in kept)  # the meta epoch moved θ
+
+
 # every model works under torch.func -----------------------------------------------------------------------
 
 
