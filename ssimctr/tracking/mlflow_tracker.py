@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from filelock import FileLock
 from mlflow.entities import Experiment, LifecycleStage, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -116,12 +117,18 @@ class MlflowTracker:
 
 
 def connect(uri: str) -> MlflowClient:
-    """A client for `uri`, creating the folder of a sqlite database file if missing."""
+    """A client for `uri`. A sqlite store is created (its folder too) and migrated by one process at
+    a time, under a file lock beside the database: MLflow's first-use schema migration is not safe
+    when several jobs open a new store at once (it fails, or leaves `_alembic_tmp_*` tables behind)."""
     database = sqlite_file(uri)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return MlflowClient(tracking_uri=uri)
+        if database is None:
+            return MlflowClient(tracking_uri=uri)
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{database}.lock"):
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)  # opens the store: creates and migrates its tables
+        return client
     except MlflowException as exc:
         raise UserError(f"tracking.uri={uri!r} is not a usable MLflow store: {exc.message}") from exc
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -278,3 +280,29 @@ def test_parent_run_id_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parent_run_id_from_env() is None
     monkeypatch.setenv(PARENT_RUN_ENV, "abc")
     assert parent_run_id_from_env() == "abc"
+
+
+LOG_ONE_RUN = """
+import sys
+from ssimctr.tracking.mlflow_tracker import MlflowTracker
+tracker = MlflowTracker(sys.argv[1], "parallel")
+tracker.start(sys.argv[2], {})
+tracker.log_metrics({"test/auc/mean": 0.5})
+tracker.end()
+"""
+
+
+def test_jobs_that_open_a_new_store_at_once_all_log_and_leave_it_usable(tmp_path: Path):
+    """Without the lock around the first migration, 2 of 4 simultaneous first runs fail
+    (`duplicate column name`) and the store can be left half-migrated for every later run."""
+    uri = f"sqlite:///{tmp_path}/new/mlflow.db"
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", LOG_ONE_RUN, uri, f"job{i}"], stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    errors = [job.communicate(timeout=120)[1] for job in jobs]
+    assert [job.returncode for job in jobs] == [0] * 4, errors
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == [f"job{i}" for i in range(4)]
+    assert all(run.info.status == "FINISHED" and run.data.metrics["test/auc/mean"] == 0.5 for run in runs)
