@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from ssimctr.cli.runner import JobInfo, run
 from ssimctr.config.schema import register
-from ssimctr.errors import UserError
+from ssimctr.errors import Interrupted, UserError
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # conf/ at the repository root
 register()
@@ -40,12 +41,21 @@ def app(cfg: DictConfig) -> float:
     except UserError as error:
         errors.print(f"[bold red]error:[/] {error}")
         sys.exit(2)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the run is marked KILLED
+        errors.print(f"[bold yellow]{stop or 'interrupted'}[/]; the run is marked KILLED")
+        sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
     if cfg.optimized_metric not in results:
         errors.print(f"[bold red]error:[/] optimized_metric={cfg.optimized_metric} is not a metric of this run")
         sys.exit(2)
     return float(results[cfg.optimized_metric])
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (`kill`, `timeout`, a cluster's scheduler) stops the job like Ctrl-C does."""
+    raise Interrupted("terminated (SIGTERM)", signum=signal.SIGTERM)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

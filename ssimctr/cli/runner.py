@@ -41,8 +41,8 @@ def run(cfg: DictConfig, info: JobInfo, console: Console | None = None) -> dict[
     )
     try:
         results = _run(cfg, info, tracker, console)
-    except KeyboardInterrupt:
-        tracker.end("KILLED", "interrupted")
+    except KeyboardInterrupt as stop:
+        tracker.end("KILLED", str(stop) or "interrupted")
         raise
     except UserError as error:
         tracker.end("FAILED", str(error))

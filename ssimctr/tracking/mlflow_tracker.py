@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
+import psutil
 from filelock import FileLock
 from mlflow.entities import Experiment, LifecycleStage, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -22,7 +25,9 @@ from mlflow.utils.validation import (
 
 from ssimctr.errors import UserError
 from ssimctr.tracking.base import check_status, flatten_params
-from ssimctr.tracking.store import PARENT_RUN_TAG, sqlite_file
+from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file
+
+HOST_TAG, PID_TAG = "ssimctr.host", "ssimctr.pid"
 
 _T = TypeVar("_T")
 
@@ -42,8 +47,10 @@ class MlflowTracker:
         return self._run_id
 
     def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
-        """Create the run (linked to `parent_run_id` when given) and return its id."""
-        run_tags = _tag_values(tags)
+        """Create the run (linked to `parent_run_id` when given) and return its id. The run records
+        its host and pid, so a later start can tell it died (`fail_orphaned_runs`)."""
+        fail_orphaned_runs(self.client, self.experiment_id)
+        run_tags = _tag_values({**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         if parent_run_id:
             run_tags[PARENT_RUN_TAG] = parent_run_id
         run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
@@ -114,6 +121,32 @@ class MlflowTracker:
         if self._run_id is None:
             raise RuntimeError("MlflowTracker: call start() before logging")
         return self._run_id
+
+
+def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark FAILED the RUNNING runs of this host whose process is gone (killed with -9, out of
+    memory, a power cut): no process with the recorded pid exists, or it started after the run did
+    (the pid was reused). Returns their ids. Runs of other hosts are left alone: their processes
+    cannot be checked from here."""
+    host = socket.gethostname()
+    query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    orphans = []
+    for run in paginate(lambda token: client.search_runs([experiment_id], query, page_token=token)):
+        pid = int(run.data.tags.get(PID_TAG, "0"))
+        if not _alive_since(pid, run.info.start_time / 1000):
+            error = f"process {pid} on {host} ended without finishing the run (found at a later start)"
+            client.set_tag(run.info.run_id, "error", error)
+            client.set_terminated(run.info.run_id, "FAILED")
+            orphans.append(run.info.run_id)
+    return orphans
+
+
+def _alive_since(pid: int, started: float) -> bool:
+    """Whether process `pid` exists and was created no later than `started` (seconds since the epoch)."""
+    try:
+        return psutil.Process(pid).create_time() <= started + 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
 
 
 def connect(uri: str) -> MlflowClient:

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit, Loader
-from ssimctr.errors import UserError
+from ssimctr.errors import UserError, stops_located
 from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
 
@@ -121,24 +121,25 @@ def fit(
         result.best_value = result.initial[monitor]
         best_state = copy.deepcopy(model.state_dict())
     for epoch in range(1, settings.epochs + 1):
-        loss, rows, seconds = _train_epoch(
-            model, loss_fn, optimizer, train, epoch, settings.limit_train_batches, settings.progress
-        )
-        result.train_rows += rows
-        result.train_seconds += seconds
-        metrics = _validated(validate(model), monitor)
-        metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
-        result.epochs.append(metrics)
-        if log:
-            log(metrics, epoch)
-        value = metrics[monitor]
-        if _improved(value, result.best_value, mode):
-            result.best_epoch, result.best_value, stale = epoch, value, 0
-            best_state = copy.deepcopy(model.state_dict()) if restore_best else None
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
+        with stops_located(f"epoch {epoch}, after its training batches"):  # the batches say which one
+            loss, rows, seconds = _train_epoch(
+                model, loss_fn, optimizer, train, epoch, settings.limit_train_batches, settings.progress
+            )
+            result.train_rows += rows
+            result.train_seconds += seconds
+            metrics = _validated(validate(model), monitor)
+            metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
+            result.epochs.append(metrics)
+            if log:
+                log(metrics, epoch)
+            value = metrics[monitor]
+            if _improved(value, result.best_value, mode):
+                result.best_epoch, result.best_value, stale = epoch, value, 0
+                best_state = copy.deepcopy(model.state_dict()) if restore_best else None
+            else:
+                stale += 1
+                if stale >= settings.patience:
+                    break
     if best_state is not None:
         model.load_state_dict(best_state)
     result.kept_epoch = result.best_epoch if restore_best else len(result.epochs)
@@ -178,20 +179,22 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=loader.device)
     rows = 0
     started = time.perf_counter()
+    step = 0
     with _progress(show_progress) as bar:
         task = bar.add_task(f"epoch {epoch}", total=total, loss=float("nan"), speed=0.0)
-        for step, batch in enumerate(loader, start=1):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model, batch)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(batch)
-            rows += len(batch)
-            if step % PROGRESS_EVERY == 0 or step == total:
-                elapsed = time.perf_counter() - started
-                bar.update(task, completed=step, loss=loss_sum.item() / rows, speed=rows / elapsed)
-            if step == total:
-                break
+        with stops_located(lambda: f"epoch {epoch}, batch {step}/{total}"):
+            for step, batch in enumerate(loader, start=1):
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model, batch)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * len(batch)
+                rows += len(batch)
+                if step % PROGRESS_EVERY == 0 or step == total:
+                    elapsed = time.perf_counter() - started
+                    bar.update(task, completed=step, loss=loss_sum.item() / rows, speed=rows / elapsed)
+                if step == total:
+                    break
     seconds = time.perf_counter() - started
     return loss_sum.item() / max(rows, 1), rows, seconds
 
