@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from dataclasses import dataclass
 
 import polars as pl
@@ -13,6 +14,8 @@ from ssimctr.errors import UserError
 
 KINDS = ("column", "mapping", "bins", "top_k")
 OTHER = "other"
+OPTIONS_OF_KIND = {"mapping": ("mapping",), "bins": ("bins", "names"), "top_k": ("top_k",)}  # default None
+MANY_SCENARIOS = 50  # above this, a warning: one tower per scenario gets large and slow
 
 
 @dataclass
@@ -28,6 +31,7 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
     """Build the scenario index expression for `spec` (reads the column's distinct values once)."""
     if spec.kind not in KINDS:
         raise UserError(f"scenario.kind={spec.kind} is not known: use one of {', '.join(KINDS)}")
+    _check_options_of_kind(spec)
     if not spec.column:
         raise UserError("no scenario column: set dataset.scenario=COLUMN (or scenario.column=COLUMN)")
     available = frame.collect_schema().names()
@@ -60,6 +64,8 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
     used = sorted(
         counts.rename({"value": spec.column}).select(assignment.expression.drop_nulls().unique()).to_series().to_list()
     )
+    if len(used) < 2 and not frame.select(pl.len()).collect().item():
+        raise UserError(f"{origin} has no data rows (only a header?): give a file with rows")
     if len(used) < 2:
         shown = f" ('{assignment.names[used[0]]}')" if used else ""
         raise UserError(
@@ -68,8 +74,25 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
             "another column with dataset.scenario=COLUMN, or cut a numeric column with scenario=bins "
             "scenario.bins=[...]"
         )
+    if len(used) > MANY_SCENARIOS:
+        warnings.warn(
+            f"scenario column '{spec.column}' gives {len(used)} scenarios: one tower each makes a large, slow "
+            f"model; keep the most frequent with scenario=top_k scenario.top_k=10 (the rest merged into '{OTHER}')",
+            stacklevel=2,
+        )
     assignment.names = unique_metric_names(assignment.names)
     return assignment
+
+
+def _check_options_of_kind(spec: ScenarioConfig) -> None:
+    """Refuse an option that belongs to another kind (it would be silently ignored)."""
+    for kind, keys in OPTIONS_OF_KIND.items():
+        for key in keys:
+            if kind != spec.kind and getattr(spec, key) is not None:
+                raise UserError(
+                    f"scenario.{key} belongs to scenario={kind}, but scenario={spec.kind} is chosen: "
+                    f"add scenario={kind} to use it, or leave scenario.{key} out"
+                )
 
 
 def _lookup(column: str, index_of: dict, names: list[str], drop_reason: str) -> ScenarioAssignment:

@@ -333,3 +333,31 @@ def test_a_source_given_another_kind_of_dataset_config_is_one_clear_error(tmp_pa
 
 def test_every_dataset_kind_has_a_reader():
     assert set(READERS) == set(DATASET_SCHEMAS)
+
+
+def test_a_header_only_file_has_no_data_rows(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text(HEADER + "\n")
+    _has(_error(tmp_path, path=str(path)), "header.csv", "has no data rows")
+
+
+def test_an_option_of_another_scenario_kind_is_refused(tmp_path):
+    message = _error(tmp_path, scenario=ScenarioConfig(kind="column", column="domain", bins=[1.0, 2.0]))
+    _has(message, "scenario.bins belongs to scenario=bins", "scenario=column")
+
+
+def test_a_scenario_column_with_many_values_warns_with_the_count_and_the_fix(tmp_path):
+    rows = [f"{i % 2},d{i % 60},u{i % 7},1.0,{i}" for i in range(600)]
+    values = dict(name="many", label="click", scenario="domain", categorical=["user"], numeric=["price"], time="ts")
+    dataset = DatasetConfig(path=_write(tmp_path / "data.csv", rows), **values)
+    with pytest.warns(UserWarning, match=r"gives 60 scenarios.*scenario=top_k scenario.top_k=10"):
+        prepare(dataset, ScenarioConfig(kind="column", column="domain"), SplitConfig(kind="time"), tmp_path / "c")
+
+
+def test_a_folder_of_mixed_formats_names_the_files_and_the_option(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    _write(folder / "a.csv", _good_rows())
+    pl.read_csv(folder / "a.csv").write_parquet(folder / "b.parquet")
+    (folder / "notes.txt").write_text("not data")
+    _has(_error(tmp_path, path=str(folder)), "mixes formats", ".csv: a.csv", ".parquet: b.parquet", "dataset.format=")

@@ -84,6 +84,13 @@ def data_files(path: Path, fmt: str, option: str) -> list[Path]:
     files = sorted(p for p in path.iterdir() if p.suffix in suffixes and p.is_file())
     if not files:
         raise UserError(f"{option}: folder {path} holds no {' or '.join(suffixes)} files")
+    kinds = sorted({p.suffix for p in files})
+    if len(kinds) > 1:
+        listed = "; ".join(f"{kind}: {', '.join(p.name for p in files if p.suffix == kind)}" for kind in kinds)
+        raise UserError(
+            f"{option}: folder {path} mixes formats ({listed}): set dataset.format=csv or "
+            "dataset.format=parquet to read only those files"
+        )
     return files
 
 
