@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format sweep ui bench bench-scale clean
+.PHONY: run test test-fast lint format mutation sweep ui bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,16 +29,22 @@ format: $(STAMP)  ## ruff: fix what can be fixed and format
 	$(BIN)/ruff check --fix ssimctr tests bench
 	$(BIN)/ruff format ssimctr tests bench
 
+mutation: $(STAMP)  ## mutmut on ssimctr/ssim/ and train/sharing.py against tests/ssim, tests/train (slow; not in CI)
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(or $(JOBS),2)
+	$(BIN)/mutmut results
+
 sweep: $(STAMP)  ## a small multirun: regimes x seeds, one parent MLflow run
 	$(BIN)/ssimctr -m regime=mt,mt_s,single seed=1,2,3
 
 ui: $(STAMP)  ## MLflow UI on the local store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --port 5000
 
-bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cost, cold-start methods' epoch cost, peak memory
+bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cost, cold-start methods' epoch cost, text encoding and text fields' cost, peak memory
 	$(BIN)/python bench/train_speed.py --regimes single,mt
 	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
 	$(BIN)/python bench/coldstart_speed.py
+	$(BIN)/python bench/text_speed.py  # minilm: texts/s where the text extra is installed
 
 bench-scale: $(STAMP)  ## preparation of 5M, 10M and 20M-row CSV files: wall time, rows/s, peak RSS
 	$(BIN)/python bench/scale.py --train

@@ -29,7 +29,7 @@ from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.ssim.losses import SearchLoss
-from ssimctr.ssim.selector import Selector
+from ssimctr.ssim.selector import Selector, selector_hidden
 from ssimctr.tasks.base import ModelFactory
 from ssimctr.train.loop import FitResult, fit, make_optimizer, validator
 from ssimctr.train.regimes import Regime
@@ -43,6 +43,20 @@ def peak_rss_mb() -> float:
 
 
 ONE_EPOCH = TrainerConfig(epochs=1, patience=1, progress=False, seed=0)
+# --ssim: (DNN tower sizes, selector sizes); None = ssim.selector_hidden's default (the towers' sizes)
+SSIM_CASES = (("[256,128,64]", (None, [1024, 512, 256])), ("[1024,512,256]", (None,)))
+
+
+def _row(backbone: str, regime: str, history: FitResult, parameters: int) -> dict:
+    """One line of the results table."""
+    return {
+        "backbone": backbone,
+        "regime": regime,
+        "rows_per_s": history.rows_per_second,
+        "val_auc_mean": history.epochs[0]["val/auc/mean"],
+        "parameters": parameters,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def _build(cfg, fm, device):
@@ -68,7 +82,8 @@ def _fit_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
 def _search_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
     """One SSIM search epoch (backbone + selector, two Adam groups): its FitResult and parameter count."""
     model, _ = _build(cfg, fm, device)
-    selector = Selector(model.embedding.output_dim, cfg.ssim.selector_hidden, fm.num_scenarios).to(device)
+    hidden = selector_hidden(cfg.ssim.selector_hidden, cfg.backbone)
+    selector = Selector(model.embedding.output_dim, hidden, fm.num_scenarios).to(device)
     loss = SearchLoss(
         selector,
         epsilon=cfg.ssim.epsilon,
@@ -100,7 +115,7 @@ def main() -> None:
     parser.add_argument(
         "--ssim",
         action="store_true",
-        help="also time an SSIM search epoch against a plain mt epoch (DNN, two tower sizes)",
+        help="also time SSIM search epochs against a plain mt epoch (DNN towers and selectors of SSIM_CASES)",
     )
     parser.add_argument("--out", default="outputs/bench/train_speed.json")
     args = parser.parse_args()
@@ -140,48 +155,25 @@ def main() -> None:
             for regime in args.regimes.split(","):
                 cfg = compose("config", overrides=[f"backbone={backbone}", f"regime={regime}"])
                 history, parameters = _fit_once(cfg, fm, train, val, device)
-                results.append(
-                    {
-                        "backbone": backbone,
-                        "regime": regime,
-                        "rows_per_s": history.rows_per_second,
-                        "val_auc_mean": history.epochs[0]["val/auc/mean"],
-                        "parameters": parameters,
-                        "peak_rss_mb": peak_rss_mb(),
-                    }
-                )
+                results.append(_row(backbone, regime, history, parameters))
                 console.print(f"{backbone:>14} {regime:>7}: {history.rows_per_second:,.0f} rows/s")
 
         if args.ssim:
-            for hidden in ("[256,128,64]", "[1024,512,256]"):
-                cfg = compose("config", overrides=["regime=mt", "ssim=search", f"backbone.hidden={hidden}"])
+            for towers, selectors in SSIM_CASES:
+                cfg = compose("config", overrides=["regime=mt", "ssim=search", f"backbone.hidden={towers}"])
                 mt, parameters = _fit_once(cfg, fm, train, val, device)
-                search, search_parameters = _search_once(cfg, fm, train, val, device)
-                results.append(
-                    {
-                        "backbone": f"dnn {hidden}",
-                        "regime": "mt",
-                        "rows_per_s": mt.rows_per_second,
-                        "val_auc_mean": mt.epochs[0]["val/auc/mean"],
-                        "parameters": parameters,
-                        "peak_rss_mb": peak_rss_mb(),
-                    }
-                )
-                results.append(
-                    {
-                        "backbone": f"dnn {hidden}",
-                        "regime": "ssim search",
-                        "rows_per_s": search.rows_per_second,
-                        "val_auc_mean": search.epochs[0]["val/auc/mean"],
-                        "parameters": search_parameters,
-                        "peak_rss_mb": peak_rss_mb(),
-                        "search_cost_vs_mt": search.train_seconds / mt.train_seconds,
-                    }
-                )
-                console.print(
-                    f"dnn {hidden}: search epoch costs {search.train_seconds / mt.train_seconds:.2f}x "
-                    f"a plain mt epoch (selector {list(cfg.ssim.selector_hidden)})"
-                )
+                results.append(_row(f"dnn {towers}", "mt", mt, parameters))
+                for size in selectors:
+                    cfg.ssim.selector_hidden = size
+                    hidden = selector_hidden(size, cfg.backbone)
+                    search, search_parameters = _search_once(cfg, fm, train, val, device)
+                    ratio = search.train_seconds / mt.train_seconds
+                    row = _row(f"dnn {towers}", f"ssim search, selector {hidden}", search, search_parameters)
+                    results.append({**row, "selector_hidden": hidden, "search_cost_vs_mt": ratio})
+                    console.print(
+                        f"dnn {towers}: search epoch costs {ratio:.2f}x a plain mt epoch (selector {hidden}"
+                        f"{', the default: follows the towers' if size is None else ''})"
+                    )
 
     table = Table(
         title=f"training speed: {len(train.data):,} train rows, batch {args.batch_size}, "

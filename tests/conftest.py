@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import hydra
+import polars as pl
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +20,7 @@ from ssimctr.data.batch import Batch
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
+from ssimctr.text.fields import HashedTextField, VectorField
 from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing, sharing_loss
 from ssimctr.utils.instantiate import instantiate
@@ -78,8 +80,28 @@ def tiny_feature_map() -> FeatureMap:
     )
 
 
+@pytest.fixture
+def text_feature_map(tiny_feature_map) -> FeatureMap:
+    """tiny_feature_map with three encoded fields: hashed text (4 texts + the empty one, 20 buckets),
+    frozen 5-d text vectors, 7-d image vectors with a learned missing vector."""
+    g = torch.Generator().manual_seed(3)
+    texts = pl.Series(["a b", "c", "d e f", "g"])
+    tokens = torch.tensor([[20, 20, 20], [1, 2, 20], [3, 20, 20], [4, 5, 6], [7, 20, 20]])
+    return dataclasses.replace(
+        tiny_feature_map,
+        text=("title", "body"),
+        vectors=("image",),
+        encoded=(
+            HashedTextField("title", tokens, 20, texts),
+            VectorField("body", torch.randn(5, 5, generator=g), texts),
+            VectorField("image", torch.randn(4, 7, generator=g)),
+        ),
+    )
+
+
 def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
-    """A random batch for `feature_map` (every scenario present when rows >= K)."""
+    """A random batch for `feature_map` (every scenario present when rows >= K; with encoded fields,
+    every row of each field's table, index 0 included, when rows are enough)."""
     g = torch.Generator().manual_seed(seed)
     cat = torch.stack([torch.randint(0, f.vocab_size, (rows,), generator=g) for f in feature_map.categorical], 1)
     k = feature_map.num_scenarios
@@ -89,7 +111,14 @@ def make_batch(feature_map: FeatureMap, rows: int = 16, seed: int = 0) -> Batch:
         scenario=torch.arange(rows) % k,
         label=(torch.rand(rows, generator=g) < 0.3).float(),
         row_id=torch.arange(rows),
+        text=torch.stack([torch.arange(rows) % _table_rows(f) for f in feature_map.encoded], 1)
+        if feature_map.encoded
+        else None,
     )
+
+
+def _table_rows(field) -> int:
+    return (field.tokens if isinstance(field, HashedTextField) else field.vectors).shape[0]
 
 
 def scenario_totals(data: PreparedDataset) -> dict[str, tuple[int, int]]:

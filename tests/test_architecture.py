@@ -74,5 +74,6 @@ def test_help_lists_only_user_facing_options():
     shown = _ssimctr("--help")
     assert shown.returncode == 0
     groups = shown.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-    assert "backbone: " in groups and "task: cold_start, multi_scenario" in groups
+    assert "backbone: " in groups and "task: cold_start, multi_modal, multi_scenario" in groups
+    assert "text_encoder: hashing, hf, minilm, none" in groups
     assert "schema" not in groups

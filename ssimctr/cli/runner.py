@@ -16,6 +16,7 @@ from ssimctr.data.datasplit import open_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
 from ssimctr.tasks.base import Job, ModelFactory, Task
+from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import Tracker, flatten_params, make_tracker, parent_run_id_from_env
 from ssimctr.train.regimes import Splits
 from ssimctr.utils.instantiate import instantiate
@@ -34,13 +35,16 @@ class JobInfo:
 def run(cfg: DictConfig, info: JobInfo, console: Console | None = None) -> dict[str, float]:
     """Run one job in its own tracked run; return its results (val/* of the selected model, test/*)."""
     console = console or Console()
+    settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # checks the trainer's values first
     tracking = cfg.tracking
     tracker = make_tracker(tracking.backend, tracking.uri, tracking.experiment, tracking.artifact_location)
     tracker.start(
-        run_name=tracking.run_name or _run_name(info), tags=_tags(cfg, info), parent_run_id=parent_run_id_from_env()
+        run_name=tracking.run_name or _run_name(cfg.seed, info),
+        tags=_tags(cfg, info),
+        parent_run_id=parent_run_id_from_env(),
     )
     try:
-        results = _run(cfg, info, tracker, console)
+        results = _run(cfg, info, settings, tracker, console)
     except KeyboardInterrupt as stop:
         tracker.end("KILLED", str(stop) or "interrupted")
         raise
@@ -54,16 +58,17 @@ def run(cfg: DictConfig, info: JobInfo, console: Console | None = None) -> dict[
     return results
 
 
-def _run(cfg: DictConfig, info: JobInfo, tracker: Tracker, console: Console) -> dict[str, float]:
+def _run(
+    cfg: DictConfig, info: JobInfo, settings: TrainerConfig, tracker: Tracker, console: Console
+) -> dict[str, float]:
     seed_everything(cfg.seed)
-    settings = OmegaConf.to_object(cfg.trainer)
     configure_torch(settings.threads)
     device = resolve_device(settings.device)
     folder = info.output_dir
     folder.mkdir(parents=True, exist_ok=True)
     _log_config(cfg, tracker, folder)
 
-    data = _prepare(cfg, console)
+    data = with_encoded_fields(_prepare(cfg, console), OmegaConf.to_object(cfg.text_encoder), console)
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")
     task: Task = instantiate(cfg.task)
@@ -134,11 +139,19 @@ def _open_splits(settings: TrainerConfig, data: PreparedDataset, device: torch.d
     return splits
 
 
-def _run_name(info: JobInfo) -> str:
-    parts = [info.choices.get(g) for g in ("dataset", "backbone", "regime")]
+NAMED_GROUPS = ("dataset", "backbone", "regime", "ssim")
+RUN_NAME_LENGTH = 200
+
+
+def _run_name(seed: int, info: JobInfo) -> str:
+    """`<dataset>-<backbone>-<regime>[-ssim-<phase>] seed=<seed>` and the job's other overrides (paths
+    aside), so the runs of a multirun tell apart in the MLflow UI."""
+    parts = [info.choices.get(g) for g in NAMED_GROUPS[:3]]
     if info.choices.get("ssim") not in (None, "disabled"):
         parts.append(f"ssim-{info.choices['ssim']}")
-    return "-".join(p for p in parts if p) or "ssimctr"
+    shown = {*NAMED_GROUPS, "seed"}
+    others = [o for o in info.overrides if o.split("=", 1)[0].lstrip("+~") not in shown and not o.startswith("paths.")]
+    return " ".join(["-".join(p for p in parts if p) or "ssimctr", f"seed={seed}", *others])[:RUN_NAME_LENGTH]
 
 
 def _tags(cfg: DictConfig, info: JobInfo) -> dict[str, str]:

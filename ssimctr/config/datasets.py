@@ -18,6 +18,16 @@ ANTM2C_PARTS = ["antm2c_10m_part0", "antm2c_10m_part1", "antm2c_10m_part2"]
 
 
 @dataclass
+class VectorFileConfig:
+    """Precomputed vectors (e.g. one image embedding per item) joined to the rows by a key column during
+    preparation (ssimctr.data.vectors): a parquet file of the key column and one float-list column."""
+
+    path: str = MISSING
+    key: str = MISSING  # the column of the data (and of the file) the vectors belong to, e.g. item_id
+    name: str | None = None  # the field's name; null: the file's stem
+
+
+@dataclass
 class DatasetConfig:
     """A dataset read from files: which columns play which role."""
 
@@ -41,6 +51,8 @@ class DatasetConfig:
     min_freq: int = 1  # categorical values seen fewer times in train -> OOV (0)
     shard_rows: int = 5_000_000  # prepared splits are written as parquet shards of at most this many rows
     oracle: str | None = None  # a column of true click probabilities (synthetic data)
+    truth: str | None = None  # a 0/1 column of planted shareable rows (synthetic data): SSIM's selection AUC
+    vectors: list[VectorFileConfig] = field(default_factory=list)  # joined vector files (image vectors)
 
 
 @dataclass
@@ -60,6 +72,8 @@ class SyntheticConfig(DatasetConfig):
     shared_weight: float = 0.8  # share of the click logit common to all scenarios
     days: int = 30
     newcomers: float = 0.0  # share of users and of items that arrive late (rows only in the last days)
+    shareable: float | None = None  # planted shareability: mean share of flagged rows (None: off)
+    ctr: float | None = None  # every scenario's target CTR (None: spread over 3%..15%)
     generator_seed: int = 7
 
 

@@ -99,6 +99,7 @@ class StarConfig(ModelConfig):
     hidden: list[int] = field(default_factory=lambda: [128, 64, 32])
     aux_hidden: list[int] = field(default_factory=lambda: [16])
     dropout: float = 0.0
+    partition_init: str = "ones"  # ones (W ⊙ W_k starts as W) | like_shared (W_k drawn like W, as the reference)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from omegaconf import II, MISSING
 from ssimctr.config.coldstart import COLDSTART_SCHEMAS, ColdStartTaskConfig
 from ssimctr.config.datasets import DATASET_SCHEMAS
 from ssimctr.config.models import MODEL_SCHEMAS
+from ssimctr.config.text import TEXT_ENCODER_SCHEMAS
+from ssimctr.errors import UserError
 
 
 @dataclass
@@ -60,7 +62,9 @@ class RegimeConfig:
     training: joint (one model, all rows) | separate (one model per scenario) | finetune (joint,
     then a copy per scenario fine-tuned on its rows); towers: per_scenario (K towers) | single;
     share: own (each row trains its own tower) | all (every row trains every tower);
-    scenario_feature: scenario id as an input field; finetune_lr: null = trainer.lr."""
+    scenario_feature: scenario id as an input field; finetune_lr: null = trainer.lr;
+    loss_reduction: row (mean over the batch's rows) | scenario (sum over scenarios of each tower's
+    mean loss, the official STAR/HMoE form; ssimctr.train.sharing)."""
 
     name: str = MISSING
     training: str = MISSING
@@ -68,6 +72,7 @@ class RegimeConfig:
     share: str = MISSING
     scenario_feature: bool = True
     finetune_lr: float | None = None
+    loss_reduction: str = "row"
 
 
 @dataclass
@@ -80,14 +85,14 @@ class TaskConfig:
 @dataclass
 class SsimConfig:
     """SSIM (docs/methods.md §1). Defaults are the official code's AliCCP values; see
-    conf/experiment/ssim_*_reference.yaml for both reference presets."""
+    conf/preset/ssim_*.yaml for both reference presets."""
 
     phase: str = MISSING  # disabled | search | retrain | pipeline (search, then retrain)
     epsilon: float = 0.55  # search: g = 1 where sigmoid(τ m) > ε
     lambda_kl: float = 0.4  # weight of e·(1 − mean g); 0 = SSIM-NK
     final_temperature: float = 1000.0  # τ goes 1 -> final over the search steps
     search_epochs: int = 1
-    selector_hidden: list[int] = field(default_factory=lambda: [1024, 512, 256])
+    selector_hidden: list[int] | None = None  # null: the backbone's tower sizes (reference presets: [1024, 512, 256])
     selector_lr: float = 1e-5
     selector_dropout: float = 0.0
     heads: str = "per_scenario"  # per_scenario | shared (SSIM-ND)
@@ -97,6 +102,7 @@ class SsimConfig:
     selector: str = "learned"  # retrain: learned | random (SSIM-R)
     retrain_dropout: float | None = None  # retrain (also in pipeline): backbone.dropout override (AliMama: 0.3)
     search_backbone: Any = None  # pipeline: the backbone config to search with (null = the job's)
+    reuse_search: bool = True  # pipeline: retrain on a finished search of the same key (ssimctr/ssim/cache.py)
     from_run: str | None = None  # retrain: MLflow run id of a search run
     from_path: str | None = None  # retrain: or its ssim/ artifact folder on disk
     log_every: int = 10  # search: steps between gate statistics
@@ -123,6 +129,16 @@ class TrainerConfig:
     stream_buffer_rows: int = 1_000_000  # streaming: rows shuffled together
     seed: int = II("seed")  # shuffling and random selections: the job's seed
 
+    def __post_init__(self) -> None:
+        """Refuse values no training can run with (checked when the runner reads the config, before
+        any data is prepared or any run is logged)."""
+        for key in ("epochs", "batch_size", "eval_batch_size", "patience"):
+            if getattr(self, key) < 1:
+                raise UserError(f"trainer.{key}={getattr(self, key)}: must be at least 1")
+        for key in ("lr", "weight_decay"):  # lr 0 is allowed: a frozen run (tests use it)
+            if not getattr(self, key) >= 0:
+                raise UserError(f"trainer.{key}={getattr(self, key)}: must be 0 or positive (e.g. trainer.{key}=1e-3)")
+
 
 @dataclass
 class TrackingConfig:
@@ -145,6 +161,7 @@ class Config:
     regime: RegimeConfig = field(default_factory=RegimeConfig)
     task: Any = MISSING
     coldstart: Any = MISSING
+    text_encoder: Any = MISSING
     ssim: SsimConfig = field(default_factory=SsimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -158,6 +175,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "regime": {"": RegimeConfig},
     "task": {"": TaskConfig, "cold_start": ColdStartTaskConfig},
     "coldstart": COLDSTART_SCHEMAS,
+    "text_encoder": TEXT_ENCODER_SCHEMAS,
     "ssim": {"": SsimConfig},
     "trainer": {"": TrainerConfig},
     "tracking": {"": TrackingConfig},

@@ -27,7 +27,12 @@ def feature_roles(dataset: DatasetConfig) -> dict[str, list[str]]:
             f"column(s) {duplicated} are listed under more than one of dataset.categorical / "
             "numeric / text: list each column once"
         )
-    for option, column in (("dataset.label", dataset.label), ("dataset.scenario", dataset.scenario)):
+    answers = (
+        ("dataset.label", dataset.label),
+        ("dataset.scenario", dataset.scenario),
+        ("dataset.truth", dataset.truth),
+    )
+    for option, column in answers:
         if column in features:
             raise UserError(
                 f"{option} column '{column}' is also listed as a feature: it would leak the answer "
@@ -51,6 +56,7 @@ def check_columns(schema: pl.Schema, dataset: DatasetConfig, origin: str) -> Non
         "dataset.user": [dataset.user],
         "dataset.item": [dataset.item],
         "dataset.oracle": [dataset.oracle],
+        "dataset.truth": [dataset.truth],
         "dataset.categorical": dataset.categorical,
         "dataset.numeric": dataset.numeric,
         "dataset.text": dataset.text,

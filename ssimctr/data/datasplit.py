@@ -34,6 +34,10 @@ class DataSplit(Protocol):
     """The rows of one split."""
 
     @property
+    def path(self) -> Path | None:
+        """The prepared split's parquet file or folder (None for rows made in memory)."""
+
+    @property
     def num_rows(self) -> int: ...
 
     @property
@@ -46,9 +50,10 @@ class DataSplit(Protocol):
 
 @dataclass(frozen=True)
 class MemorySplit:
-    """A split held as one Batch (on the training device)."""
+    """A split held as one Batch (on the training device), read from `path` when it has one."""
 
     batch: Batch
+    path: Path | None = None
 
     @property
     def num_rows(self) -> int:
@@ -62,7 +67,7 @@ class MemorySplit:
         return InMemoryLoader(self.batch, batch_size, shuffle=shuffle, seed=seed)
 
     def of_scenario(self, scenario: int) -> MemorySplit:
-        return MemorySplit(self.batch.of_scenario(scenario))
+        return replace(self, batch=self.batch.of_scenario(scenario))
 
 
 @dataclass(frozen=True)
@@ -101,5 +106,5 @@ def open_split(
 ) -> DataSplit:
     """A prepared split read into memory on `device`, or streamed from disk."""
     if in_memory:
-        return MemorySplit(read_split(path, feature_map).to(device))
+        return MemorySplit(read_split(path, feature_map).to(device), Path(path))
     return StreamedSplit(Path(path), feature_map, buffer_rows, torch.device(device))

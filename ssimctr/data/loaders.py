@@ -17,6 +17,7 @@ import torch
 
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
+from ssimctr.text.fields import field_indexes
 
 
 def parquet_files(path: Path) -> list[Path]:
@@ -50,6 +51,7 @@ def batch_from_frame(frame: pl.DataFrame, feature_map: FeatureMap) -> Batch:
         scenario=torch.from_numpy(frame["scenario"].to_numpy().astype(np.int64)),
         label=torch.from_numpy(frame["label"].to_numpy().astype(np.float32)),
         row_id=torch.from_numpy(frame["row_id"].to_numpy().astype(np.int64)),
+        text=field_indexes(frame, feature_map.encoded) if feature_map.encoded else None,
     )
 
 
@@ -129,7 +131,14 @@ class ParquetStreamLoader:
         self.files = [pq.ParquetFile(file) for file in parquet_files(path)]
         self.units = [(f, g) for f, file in enumerate(self.files) for g in range(file.num_row_groups)]
         self.feature_map, self.scenario = feature_map, scenario
-        self.columns = ["row_id", "scenario", "label", *feature_map.categorical_names, *feature_map.numeric_names]
+        self.columns = [
+            "row_id",
+            "scenario",
+            "label",
+            *feature_map.categorical_names,
+            *feature_map.numeric_names,
+            *(field.column for field in feature_map.encoded),
+        ]
         self.batch_size, self.shuffle, self.buffer_rows = batch_size, shuffle, buffer_rows
         self.generator = torch.Generator().manual_seed(seed)
         self.device = torch.device(device)

@@ -8,6 +8,8 @@ The prepared dataset is a folder under the cache: train/, val/ and test/ (each a
 shards of at most dataset.shard_rows rows, read in name order), feature_map.json, manifest.json
 and vocab/<field>.parquet. Its name carries a hash of the dataset, scenario and
 split config plus the source fingerprint, so a repeated run reuses it (a cache hit).
+With dataset.truth the splits keep that column as `_truth` beside the features, for SSIM's search to
+score its selection against (ssimctr.ssim.artifacts.planted_truth); the loaders never read it.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from ssimctr.data.scenarios import assign_scenarios
 from ssimctr.data.sources import load_source
 from ssimctr.data.sources.base import SPLIT_COLUMN, SPLITS
 from ssimctr.data.split_assignment import split_assignment
+from ssimctr.data.vectors import field_name, fingerprints, join_vectors, missing_rows
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import CategoricalField, FeatureMap
 from ssimctr.features.vocab import encode, fit_numeric, fit_vocabularies, standardize
 from ssimctr.metrics import auc
 
 PREPARATION_CODE = ("data", "features")  # packages whose source is part of the cache key
+TRUTH_COLUMN = "_truth"  # dataset.truth in the prepared splits (a planted 0/1 answer, not a feature)
 
 
 def code_digest() -> str:
@@ -118,6 +122,7 @@ def cache_key(dataset: DatasetConfig, scenario: ScenarioConfig, rule: SplitConfi
         "scenario": asdict(scenario),
         "split": asdict(rule),
         "source": fingerprint,
+        "vectors": fingerprints(dataset.vectors),
         "code": code_digest(),
         "polars": pl.__version__,
     }
@@ -136,6 +141,8 @@ def _build(
     frame = source.load()
     check_columns(frame.collect_schema(), dataset, source.origin)
     frame = frame.with_row_index("row_id").with_columns(pl.col("row_id").cast(pl.Int64))
+    frame = join_vectors(frame, dataset.vectors, out, source.origin)
+    vectors = [field_name(spec) for spec in dataset.vectors]
 
     assignment = assign_scenarios(frame, scenario, source.origin)
     columns = [
@@ -146,6 +153,7 @@ def _build(
         *[pl.col(c) for c in roles["categorical"]],
         *numeric_expressions(frame, roles["numeric"], source.origin),
         *[pl.col(c).cast(pl.String).fill_null("") for c in roles["text"]],
+        *[pl.col(c) for c in vectors],
     ]
     if dataset.time:
         columns.append(time_expression(frame, dataset, source.origin).alias("ts"))
@@ -154,6 +162,8 @@ def _build(
             columns.append(entity_key(pl.col(column)).alias(f"{entity}_key"))
     if dataset.oracle:
         columns.append(pl.col(dataset.oracle).cast(pl.Float64).alias("_oracle"))
+    if dataset.truth:  # kept in the prepared splits beside the features, never read as one
+        columns.append(pl.col(dataset.truth).cast(pl.Int8).alias(TRUTH_COLUMN))
     if SPLIT_COLUMN in frame.collect_schema().names():
         columns.append(pl.col(SPLIT_COLUMN))
     frame = frame.select(columns)
@@ -205,9 +215,12 @@ def _build(
         user=dataset.user,
         item=dataset.item,
         time="ts" if dataset.time else None,
+        vectors=tuple(vectors),
     )
     feature_map.to_json(out / "feature_map.json")
     manifest = _manifest(out, feature_map, dropped, source, dataset, scenario, rule)
+    if vectors:
+        manifest["vectors_missing"] = missing_rows(out, vectors, SPLITS)
     if dataset.user or dataset.item:
         manifest["cold"] = _cold_counts(out, feature_map)
     if dataset.oracle:

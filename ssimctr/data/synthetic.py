@@ -81,6 +81,32 @@ Click model, for a row of scenario s
     3%..15% (scenario k gets 0.03 * 5**((k + 0.5) / K) after a seeded shuffle). With
     shared_weight = 0.8 the shared part dominates, so data from the big scenarios
     helps the small ones; the oracle AUC of click_prob is about 0.8 in each scenario.
+
+Planted shareability (``shareable`` = q; default None: off, nothing of this is drawn)
+    A known answer for SSIM's selection (docs/results/ssim-planted.md). Each row carries a hidden
+    flag, the column ``shareable`` after ``click_prob`` (never a feature), drawn with
+    P(flag) = sigmoid(c + a_category + a_age): a_category ~ N(0, SHAREABLE_CATEGORY_STD^2) per item
+    category, a_age ~ N(0, SHAREABLE_AGE_STD^2) per user age bucket, c solved (bisection) so that the
+    mean probability over the rows is q. The flag is nearly a function of two observed features
+    (most categories have a rate under 0.1 or over 0.9), so a selector reading a row's embeddings
+    can learn it. A flagged row's shared weight is 1 and an unflagged row's 0 (``shared_weight`` is
+    then unused): flagged rows click by sqrt(d) <u, v>, the function shared by every scenario,
+    unflagged rows of scenario s by sqrt(d) <u, R_s v>, their own scenario's, where R_s turns every
+    plane of a random orthonormal basis by 2π (s + 1) / (K + 1): the shared function and the K own
+    ones are spread evenly around the circle, corr = cos of the angle between two (K = 3: s0 and s2
+    uncorrelated with the shared function, s1 its negation, s0 and s2 each other's negation).
+    The flagged rows are one more calibration group, and every group (each scenario's unflagged
+    rows, all flagged rows) gets the same target CTR, the mean of the scenario targets (``ctr``
+    when set): a flagged row's click probability does not depend on its scenario at all, and base
+    rates tell neither flagged from unflagged rows nor one scenario from another. Sharing the
+    flagged rows with every scenario's tower teaches each tower more of its own click model;
+    sharing the unflagged ones teaches it another scenario's, opposed one. The draws use their own
+    streams, default_rng((generator_seed, 3)) for the effects then the flags and
+    default_rng((generator_seed, 4)) for the basis, so every other column is that of q = None
+    (``shareable_flags`` and ``planted_rotations`` give the flags and the R_s).
+
+``ctr`` (default None)
+    Every scenario's target CTR (the geometric spread above is drawn and then replaced).
 """
 
 from __future__ import annotations
@@ -96,6 +122,7 @@ LABEL = "click"
 SCENARIO = "scenario"
 TIME = "timestamp"
 ORACLE = "click_prob"
+SHAREABLE = "shareable"  # the planted flag's column (shareable = q only)
 CATEGORICAL = ["user_id", "item_id", "user_age", "user_gender", "user_city", "item_category", "item_brand", "hour"]
 NUMERIC = ["item_price", "user_activity"]
 TEXT = ["title"]
@@ -148,6 +175,8 @@ CTR_RANGE = (0.03, 0.15)
 BIAS_NEWTON_STEPS = 8
 NEWCOMER_WINDOW = 0.1  # newcomers' rows lie in the last round(NEWCOMER_WINDOW * days) days (at least 1)
 NEWCOMER_MAX_ROWS = 10.0  # ids with more rows than this many times the mean per id are never newcomers
+SHAREABLE_CATEGORY_STD = 4.0  # spread of the flag's logit over item categories
+SHAREABLE_AGE_STD = 2.0  # and over user age buckets
 
 
 def generate(config: SyntheticConfig) -> pl.DataFrame:
@@ -170,6 +199,8 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
         shared_weight,
         days,
         config.newcomers,
+        config.shareable,
+        config.ctr,
     )
     rng = np.random.default_rng(config.generator_seed)
     scenario = rng.choice(num_scenarios, size=rows, p=weights)
@@ -184,33 +215,46 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
         new_user, new_item = newcomer_flags(config, user, item)
         timestamp = _late_times(config.generator_seed, timestamp, new_user[user] | new_item[item], days)
     activity = np.log1p(np.bincount(user, minlength=users)[user])
+    flags = None if config.shareable is None else shareable_flags(config, age[user], category[item])
+    weight = shared_weight if flags is None else flags.astype(np.float64)
 
-    logit = GAMMA * _interaction(rng, u, v, user, item, scenario, num_scenarios, shared_weight)
+    rotations = np.linalg.qr(rng.normal(size=(num_scenarios, latent_dim, latent_dim)))[0]
+    if flags is not None:
+        rotations = planted_rotations(config)
+    logit = GAMMA * _interaction(u, v, user, item, scenario, rotations, weight)
     logit += _attribute_effects(rng, age[user], gender[user], city[user], category[item])
     logit += PRICE_COEF * _standardize(np.log(price[item])) + ACTIVITY_COEF * _standardize(activity)
     logit += HOUR_AMPLITUDE * np.cos(2 * np.pi * (hour - CTR_PEAK_HOUR) / 24)
-    prob = _calibrated_probs(logit, scenario, _target_ctrs(rng, num_scenarios))
+    targets = _target_ctrs(rng, num_scenarios)
+    if config.ctr is not None:
+        targets = np.full(num_scenarios, config.ctr)
+    if flags is None:
+        prob = _calibrated_probs(logit, scenario, targets)
+    else:  # the flagged rows are one more group; every group gets the mean target
+        groups = np.where(flags, num_scenarios, scenario)
+        prob = _calibrated_probs(logit, groups, np.full(num_scenarios + 1, targets.mean()))
     click = rng.random(rows) < prob
 
-    return pl.DataFrame(
-        {
-            "user_id": user,
-            "item_id": item,
-            "user_age": _labels(AGE_BUCKETS, age[user]),
-            "user_gender": _labels(GENDERS, gender[user]),
-            "user_city": city[user] + 1,
-            "item_category": category[item],
-            "item_brand": brand[item],
-            "hour": hour,
-            "item_price": price[item],
-            "user_activity": activity,
-            "title": titles.gather(item),
-            SCENARIO: _labels([f"s{k}" for k in range(num_scenarios)], scenario),
-            TIME: timestamp,
-            LABEL: click,
-            ORACLE: prob,
-        }
-    ).cast(COLUMNS)
+    columns = {
+        "user_id": user,
+        "item_id": item,
+        "user_age": _labels(AGE_BUCKETS, age[user]),
+        "user_gender": _labels(GENDERS, gender[user]),
+        "user_city": city[user] + 1,
+        "item_category": category[item],
+        "item_brand": brand[item],
+        "hour": hour,
+        "item_price": price[item],
+        "user_activity": activity,
+        "title": titles.gather(item),
+        SCENARIO: _labels([f"s{k}" for k in range(num_scenarios)], scenario),
+        TIME: timestamp,
+        LABEL: click,
+        ORACLE: prob,
+    }
+    if flags is None:
+        return pl.DataFrame(columns).cast(COLUMNS)
+    return pl.DataFrame({**columns, SHAREABLE: flags}).cast({**COLUMNS, SHAREABLE: pl.Boolean})
 
 
 def _check_args(
@@ -224,6 +268,8 @@ def _check_args(
     shared_weight: float,
     days: int,
     newcomers: float,
+    shareable: float | None,
+    ctr: float | None,
 ) -> np.ndarray:
     """Validate the arguments; return the normalized scenario probabilities."""
     for name, value in [
@@ -242,6 +288,10 @@ def _check_args(
         raise ValueError(f"shared_weight must be in [0, 1], got {shared_weight}")
     if not 0.0 <= newcomers < 1.0:
         raise ValueError(f"newcomers must be in [0, 1), got {newcomers}")
+    if shareable is not None and not 0.0 < shareable < 1.0:
+        raise ValueError(f"shareable must be in (0, 1) or None, got {shareable}")
+    if ctr is not None and not 0.0 < ctr < 1.0:
+        raise ValueError(f"ctr must be in (0, 1) or None, got {ctr}")
     if scenario_weights is None:
         weights = 0.5 ** np.arange(num_scenarios)
     else:
@@ -347,24 +397,54 @@ def _late_times(seed: int, timestamp: np.ndarray, late: np.ndarray, days: int) -
     return moved
 
 
+def shareable_flags(config: SyntheticConfig, age: np.ndarray, category: np.ndarray) -> np.ndarray:
+    """Per row (bool): the planted flag, from the rows' user age bucket and item category index."""
+    rng = np.random.default_rng((config.generator_seed, 3))
+    effects = rng.normal(0.0, SHAREABLE_CATEGORY_STD, size=NUM_CATEGORIES)[category]
+    effects += rng.normal(0.0, SHAREABLE_AGE_STD, size=len(AGE_BUCKETS))[age]
+    prob = _sigmoid(effects + _intercept(effects, config.shareable))
+    return rng.random(len(prob)) < prob
+
+
+def _intercept(effects: np.ndarray, target: float) -> float:
+    """c with mean(sigmoid(c + effects)) = target (bisection: the mean rises with c)."""
+    low, high = -50.0, 50.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _sigmoid(effects + middle).mean() < target else (low, middle)
+    return (low + high) / 2
+
+
+def planted_rotations(config: SyntheticConfig) -> np.ndarray:
+    """R_s (K x d x d) of planted data: scenario s turns every plane of a random orthonormal basis by
+    2π (s + 1) / (K + 1), so corr(<u, R_s v>, <u, R_k v>) = cos of the angle between (angle 0: the shared <u, v>)."""
+    d, k = config.latent_dim, config.num_scenarios
+    basis = np.linalg.qr(np.random.default_rng((config.generator_seed, 4)).normal(size=(d, d)))[0]
+    rotations = np.tile(np.eye(d), (k, 1, 1))
+    for s in range(k):
+        angle = 2 * np.pi * (s + 1) / (k + 1)
+        for plane in range(d // 2):
+            i, j = 2 * plane, 2 * plane + 1
+            rotations[s, [i, i, j, j], [i, j, i, j]] = np.cos(angle), -np.sin(angle), np.sin(angle), np.cos(angle)
+    return basis @ rotations @ basis.T
+
+
 def _interaction(
-    rng: np.random.Generator,
     u: np.ndarray,
     v: np.ndarray,
     user: np.ndarray,
     item: np.ndarray,
     scenario: np.ndarray,
-    num_scenarios: int,
-    shared_weight: float,
+    rotations: np.ndarray,
+    shared_weight: float | np.ndarray,
 ) -> np.ndarray:
-    """sqrt(d) (shared_weight <u, v> + (1 - shared_weight) <u, R_s v>) per row; each part has unit variance."""
-    d = u.shape[1]
-    rotations = np.linalg.qr(rng.normal(size=(num_scenarios, d, d)))[0]
+    """sqrt(d) (w <u, v> + (1 - w) <u, R_s v>) per row, w = shared_weight (one value, or one per row);
+    each part has unit variance."""
     rotated = np.einsum("kde,ie->kid", rotations, v)
     user_rows = u[user]
     shared = np.einsum("nd,nd->n", user_rows, v[item])
     specific = np.einsum("nd,nd->n", user_rows, rotated[scenario, item])
-    return np.sqrt(d) * (shared_weight * shared + (1.0 - shared_weight) * specific)
+    return np.sqrt(u.shape[1]) * (shared_weight * shared + (1.0 - shared_weight) * specific)
 
 
 def _attribute_effects(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from ssimctr.text.fields import EncodedField
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,10 @@ class NumericField:
 class FeatureMap:
     """Schema of a prepared dataset, fitted on the train split only.
 
-    `scenario_names[k]` is the name of scenario index k; metric keys use these names.
+    `scenario_names[k]` is the name of scenario index k; metric keys use these names. `text` names the
+    raw text columns, `vectors` the index columns of joined image vectors (dataset.vectors). `encoded`
+    is not part of the prepared data: the job sets it (ssimctr.text.build) to the fields every model
+    reads beside the ids; empty (the default) means ID-only.
     """
 
     categorical: tuple[CategoricalField, ...]
@@ -43,6 +48,8 @@ class FeatureMap:
     item: str | None = None
     time: str | None = None
     extra: dict = field(default_factory=dict)
+    vectors: tuple[str, ...] = ()
+    encoded: tuple[EncodedField, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def num_scenarios(self) -> int:
@@ -57,7 +64,9 @@ class FeatureMap:
         return [f.name for f in self.numeric]
 
     def to_json(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False))
+        prepared = asdict(replace(self, encoded=()))
+        del prepared["encoded"]
+        path.write_text(json.dumps(prepared, indent=2, ensure_ascii=False))
 
     @classmethod
     def from_json(cls, path: Path) -> FeatureMap:
@@ -73,4 +82,5 @@ class FeatureMap:
             item=raw.get("item"),
             time=raw.get("time"),
             extra=raw.get("extra", {}),
+            vectors=tuple(raw.get("vectors", ())),
         )

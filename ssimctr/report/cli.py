@@ -32,6 +32,8 @@ EPILOG = """\
 cells: mean ± std (sample std, ddof=1) over the runs of a group (usually its seeds); n = runs
 in the group, "(n=k)" in a cell when only k runs have a finite value. Columns: every scenario
 found in the metric keys <split>/<metric>/<scenario>, then mean (macro) and overall (pooled).
+A metric written other:name reads the keys other/name/<scenario> instead of --split's, e.g.
+--metric auc,search:ssim/selection_auc (SSIM's selection AUC on planted synthetic data).
 best: highest mean for AUC, lowest for logloss (bold; **x** in markdown).
 significance: in each column the best row is compared with the runner-up by a one-sided
 paired t-test (scipy.stats.ttest_rel, alternative "best is better") over the seeds both rows
@@ -71,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated tag names, one row per combination; params.NAME for a param (default: %(default)s)",
     )
     table.add_argument(
-        "--metric", default=DEFAULT_METRICS, metavar="METRICS", help="comma-separated metrics (default: %(default)s)"
+        "--metric",
+        default=DEFAULT_METRICS,
+        metavar="METRICS",
+        help="comma-separated metrics; other:name reads split `other` (default: %(default)s)",
     )
     table.add_argument("--split", default="test", help="split of the metric keys (default: %(default)s)")
     table.add_argument(

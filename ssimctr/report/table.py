@@ -1,7 +1,9 @@
 """Pure aggregation: runs -> one row per group of tag values, mean ± std over the group's runs.
 
 Columns are (metric, scenario) pairs read from the metric keys `{split}/{metric}/{scenario}`:
-every scenario found (natural order), then `mean` and `overall`. A cell holds the finite
+every scenario found (natural order), then `mean` and `overall`. A metric written `other:name` is read
+from the keys `{other}/{name}/{scenario}` instead, e.g. `search:ssim/selection_auc` (an SSIM pipeline
+run's selection AUC on planted data) beside the test AUC. A cell holds the finite
 values of its runs; NaN metrics are left out of that cell (its n is then smaller than the row's).
 std is the sample standard deviation (ddof=1), NaN for a single run.
 
@@ -194,7 +196,7 @@ def aggregate(
     absent = [m for m in metrics if not scenarios[m]]
     if absent:
         raise UserError(
-            f"no {split}/{absent[0]}/<scenario> metric in the selected runs "
+            f"no {metric_prefix(split, absent[0])}<scenario> metric in the selected runs "
             f"(metrics of split {split}: {', '.join(sorted(logged))})"
         )
     used = [r for r in records if any(_metric_keys(r, split, m) for m in metrics)]
@@ -270,21 +272,27 @@ def natural_key(text: str) -> tuple:
     )
 
 
+def metric_prefix(split: str, metric: str) -> str:
+    """The key prefix of a metric's columns: `{split}/{metric}/`, or `{other}/{name}/` for `other:name`."""
+    other, colon, name = metric.partition(":")
+    return f"{other}/{name}/" if colon else f"{split}/{metric}/"
+
+
 def _metric_keys(record: RunRecord, split: str, metric: str) -> list[str]:
-    prefix = f"{split}/{metric}/"
+    prefix = metric_prefix(split, metric)
     return [key for key in record.metrics if key.startswith(prefix) and len(key) > len(prefix)]
 
 
 def _scenarios(records: Sequence[RunRecord], split: str, metric: str) -> list[str]:
     """Scenario names of `{split}/{metric}/<name>` keys, natural order, then mean and overall."""
-    prefix = len(f"{split}/{metric}/")
+    prefix = len(metric_prefix(split, metric))
     names = {key[prefix:] for record in records for key in _metric_keys(record, split, metric)}
     scenarios = sorted(names - set(SUMMARY_SCENARIOS), key=natural_key)
     return scenarios + [name for name in SUMMARY_SCENARIOS if name in names]
 
 
 def _cell(runs: Sequence[RunRecord], split: str, column: Column) -> Cell:
-    key = f"{split}/{column.metric}/{column.scenario}"
+    key = metric_prefix(split, column.metric) + column.scenario
     pairs = [
         (run.metrics[key], run.tags.get(SEED_TAG))
         for run in runs

@@ -4,7 +4,8 @@ initial_state.pt    the backbone's weights before search (retrain starts from th
 selector.pt         the selector's weights and shape
 embedding.pt        the frozen search-phase embedding the selector reads in retrain
 selection.parquet   every train row: row_id, scenario, score m, shared (global top r)
-summary.json        data key, scenario names, ratio, shared fraction per scenario, search settings
+summary.json        data key, scenario names, ratio, shared fraction per scenario, search settings, and on
+                    data with a planted answer (dataset.truth) the selection AUC per scenario and overall
 score_histogram.png selector scores per scenario
 """
 
@@ -20,8 +21,11 @@ import polars as pl
 import torch
 
 from ssimctr.data.datasplit import DataSplit
+from ssimctr.data.loaders import parquet_files
+from ssimctr.data.prepare import TRUTH_COLUMN
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
+from ssimctr.metrics import auc
 from ssimctr.models.layers import FeatureEmbedding
 from ssimctr.ssim.selector import FrozenSelector, Selector
 
@@ -125,6 +129,29 @@ def shared_fractions(selection: pl.DataFrame, names: Sequence[str]) -> dict[str,
     by = selection.group_by("scenario").agg(pl.col("shared").mean()).sort("scenario")
     fractions = dict(zip(by["scenario"].to_list(), by["shared"].to_list()))
     return {name: float(fractions.get(k, float("nan"))) for k, name in enumerate(names)}
+
+
+def planted_truth(rows: DataSplit) -> pl.DataFrame | None:
+    """row_id and the planted 0/1 answer of the split's rows (dataset.truth), or None when its
+    prepared files hold none."""
+    if rows.path is None:
+        return None
+    frame = pl.scan_parquet(parquet_files(rows.path))
+    if TRUTH_COLUMN not in frame.collect_schema().names():
+        return None
+    return frame.select("row_id", truth=pl.col(TRUTH_COLUMN)).collect()
+
+
+def selection_auc(selection: pl.DataFrame, truth: pl.DataFrame, names: Sequence[str]) -> dict[str, float]:
+    """AUC of the selector score against the planted answer, per scenario and over all rows
+    (`overall`); NaN where a scenario's rows hold one class."""
+    joined = selection.join(truth, on="row_id", how="inner")
+    result = {}
+    for k, name in enumerate(names):
+        part = joined.filter(pl.col("scenario") == k)
+        result[name] = auc(part["truth"].to_numpy(), part["score"].to_numpy())
+    result["overall"] = auc(joined["truth"].to_numpy(), joined["score"].to_numpy())
+    return result
 
 
 def shared_by_row(folder: Path, ratio: float, device: torch.device) -> torch.Tensor:

@@ -6,6 +6,8 @@ Search:  L = mean_i[1(g_i = 0) · BCE(own tower) + g_i · mean_k BCE(tower k)] +
          selector gradient is (1/B)[mean_k BCE_k − λe]: rows that are hard for the other scenarios
          drop out of sharing. gate="soft" (SSIM-P): g = p, continuous, no threshold.
 Retrain: the same loss without the KL term, g from a frozen selection (ssimctr.ssim.selection).
+`reduction` (regime.loss_reduction) normalises the sharing part per row (above) or per scenario
+(ssimctr.train.sharing); the KL term is the same in both.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class SearchLoss:
         scenario_names: Sequence[str],
         log: Logger,
         log_every: int,
+        reduction: str = "row",
     ) -> None:
         if gate not in ("hard", "soft"):
             raise ValueError(f"gate must be hard or soft, got {gate}")
@@ -45,6 +48,7 @@ class SearchLoss:
         self.epsilon, self.lambda_kl, self.gate = epsilon, lambda_kl, gate
         self.final_temperature, self.total_steps = final_temperature, total_steps
         self.names, self.log, self.log_every = list(scenario_names), log, log_every
+        self.reduction = reduction
         self.step = 0
 
     @property
@@ -60,7 +64,9 @@ class SearchLoss:
         else:
             g = p
             own_weight = 1 - g
-        loss = sharing_loss(model.towers(batch), batch.label, batch.scenario, g, own_weight=own_weight)
+        loss = sharing_loss(
+            model.towers(batch), batch.label, batch.scenario, g, own_weight=own_weight, reduction=self.reduction
+        )
         loss = loss + self.lambda_kl * math.e * (1 - g.mean())
         if self.step % self.log_every == 0 or self.step == self.total_steps - 1:
             self.log(self._stats(g.detach(), batch.scenario), self.step)
@@ -80,8 +86,10 @@ class SearchLoss:
 class RetrainLoss:
     """Retraining with a fixed selection: `gate_of(batch)` gives g [B]; no KL term."""
 
-    def __init__(self, gate_of: Gate) -> None:
+    def __init__(self, gate_of: Gate, reduction: str = "row") -> None:
         self.gate_of = gate_of
+        self.reduction = reduction
 
     def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
-        return sharing_loss(model.towers(batch), batch.label, batch.scenario, self.gate_of(batch))
+        towers = model.towers(batch)
+        return sharing_loss(towers, batch.label, batch.scenario, self.gate_of(batch), reduction=self.reduction)

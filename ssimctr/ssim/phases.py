@@ -7,7 +7,8 @@ retrain:  rebuild the model, load the search's initial weights when they fit, tr
           with the frozen selection (no KL) and early stopping; any backbone can retrain on a
           saved selection (transfer). The search comes from ssim.from_run (an MLflow run, through
           the tracker) or ssim.from_path (its ssim/ folder).
-pipeline: search, then retrain on that search, in one run (search metrics under search/).
+pipeline: search, then retrain on that search, in one run (search metrics under search/); with
+          ssim.reuse_search a finished search of the same key is reused instead (ssimctr.ssim.cache).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers import FeatureEmbedding
-from ssimctr.ssim import artifacts
+from ssimctr.ssim import artifacts, cache
 from ssimctr.ssim.losses import RetrainLoss, SearchLoss
 from ssimctr.ssim.selection import Gate, batch_top_ratio, global_selection, random_selection, soft_weights
-from ssimctr.ssim.selector import FrozenSelector, Selector
+from ssimctr.ssim.selector import FrozenSelector, Selector, selector_hidden
 from ssimctr.tasks.base import Job
 from ssimctr.train.loop import Logger, Outcome, eval_loader, evaluate, fit, make_optimizer, train_loader, validator
 from ssimctr.train.regimes import Regime, Splits
+from ssimctr.utils.seed import seeded_torch
 
 PHASES = ("search", "retrain", "pipeline")
 CHOICES = {
@@ -52,36 +54,30 @@ class RetrainInfo:
 
 
 def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
-    """Run `ssim.phase` on the job: `model` is the job's freshly built model (the searcher)."""
+    """Run `ssim.phase` on the job: `model` is the job's freshly built model (ssim=search trains it)."""
     check_options(ssim)
     if not regime.is_multi_tower_joint:
         raise UserError(
             f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt (not regime={regime.name})"
         )
-    tracker, folder = job.tracker, job.folder / "ssim"
-    if ssim.phase in ("search", "pipeline"):
-        searcher = model
-        if ssim.phase == "pipeline" and ssim.search_backbone is not None:
-            searcher = job.models.build(regime, backbone_config(ssim.search_backbone))
-        log = (
-            tracker.log_metrics
-            if ssim.phase == "search"
-            else (lambda metrics, step: tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step))
+    if ssim.phase == "search":
+        folder = job.folder / "ssim"
+        summary = _summary(job, OmegaConf.to_container(job.config.backbone, resolve=True))
+        outcome = search(
+            model,
+            job.splits,
+            job.scenario_names,
+            job.settings,
+            ssim,
+            job.tracker.log_metrics,
+            folder,
+            summary,
+            regime.loss_reduction,
         )
-        summary = {
-            "dataset": job.config.dataset.name,
-            "data_key": job.data.manifest["cache_key"],
-            "backbone": ssim.search_backbone or OmegaConf.to_container(job.config.backbone, resolve=True),
-            "seed": job.config.seed,
-        }
-        outcome = search(searcher, job.splits, job.scenario_names, job.settings, ssim, log, folder, summary)
-        tracker.log_artifact(folder)
-        if ssim.phase == "search":
-            tracker.set_tags({"ssim.phase": "search"})
-            return outcome
-        source, tags = folder, {"ssim.search_run_id": tracker.run_id or "this run"}
-    else:
-        source, tags = _search_source(ssim, job)
+        job.tracker.log_artifact(folder)
+        job.tracker.set_tags({"ssim.phase": "search"})
+        return outcome
+    source, tags = _pipeline_search(ssim, regime, job) if ssim.phase == "pipeline" else _search_source(ssim, job)
     models = job.models
     if ssim.retrain_dropout is not None:  # retrain and pipeline alike
         models = models.with_options(dropout=ssim.retrain_dropout)
@@ -91,11 +87,12 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
         job.data.feature_map,
         job.settings,
         ssim,
-        tracker.log_metrics,
+        job.tracker.log_metrics,
         source,
         job.data.manifest["cache_key"],
+        regime.loss_reduction,
     )
-    tracker.set_tags(
+    job.tracker.set_tags(
         {
             **tags,
             "ssim.phase": ssim.phase,
@@ -104,6 +101,57 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
         }
     )
     return outcome
+
+
+def _summary(job: Job, backbone: dict) -> dict:
+    """What a search's summary.json records about the job: data, the searcher's backbone, seed."""
+    return {
+        "dataset": job.config.dataset.name,
+        "data_key": job.data.manifest["cache_key"],
+        "backbone": backbone,
+        "seed": job.config.seed,
+    }
+
+
+def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, dict[str, str]]:
+    """The search a pipeline retrains on, and its lineage tags: with ssim.reuse_search a finished
+    search of the same key (ssimctr.ssim.cache), else a new one, stored for the next pipeline. The
+    searcher is built and trained on a torch random stream seeded with the job's seed alone, so a
+    search is the same whichever job makes it, and the retrain's stream is the same whether it ran."""
+    backbone = job.config.backbone if ssim.search_backbone is None else backbone_config(ssim.search_backbone)
+    spec = OmegaConf.to_container(backbone, resolve=True)
+    text_encoder = OmegaConf.to_container(job.config.text_encoder, resolve=True)
+    key = cache.search_key(
+        job.data.manifest["cache_key"], text_encoder, spec, regime, job.config.seed, ssim, job.settings
+    )
+    root = Path(job.config.paths.cache) / "ssim_search"
+    stored = cache.find(root, key) if ssim.reuse_search else None
+    if stored is not None:
+        job.tracker.log_artifact(stored)
+        origin = cache.origin_run(stored) or "untracked"
+        return stored, {"ssim.search_run_id": origin, "ssim.search_key": key.digest, "ssim.search_reused": "true"}
+    folder = job.folder / "ssim"
+
+    def log(metrics: dict[str, float], step: int | None) -> None:
+        job.tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step)
+
+    with seeded_torch(job.config.seed, job.models.device):
+        searcher = job.models.build(regime, backbone)
+        search(
+            searcher,
+            job.splits,
+            job.scenario_names,
+            job.settings,
+            ssim,
+            log,
+            folder,
+            _summary(job, spec),
+            regime.loss_reduction,
+        )
+    job.tracker.log_artifact(folder)
+    if ssim.reuse_search:
+        cache.store(root, key, folder, job.tracker.run_id)
+    return folder, {"ssim.search_run_id": job.tracker.run_id or "this run", "ssim.search_key": key.digest}
 
 
 def check_options(ssim: SsimConfig) -> None:
@@ -141,8 +189,10 @@ def search(
     log: Logger,
     folder: Path,
     summary: dict,
+    reduction: str = "row",
 ) -> Outcome:
-    """The search phase; writes the artifacts into `folder` and returns the search model's metrics."""
+    """The search phase; writes the artifacts into `folder` and returns the search model's metrics.
+    `reduction`: the regime's loss reduction (row | scenario)."""
     embedding = getattr(model, "embedding", None)
     if not isinstance(embedding, FeatureEmbedding):
         raise UserError(
@@ -154,7 +204,7 @@ def search(
     device = splits["train"].device
     shape = {
         "in_dim": embedding.output_dim,
-        "hidden": list(ssim.selector_hidden),
+        "hidden": selector_hidden(ssim.selector_hidden, summary.get("backbone")),
         "num_scenarios": len(names),
         "shared_head": ssim.heads == "shared",
         "dropout": ssim.selector_dropout,
@@ -173,6 +223,7 @@ def search(
         scenario_names=names,
         log=log,
         log_every=ssim.log_every,
+        reduction=reduction,
     )
     optimizer = search_optimizer(model, selector, settings, ssim)
     selector.train()
@@ -191,6 +242,10 @@ def search(
     selection = artifacts.selection_frame(artifacts.score_rows(frozen, splits["train"]), ssim.ratio)
     fractions = artifacts.shared_fractions(selection, names)
     log({f"ssim/shared_fraction/{name}": value for name, value in fractions.items()}, 0)
+    truth = artifacts.planted_truth(splits["train"])  # planted data only: how well the scores find the answer
+    quality = {} if truth is None else artifacts.selection_auc(selection, truth, names)
+    if quality:
+        log({f"ssim/selection_auc/{name}": value for name, value in quality.items()}, 0)
     artifacts.save_search(
         folder,
         initial_state=initial_state,
@@ -207,6 +262,7 @@ def search(
             "epsilon": ssim.epsilon,
             "lambda_kl": ssim.lambda_kl,
             "heads": ssim.heads,
+            **({"selection_auc": quality} if quality else {}),
         },
     )
     artifacts.plot_scores(selection, names, folder / "score_histogram.png")
@@ -237,8 +293,10 @@ def retrain(
     log: Logger,
     folder: Path | None,
     data_key: str,
+    reduction: str = "row",
 ) -> tuple[Outcome, RetrainInfo]:
-    """The retrain phase on the search in `folder` (None only for selector=random)."""
+    """The retrain phase on the search in `folder` (None only for selector=random); `reduction`: the
+    regime's loss reduction (row | scenario)."""
     device = splits["train"].device
     names = feature_map.scenario_names
     model = build()
@@ -255,7 +313,7 @@ def retrain(
     gate, description = _retrain_gate(ssim, folder, summary, feature_map, settings, device)
     result = fit(
         model,
-        RetrainLoss(gate),
+        RetrainLoss(gate, reduction),
         make_optimizer(model.parameters(), settings.lr, settings.weight_decay),
         train_loader(splits["train"], settings),
         validator(eval_loader(splits["val"], settings), names),

@@ -4,18 +4,34 @@ m(x) = a_{d(x)}ᵀ MLP(e(x)) + b_{d(x)}: an MLP on the flattened instance embedd
 included) and one linear head per scenario, the row's own head used (`shared_head=True`: one head
 for every scenario, the SSIM-ND ablation). Search: p = sigmoid(τ m), g = STE(relu(p − ε)).
 Retrain: the top ⌊r·B⌋ rows of each batch by m are shared.
+The MLP's hidden sizes follow the backbone's towers unless ssim.selector_hidden sets them (`selector_hidden`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from ssimctr.config.models import DNNConfig, backbone_config
 from ssimctr.data.batch import Batch
 from ssimctr.models.layers import MLP, FeatureEmbedding
+
+FALLBACK_HIDDEN = tuple(DNNConfig().hidden)  # backbones without `hidden`: the DNN's default towers
+
+
+def selector_hidden(hidden: Sequence[int] | None, backbone: Any) -> list[int]:
+    """The selector MLP's hidden sizes: `hidden` (ssim.selector_hidden) when set; when null, the tower
+    sizes `hidden` of the backbone config (DNN, DeepFM, DCN, DCN-V2, STAR, DFFM, PEPNet; schema defaults
+    filled in), else (other models, or no config) FALLBACK_HIDDEN. The official code's [1024, 512, 256]
+    is its towers' size (docs/methods.md §1.3)."""
+    if hidden is not None:
+        return list(hidden)
+    towers = None if backbone is None else backbone_config(backbone).get("hidden")
+    return list(towers if towers is not None else FALLBACK_HIDDEN)
 
 
 class Selector(nn.Module):

@@ -59,6 +59,8 @@ class ColdStartTask:
                 f"task=cold_start trains one model whose rows train their own tower: use regime=mt or "
                 f"regime=single (not regime={regime.name})"
             )
+        if regime.loss_reduction != "row":
+            raise UserError("task=cold_start trains with the mean over rows: use regime.loss_reduction=row")
         feature_map = job.data.feature_map
         entity = self.entity(feature_map)
         key = f"{entity.kind}_key"

@@ -42,7 +42,7 @@ class MlflowParentRunCallback(Callback):
         sweep_dir = str(_select(config, "hydra.sweep.dir"))
         overrides = _select(config, "hydra.overrides.task") or []
         run_id = self.tracker.start(
-            Path(sweep_dir).name,
+            " ".join([f"sweep {Path(sweep_dir).name}", *overrides]),
             {"ssimctr.kind": "sweep", "sweep_dir": sweep_dir, "overrides": " ".join(overrides)},
         )
         os.environ[PARENT_RUN_ENV] = str(run_id)
@@ -54,6 +54,10 @@ class MlflowParentRunCallback(Callback):
         try:
             _summarise(self.tracker, str(_select(config, "optimized_metric")))
             self.tracker.end("FINISHED")
+            print(
+                f"multirun parent MLflow run {self.tracker.run_id}: "
+                f"ssimctr-report --uri {self.tracker.uri} --parent {self.tracker.run_id}"
+            )
         finally:
             os.environ.pop(PARENT_RUN_ENV, None)
             self.tracker = None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ssimctr.config.schema import TrainerConfig
@@ -132,6 +133,8 @@ def fit(
             result.epochs.append(metrics)
             if log:
                 log(metrics, epoch)
+            if settings.progress:
+                _print_epoch(epoch, metrics, monitor)
             value = metrics[monitor]
             if _improved(value, result.best_value, mode):
                 result.best_epoch, result.best_value, stale = epoch, value, 0
@@ -197,6 +200,14 @@ def _train_epoch(
                     break
     seconds = time.perf_counter() - started
     return loss_sum.item() / max(rows, 1), rows, seconds
+
+
+def _print_epoch(epoch: int, metrics: dict[str, float], monitor: str) -> None:
+    """One line per epoch under its progress bar: the monitored metric, the training loss and speed."""
+    get_console().print(
+        f"epoch {epoch}: {monitor} {metrics[monitor]:.4f}, train loss {metrics['train/loss']:.4f}, "
+        f"{metrics['train/rows_per_s']:,.0f} rows/s"
+    )
 
 
 def _progress(show: bool) -> Progress:

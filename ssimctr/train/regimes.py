@@ -3,12 +3,14 @@ its sharing gate, how it trains and how it reports validation metrics (joint tra
 each epoch; a model per scenario logs its own metrics per epoch and val/* once, at the end).
 
 joint     one model on all rows; the sharing gate decides which towers a row trains
-          (mt: own tower, mt_s: every tower, single: the one tower).
+          (mt: own tower, mt_s: every tower, single: the one tower), `loss_reduction` how the
+          batch's loss is normalised (row | scenario, ssimctr.train.sharing).
 separate  ST-Backbone: one independent model per scenario, trained and early-stopped on that
           scenario's rows only, evaluated on them (docs/methods.md §1.7, a reading).
 finetune  Finetune: one model trained on all rows, then a copy per scenario fine-tuned on its
           rows and evaluated on them (docs/methods.md §1.7, a reading); the pretrained copy
           competes as epoch 0, so a scenario whose fine-tuning never improves validation keeps it.
+          A model trained on one scenario's rows has the same loss under both reductions.
 All three report the same metric names: per-scenario, pooled and mean AUC / logloss.
 """
 
@@ -38,7 +40,7 @@ from ssimctr.train.loop import (
     train_loader,
     validator,
 )
-from ssimctr.train.sharing import FixedSharing
+from ssimctr.train.sharing import REDUCTIONS, FixedSharing
 
 Splits = dict[str, DataSplit]  # train / val / test
 ModelBuilder = Callable[[], MultiScenarioModel]
@@ -57,9 +59,11 @@ class Regime:
     share: str  # own | all
     scenario_feature: bool
     finetune_lr: float | None = None
+    loss_reduction: str = "row"  # row | scenario
 
     def __post_init__(self) -> None:
-        for key, allowed in (("training", TRAININGS), ("towers", TOWERS), ("share", SHARE_GATES)):
+        choices = (("training", TRAININGS), ("towers", TOWERS), ("share", SHARE_GATES), ("loss_reduction", REDUCTIONS))
+        for key, allowed in choices:
             if getattr(self, key) not in allowed:
                 raise UserError(f"regime.{key}={getattr(self, key)} is not known: use one of {', '.join(allowed)}")
 
@@ -67,7 +71,13 @@ class Regime:
     def from_config(cls, config: RegimeConfig) -> Regime:
         """The regime of a composed `regime` config."""
         return cls(
-            config.name, config.training, config.towers, config.share, bool(config.scenario_feature), config.finetune_lr
+            config.name,
+            config.training,
+            config.towers,
+            config.share,
+            bool(config.scenario_feature),
+            config.finetune_lr,
+            config.loss_reduction,
         )
 
     def num_towers(self, num_scenarios: int) -> int:
@@ -78,6 +88,11 @@ class Regime:
     def gate(self) -> float:
         """The fixed sharing gate of joint training: 0 = own tower, 1 = every tower."""
         return SHARE_GATES[self.share]
+
+    @property
+    def sharing(self) -> FixedSharing:
+        """The loss of joint training: the fixed gate, reduced per row or per scenario."""
+        return FixedSharing(self.gate, self.loss_reduction)
 
     @property
     def is_multi_tower_joint(self) -> bool:
@@ -98,23 +113,23 @@ class Regime:
         if self.training == "separate":
             return train_separately(build, splits, names, settings, log)
         if self.training == "finetune":
-            return train_then_finetune(model, splits, names, settings, log, self.finetune_lr)
-        return train_jointly(model, self.gate, splits, names, settings, log)
+            return train_then_finetune(model, splits, names, settings, log, self.finetune_lr, self.loss_reduction)
+        return train_jointly(model, self.sharing, splits, names, settings, log)
 
 
 def train_jointly(
     model: MultiScenarioModel,
-    gate: float,
+    loss: FixedSharing,
     splits: Splits,
     names: Sequence[str],
     settings: TrainerConfig,
     log: Logger,
     prefix: str = "",
 ) -> Outcome:
-    """One model on all rows with a fixed sharing gate; metrics over all scenarios."""
+    """One model on all rows with a fixed sharing loss; metrics over all scenarios."""
     result = _fit(
         model,
-        gate,
+        loss,
         splits["train"],
         validator(eval_loader(splits["val"], settings), names),
         settings,
@@ -138,9 +153,11 @@ def train_then_finetune(
     settings: TrainerConfig,
     log: Logger,
     finetune_lr: float | None,
+    reduction: str = "row",
 ) -> Outcome:
-    """Finetune: pre-train on all rows (logged as pretrain/*), then fine-tune a copy per scenario."""
-    pretrain = train_jointly(model, 0.0, splits, names, settings, log, prefix="pretrain/")
+    """Finetune: pre-train on all rows (logged as pretrain/*, its loss reduced by `reduction`), then
+    fine-tune a copy per scenario."""
+    pretrain = train_jointly(model, FixedSharing(0.0, reduction), splits, names, settings, log, prefix="pretrain/")
     outcome = _per_scenario(
         lambda _: copy.deepcopy(model),
         splits,
@@ -177,7 +194,7 @@ def _per_scenario(
         model = model_for(k)
         result = _fit(
             model,
-            0.0,
+            FixedSharing(0.0),
             part["train"],
             _one_scenario_validator(eval_loader(part["val"], settings), name),
             settings,
@@ -208,7 +225,7 @@ def _one_scenario_validator(loader: Loader, name: str) -> Validator:
 
 def _fit(
     model: MultiScenarioModel,
-    gate: float,
+    loss: FixedSharing,
     train: DataSplit,
     validate: Validator,
     settings: TrainerConfig,
@@ -218,7 +235,7 @@ def _fit(
 ) -> FitResult:
     optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay)
     loader = train_loader(train, settings)
-    return fit(model, FixedSharing(gate), optimizer, loader, validate, settings, keep_initial=keep_initial, log=log)
+    return fit(model, loss, optimizer, loader, validate, settings, keep_initial=keep_initial, log=log)
 
 
 def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

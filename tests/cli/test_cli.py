@@ -23,7 +23,7 @@ REQUIRED = {  # options that need values from the user
     ("scenario", "bins"): ["scenario.bins=[1]"],
 }
 OPTIONS = sorted((p.parent.name, p.stem) for p in Path(CONFIG_DIR).glob("*/*.yaml"))
-APPENDED = {"table_ssim"}  # groups outside the primary defaults list: selected with +group=option
+APPENDED = {"table_ssim", "table_ssim_ablation", "ssim_planted"}  # groups outside the primary defaults list: +group=option
 SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer=debug", "trainer.progress=false"]
 
 
@@ -101,6 +101,15 @@ def test_multirun_makes_one_parent_and_a_child_per_job(tmp_path):
         ("single", "1"),
         ("single", "2"),
     ]
+    assert sorted(r.info.run_name.split(" trainer")[0] for r in children) == [
+        "synthetic-dnn-mt seed=1 dataset.rows=6000 dataset.users=500 dataset.items=200",
+        "synthetic-dnn-mt seed=2 dataset.rows=6000 dataset.users=500 dataset.items=200",
+        "synthetic-dnn-single seed=1 dataset.rows=6000 dataset.users=500 dataset.items=200",
+        "synthetic-dnn-single seed=2 dataset.rows=6000 dataset.users=500 dataset.items=200",
+    ]
+    parent = parents[0].info.run_id
+    assert parents[0].info.run_name.startswith("sweep ") and "regime=mt,single" in parents[0].info.run_name
+    assert result.stdout.strip().splitlines()[-1].endswith(f"--parent {parent}")
 
 
 @pytest.mark.slow

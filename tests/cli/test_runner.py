@@ -127,3 +127,21 @@ def test_the_results_file_counts_each_scenarios_test_rows_and_clicks(tmp_path):
         assert row["ctr"] == pytest.approx(labels.mean())
         assert row["auc"] == pytest.approx(results[f"test/auc/{name}"])
     assert written.filter(pl.col("scenario") == "overall")["rows"].item() == test.height
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.epochs=-1", "trainer.epochs=-1: must be at least 1"),
+        ("trainer.epochs=0", "trainer.epochs=0: must be at least 1"),
+        ("trainer.batch_size=0", "trainer.batch_size=0: must be at least 1"),
+        ("trainer.patience=0", "trainer.patience=0: must be at least 1"),
+        ("trainer.lr=-1", "trainer.lr=-1.0: must be 0 or positive"),
+        ("trainer.weight_decay=-0.1", "trainer.weight_decay=-0.1: must be 0 or positive"),
+    ],
+)
+def test_trainer_values_no_training_can_use_are_refused_before_anything_runs(tmp_path, override, message):
+    cfg = job_config(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", override)
+    with pytest.raises(UserError, match=f"^{message}"):
+        run_job(cfg, tmp_path)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "cache").exists()  # no run, no data

@@ -133,6 +133,23 @@ def test_single_tower_broadcasts(case, tiny_feature_map):
     assert_single_tower_broadcasts(build(case, tiny_feature_map, 1), tiny_feature_map)
 
 
+@pytest.mark.parametrize("name", MODEL_SCHEMAS)
+def test_encoded_fields_reach_every_model(name, text_feature_map):
+    """Text and image-vector fields are fields of every model: the contract holds with them, and the
+    hashed bag, the projections and the missing vector all get gradient (checked with the rest)."""
+    model = build(name, text_feature_map, text_feature_map.num_scenarios)
+    encoded = {n for n, _ in model.named_parameters() if ".encoded." in n}
+    assert {n.rsplit(".encoded.", 1)[1] for n in encoded} >= {
+        "fields.0.bag.weight",
+        "fields.1.projection.weight",
+        "fields.2.projection.weight",
+        "fields.2.missing",
+    }
+    private = CASES[name].private
+    assert assert_gradients_stay_in_own_tower(model, text_feature_map, 1, private, per_tower) == set(private)
+    assert_tower_contract(build(name, text_feature_map, 3), text_feature_map)
+
+
 @pytest.mark.parametrize("case", LEARNS)
 def test_learns(case, prepared_synthetic):
     name, overrides = LEARNS[case]

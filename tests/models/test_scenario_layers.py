@@ -4,9 +4,12 @@ test_model_contract.py."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from conftest import make_model, one_scenario_batch
+from conftest import make_batch, make_model, one_scenario_batch
+from ssimctr.config.models import StarConfig
+from ssimctr.errors import UserError
 from ssimctr.models.layers import GeneratedLinear, PartitionedNorm, StarLinear
 from ssimctr.train.sharing import sharing_loss
 
@@ -152,3 +155,31 @@ def test_generated_linear_groups_equal_per_group_maps():
         for g in range(3):
             torch.testing.assert_close(out[n, g], x[g] @ weight[n, g] + bias[n, g])
     torch.testing.assert_close(layer(x.expand(2, -1, -1, -1), cond), out)
+
+
+def test_star_partitions_start_as_the_shared_layer_by_default():
+    torch.manual_seed(0)
+    layer = StarLinear(5, 4, 3)
+    x = torch.randn(7, 5)
+    for out in layer.forward_all(x):
+        torch.testing.assert_close(out, x @ layer.weight + layer.bias)
+
+
+def test_star_partition_weights_can_start_like_the_shared_weights():
+    torch.manual_seed(0)
+    layer = StarLinear(25, 40, 3, partition_init="like_shared")
+    bound = 1.0 / 25**0.5
+    w_p = layer.partition_weight.detach()
+    assert w_p.abs().max() <= bound and w_p.std().item() == pytest.approx(layer.weight.detach().std().item(), rel=0.1)
+    assert not torch.equal(w_p[0], w_p[1]) and torch.equal(layer.partition_bias, torch.zeros(3, 40))
+    with pytest.raises(ValueError, match="partition_init"):
+        StarLinear(5, 4, 3, partition_init="zeros")
+
+
+def test_star_model_passes_its_partition_init_to_every_star_layer(tiny_feature_map):
+    assert StarConfig().partition_init == "ones"
+    model = make_model("star", tiny_feature_map, 3, hidden=[8], partition_init="like_shared")
+    assert all((layer.partition_weight != 1).all() for layer in model.layers)
+    assert model.towers(make_batch(tiny_feature_map)).shape == (16, 3)
+    with pytest.raises(UserError, match="backbone.partition_init=zeros"):
+        make_model("star", tiny_feature_map, 3, hidden=[8], partition_init="zeros")

@@ -144,6 +144,25 @@ def test_group_by_other_tags_and_params() -> None:
     assert by_param.metrics == ("logloss",) and all(c.metric == "logloss" for c in by_param.columns)
 
 
+def test_a_metric_of_another_split_is_a_column_group_beside_the_test_metrics() -> None:
+    """`search:ssim/selection_auc` reads `search/ssim/selection_auc/<scenario>` (an SSIM pipeline's search)."""
+    records = make_records()
+    for record in records[:3]:  # the mt runs searched; the single runs did not
+        record.metrics.update({"search/ssim/selection_auc/s0": 0.8, "search/ssim/selection_auc/overall": 0.7})
+    table = aggregate(records, ("regime",), "test", ("auc", "search:ssim/selection_auc"))
+    searched = table.columns_of("search:ssim/selection_auc")
+    assert [column.key for column in searched] == ["search:ssim/selection_auc/s0", "search:ssim/selection_auc/overall"]
+    assert table.rows[row_of_group(table, "mt")].cell(searched[0]).values == (0.8, 0.8, 0.8)
+    assert table.rows[row_of_group(table, "single")].cell(searched[0]).n == 0
+    assert len(table.columns_of("auc")) == 5
+    with pytest.raises(UserError, match="no search/ssim/gate/<scenario> metric"):
+        aggregate(records, ("regime",), "test", ("auc", "search:ssim/gate"))
+
+
+def row_of_group(table, value: str) -> int:
+    return next(i for i, row in enumerate(table.rows) if row.group[0] == value)
+
+
 def test_missing_tag_value_nan_metrics_and_runs_without_split_metrics() -> None:
     records = make_records()
     records[0].tags.pop("ssim")

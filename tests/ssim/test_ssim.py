@@ -323,8 +323,8 @@ def built_in_a_pipeline(tmp_path, monkeypatch, *overrides: str) -> list[tuple[st
 
 def test_pipeline_retrains_with_retrain_dropout(tmp_path, monkeypatch):
     built = built_in_a_pipeline(tmp_path, monkeypatch, "ssim.retrain_dropout=0.5")
-    # the job's model (the searcher) as configured, the retrained model with retrain_dropout
-    assert [dropout for _, dropout in built] == [0.0, 0.5]
+    # the job's model and the searcher as configured, the retrained model with retrain_dropout
+    assert [dropout for _, dropout in built] == [0.0, 0.0, 0.5]
 
 
 def test_ssim_r_shares_exactly_floor_r_b_random_rows_of_each_batch(tiny_feature_map):

@@ -73,7 +73,7 @@ def test_parent_run_records_best_child(root: Path) -> None:
     parent = MlflowClient(tracking_uri=config.tracking.uri).get_run(parent_id)
     assert PARENT_RUN_ENV not in os.environ
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == "12-00-00"
+    assert parent.info.run_name == "sweep 12-00-00 backbone=mlp,dcn seed=1"
     assert parent.data.metrics[f"best/{METRIC}"] == pytest.approx(0.74)
     assert parent.data.tags["best_child_run_id"] == best_id
     assert parent.data.tags["failed_children"] == "1"

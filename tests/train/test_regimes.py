@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import make_batch
+from conftest import compose, make_batch
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
+from ssimctr.train import regimes
 from ssimctr.train.loop import fit
 from ssimctr.train.regimes import Regime, train_jointly, train_separately, train_then_finetune
 from ssimctr.train.sharing import FixedSharing, sharing_loss
@@ -67,6 +70,82 @@ def test_sharing_loss_values():
     assert sharing_loss(logits, label, scenario, 1.0) == pytest.approx(every.item())
 
 
+LOGITS = [[0.5, -1.0], [2.0, 0.0], [-0.5, 1.5], [0.0, 0.3]]  # 4 rows, K = 2 towers
+LABEL, SCENARIO = [1.0, 0.0, 0.0, 1.0], [1, 0, 0, 1]
+
+
+def bce(logit: float, label: float) -> float:
+    return math.log1p(math.exp(-logit)) if label else math.log1p(math.exp(logit))
+
+
+def by_hand(gates: list[float], own: list[float], reduction: str) -> float:
+    """The loss of docs/methods.md §1.4 written out with loops over rows and towers."""
+    loss = [[bce(z, y) for z in row] for row, y in zip(LOGITS, LABEL)]
+    if reduction == "row":
+        per_row = [w * loss[i][SCENARIO[i]] + g * sum(loss[i]) / 2 for i, (g, w) in enumerate(zip(gates, own))]
+        return sum(per_row) / len(per_row)
+    total = 0.0
+    for k in range(2):
+        weights = [w * (SCENARIO[i] == k) + g for i, (g, w) in enumerate(zip(gates, own))]
+        total += sum(a * loss[i][k] for i, a in enumerate(weights)) / sum(weights)
+    return total
+
+
+@pytest.mark.parametrize("reduction", ["row", "scenario"])
+@pytest.mark.parametrize(
+    "gates",
+    [[0.0] * 4, [1.0] * 4, [1.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.5, 0.25]],
+    ids=["gate0", "gate1", "hard", "fractional"],
+)
+def test_both_loss_reductions_equal_the_hand_computation(gates, reduction):
+    logits, label, scenario = torch.tensor(LOGITS), torch.tensor(LABEL), torch.tensor(SCENARIO)
+    own = [1 - g for g in gates]
+    expected = by_hand(gates, own, reduction)
+    assert sharing_loss(logits, label, scenario, torch.tensor(gates), reduction=reduction).item() == pytest.approx(
+        expected
+    )
+    if len(set(gates)) == 1:  # the float gates of regime=mt and mt_s take their own code paths
+        assert sharing_loss(logits, label, scenario, gates[0], reduction=reduction).item() == pytest.approx(expected)
+
+
+def test_the_scenario_reduction_counts_own_unshared_rows_plus_every_shared_row():
+    """SSIM's search: rows 0 and 3 (scenario 1) shared, the own-tower mask 1(g = 0) given: tower 0
+    averages over 4 rows (2 unshared of scenario 0, 2 shared), tower 1 over the 2 shared rows only."""
+    gates, mask = [1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]
+    loss = [[bce(z, y) for z in row] for row, y in zip(LOGITS, LABEL)]
+    tower0 = (loss[0][0] + loss[1][0] + loss[2][0] + loss[3][0]) / 4
+    tower1 = (loss[0][1] + loss[3][1]) / 2
+    value = sharing_loss(
+        torch.tensor(LOGITS),
+        torch.tensor(LABEL),
+        torch.tensor(SCENARIO),
+        torch.tensor(gates),
+        own_weight=torch.tensor(mask),
+        reduction="scenario",
+    )
+    assert value.item() == pytest.approx(tower0 + tower1) == pytest.approx(by_hand(gates, mask, "scenario"))
+
+
+def test_the_scenario_denominators_carry_no_gradient():
+    """dL/dg_i = Σ_k (1 − 1[d_i = k]) ℓ_ik / n_k: the counts n_k are constants."""
+    gates = torch.tensor([1.0, 0.0, 0.5, 0.25], requires_grad=True)
+    sharing_loss(
+        torch.tensor(LOGITS), torch.tensor(LABEL), torch.tensor(SCENARIO), gates, reduction="scenario"
+    ).backward()
+    loss = [[bce(z, y) for z in row] for row, y in zip(LOGITS, LABEL)]
+    g = gates.tolist()
+    counts = [sum((1 - g[i]) * (SCENARIO[i] == k) + g[i] for i in range(4)) for k in range(2)]
+    expected = [sum((SCENARIO[i] != k) * loss[i][k] / counts[k] for k in range(2)) for i in range(4)]
+    assert gates.grad.tolist() == pytest.approx(expected)
+
+
+def test_a_scenario_without_rows_in_the_batch_adds_nothing():
+    logits, label = torch.tensor(LOGITS), torch.tensor(LABEL)
+    only_first = torch.zeros(4, dtype=torch.long)
+    value = sharing_loss(logits, label, only_first, 0.0, reduction="scenario")
+    assert value.item() == pytest.approx(sharing_loss(logits, label, only_first, 0.0).item())
+
+
 @pytest.fixture
 def splits(tiny_feature_map):
     return {
@@ -82,7 +161,9 @@ def test_batch_of_scenario_keeps_exactly_that_scenario(splits):
 
 def test_joint_training_sees_every_scenario(splits, tiny_feature_map):
     model = RecordingModel(3)
-    outcome = train_jointly(model, 0.0, splits, tiny_feature_map.scenario_names, SETTINGS, lambda m, e: None)
+    outcome = train_jointly(
+        model, FixedSharing(0.0), splits, tiny_feature_map.scenario_names, SETTINGS, lambda m, e: None
+    )
     assert model.seen == {0, 1, 2}
     assert {"test/auc/s0", "test/auc/mean", "val/auc/mean"} <= set(outcome.test) | set(outcome.val)
 
@@ -147,11 +228,61 @@ def test_fit_keeps_the_initial_model_only_when_asked(splits, tiny_feature_map):
     assert trained.best_epoch == 1 and not torch.equal(model.bias, before["bias"])
 
 
-@pytest.mark.parametrize("key", ["training", "towers", "share"])
+def test_fit_prints_a_line_per_epoch_with_the_monitored_metric_only_with_progress(splits, capsys):
+    loader = splits["train"].loader(8, shuffle=True)
+    scores = iter([0.61, 0.65])
+    settings = replace(SETTINGS, epochs=2, patience=2, progress=True)
+    model = RecordingModel(3)
+    fit(
+        model,
+        FixedSharing(0.0),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loader,
+        lambda m: {"val/auc/mean": next(scores)},
+        settings,
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ") and "val/" in line]
+    assert [line.split(",")[0] for line in lines] == ["epoch 1: val/auc/mean 0.6100", "epoch 2: val/auc/mean 0.6500"]
+    assert all("train loss" in line and "rows/s" in line for line in lines)
+    fit(
+        model,
+        FixedSharing(0.0),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        loader,
+        lambda m: {"val/auc/mean": 0.5},
+        replace(settings, progress=False),
+    )
+    assert "epoch" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("key", ["training", "towers", "share", "loss_reduction"])
 def test_a_regime_with_an_unknown_value_is_one_clear_error(key):
     values = {"name": "mt", "training": "joint", "towers": "per_scenario", "share": "own", key: "bogus"}
-    with pytest.raises(UserError, match=rf"regime\.{key}=bogus is not known: use one of"):
+    with pytest.raises(UserError, match=rf"regime\.{key}=bogus is not known: use one of") as error:
         Regime(**values, scenario_feature=True)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("training", ["joint", "finetune"])
+def test_the_regime_loss_reduction_reaches_the_training_loss(training, splits, tiny_feature_map, monkeypatch):
+    config = compose("regime=mt", "regime.loss_reduction=scenario", f"regime.training={training}")
+    regime = Regime.from_config(OmegaConf.to_object(config.regime))
+    losses, real = [], regimes.fit
+
+    def recording(model, loss, *args, **kwargs):
+        losses.append(loss)
+        return real(model, loss, *args, **kwargs)
+
+    monkeypatch.setattr(regimes, "fit", recording)
+    regime.train(
+        RecordingModel(3),
+        lambda: RecordingModel(3),
+        splits,
+        tiny_feature_map.scenario_names,
+        SETTINGS,
+        lambda m, e: None,
+    )
+    assert losses[0].reduction == "scenario"  # joint training, or finetune's pre-training on all rows
 
 
 def test_a_regime_knows_its_towers_and_gate():

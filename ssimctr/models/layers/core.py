@@ -10,14 +10,16 @@ from torch import nn
 
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
+from ssimctr.text.fusion import EncodedFieldEmbedding
 
 
 class FeatureEmbedding(nn.Module):
     """Turns a Batch into field embeddings [B, F, D].
 
     Fields, in order: every categorical field (one table with per-field offsets, id 0 of each
-    field is its OOV row), every numeric field (value times a learned vector), and, when
-    `scenario_feature`, the scenario id as one more categorical field.
+    field is its OOV row), when `scenario_feature` the scenario id as one more categorical field,
+    every numeric field (value times a learned vector), and every encoded text or image-vector field
+    of `feature_map.encoded` (ssimctr.text.fusion; none in an ID-only job).
     """
 
     def __init__(self, feature_map: FeatureMap, dim: int, scenario_feature: bool = True) -> None:
@@ -30,11 +32,12 @@ class FeatureEmbedding(nn.Module):
         self.table = nn.Embedding(sum(sizes), dim)
         self.numeric = nn.Parameter(torch.empty(len(feature_map.numeric), dim))
         self.dim = dim
-        self.num_fields = len(sizes) + len(feature_map.numeric)
+        self.num_fields = len(sizes) + len(feature_map.numeric) + len(feature_map.encoded)
         self._replaced: tuple[int, torch.Tensor] | None = None
         nn.init.xavier_uniform_(self.table.weight)
         if feature_map.numeric:
             nn.init.xavier_uniform_(self.numeric)
+        self.encoded = EncodedFieldEmbedding(feature_map.encoded, dim) if feature_map.encoded else None
 
     @property
     def output_dim(self) -> int:
@@ -48,6 +51,8 @@ class FeatureEmbedding(nn.Module):
         fields = self.table(ids + self.offsets)
         if self.numeric.shape[0]:
             fields = torch.cat([fields, batch.num.unsqueeze(2) * self.numeric], dim=1)
+        if self.encoded is not None:
+            fields = torch.cat([fields, self.encoded(batch.text).to(fields.dtype)], dim=1)
         if self._replaced is not None:
             field, vectors = self._replaced
             chosen = torch.zeros(1, fields.shape[1], 1, dtype=torch.bool, device=fields.device)

@@ -72,20 +72,29 @@ class PartitionedNorm(nn.Module):
         return torch.where(present, mean, self.running_mean), torch.where(present, var, self.running_var)
 
 
+PARTITION_INITS = ("ones", "like_shared")
+
+
 class StarLinear(nn.Module):
     """Star-topology fully connected layer over P partitions (docs/methods.md §3.5).
 
     Partition p uses W_p^⋆ = W ⊙ W_p and b_p^⋆ = b + b_p: out = in · W_p^⋆ + b_p^⋆ (no activation).
-    W, b are shared; W_p (initialised to ones) and b_p (zeros) are private to p, so every
-    partition starts as the shared layer.
+    W, b are shared (uniform ±1/sqrt(in), nn.Linear's range); W_p and b_p are private to p.
+    partition_init="ones": W_p = 1, b_p = 0, so every partition starts as the shared layer;
+    "like_shared": W_p drawn like W (the reference code draws both alike), b_p = 0.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_partitions: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, num_partitions: int, partition_init: str = "ones") -> None:
         super().__init__()
+        if partition_init not in PARTITION_INITS:
+            raise ValueError(f"partition_init must be one of {', '.join(PARTITION_INITS)}, got {partition_init}")
         bound = 1.0 / math.sqrt(in_dim)
         self.weight = nn.Parameter(torch.empty(in_dim, out_dim).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(out_dim).uniform_(-bound, bound))
-        self.partition_weight = nn.Parameter(torch.ones(num_partitions, in_dim, out_dim))
+        partition_weight = torch.ones(num_partitions, in_dim, out_dim)
+        if partition_init == "like_shared":
+            partition_weight.uniform_(-bound, bound)
+        self.partition_weight = nn.Parameter(partition_weight)
         self.partition_bias = nn.Parameter(torch.zeros(num_partitions, out_dim))
 
     def combined(self) -> tuple[torch.Tensor, torch.Tensor]:

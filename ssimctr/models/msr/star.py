@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from ssimctr.data.batch import Batch
+from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers import MLP, FeatureEmbedding, PartitionedNorm, StarLinear
+from ssimctr.models.layers.scenario import PARTITION_INITS
 
 
 class STAR(MultiScenarioModel):
@@ -28,6 +30,13 @@ class STAR(MultiScenarioModel):
     tower) rather than from the input's scenario field as in the reference code: the row's scenario
     still enters e through that field, and with one tower the aux net reduces to a learned bias.
     Reference defaults (KDD25_SSIM STAR-SSIM): hidden [128, 64, 32], aux [16]; dropout 0 here.
+
+    Initialisation of W_k (`partition_init`): "ones" (the default) starts every partition as the shared
+    layer, W ⊙ 1 = W, so at step 0 every tower is the same well-scaled network and the partitions
+    only drift apart as scenario k's rows train W_k. "like_shared" draws W_k like W, as the reference
+    code does (glorot for both); the product of two such draws has a variance of order 1/fan_in²
+    instead of 1/fan_in, so at initialisation each layer shrinks the signal's scale by a factor of
+    order sqrt(fan_in) and the towers start almost constant (docs/methods.md §3.5).
     """
 
     def __init__(
@@ -39,15 +48,22 @@ class STAR(MultiScenarioModel):
         hidden: Sequence[int],
         aux_hidden: Sequence[int],
         dropout: float,
+        partition_init: str,
         scenario_feature: bool = True,
     ) -> None:
         super().__init__(feature_map.num_scenarios)
+        if partition_init not in PARTITION_INITS:
+            raise UserError(
+                f"backbone.partition_init={partition_init} is not known: use one of {', '.join(PARTITION_INITS)}"
+            )
         self.num_towers = num_towers
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.norm = PartitionedNorm(in_dim, num_towers)
         widths = [in_dim, *hidden, 1]
-        self.layers = nn.ModuleList(StarLinear(a, b, num_towers) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(
+            StarLinear(a, b, num_towers, partition_init) for a, b in zip(widths[:-1], widths[1:])
+        )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scenario = nn.Embedding(num_towers, embedding_dim)
         nn.init.xavier_uniform_(self.scenario.weight)
