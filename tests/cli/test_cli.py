@@ -23,7 +23,8 @@ REQUIRED = {  # options that need values from the user
     ("scenario", "bins"): ["scenario.bins=[1]"],
 }
 OPTIONS = sorted((p.parent.name, p.stem) for p in Path(CONFIG_DIR).glob("*/*.yaml"))
-APPENDED = {"table_ssim", "table_ssim_ablation", "ssim_planted"}  # groups outside the primary defaults list: +group=option
+# groups outside the primary defaults list: selected with +group=option
+APPENDED = {"table_ssim", "table_ssim_ablation", "ssim_planted"}
 SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer=debug", "trainer.progress=false"]
 
 
