@@ -4,6 +4,7 @@ each checks a behaviour the other SSIM tests reached without pinning down."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import polars as pl
@@ -242,3 +243,101 @@ def test_temperature_at_the_edges_of_the_schedule():
     assert temperature(0, 1, 1000.0) == 1000.0  # one step: it is the last
     assert temperature(0, 2, 1000.0) == 1.0 and temperature(1, 2, 1000.0) == pytest.approx(1000.0)
     assert temperature(80, 50, 1000.0) == pytest.approx(1000.0)  # past the last step τ stays final
+
+
+def _search_loss(scores: torch.Tensor, **options) -> tuple[losses.SearchLoss, list]:
+    """A SearchLoss whose selector gives the fixed `scores` [B] (so the gates are known); its log."""
+    logged = []
+    defaults = dict(epsilon=0.5, lambda_kl=0.4, final_temperature=1000.0, total_steps=5, gate="hard", log_every=10)
+    loss = losses.SearchLoss(
+        lambda embedding, scenario: scores,
+        scenario_names=["s0", "s1", "s2"],
+        log=lambda metrics, step: logged.append((step, metrics)),
+        **{**defaults, **options},
+    )
+    return loss, logged
+
+
+def test_search_loss_accepts_exactly_the_hard_and_soft_gates():
+    _search_loss(torch.zeros(4), gate="soft")
+    with pytest.raises(ValueError, match="gate must be hard or soft, got medium"):
+        _search_loss(torch.zeros(4), gate="medium")
+
+
+def test_the_hard_gate_own_tower_mask_carries_no_gradient(tiny_feature_map):
+    """A shared row's selector gradient is (1/B)[mean_k BCE_k − λe]: the mask 1(g = 0) adds no own-tower term."""
+    torch.manual_seed(0)
+    model, batch = make_model("dnn", tiny_feature_map, hidden=[8]), make_batch(tiny_feature_map, rows=6)
+    scores = torch.tensor([3.0, -3.0, 2.0, -2.0, 1.0, -1.0], requires_grad=True)
+    loss, _ = _search_loss(scores, total_steps=1, final_temperature=1.0)
+    loss(model, batch).backward()
+    with torch.no_grad():
+        towers, g = model.towers(batch), (scores > 0).float()
+        every = F.binary_cross_entropy_with_logits(towers, batch.label[:, None].expand_as(towers), reduction="none")
+        p = torch.sigmoid(scores)
+        expected = g * (every.mean(1) - 0.4 * math.e) / 6 * p * (1 - p)  # STE passes it on; sigmoid's slope
+    torch.testing.assert_close(scores.grad, expected)
+
+
+def test_the_soft_gate_trains_own_towers_with_one_minus_p(tiny_feature_map):
+    torch.manual_seed(0)
+    model, batch = make_model("dnn", tiny_feature_map, hidden=[8]), make_batch(tiny_feature_map, rows=6)
+    scores = torch.tensor([0.002, -0.001, 0.0, 0.003, -0.004, 0.001])
+    loss, _ = _search_loss(scores, gate="soft", total_steps=1)
+    p = torch.sigmoid(1000.0 * scores)
+    towers = model.towers(batch)
+    expected = sharing_loss(towers, batch.label, batch.scenario, p, own_weight=1 - p) + 0.4 * math.e * (1 - p.mean())
+    torch.testing.assert_close(loss(model, batch), expected)
+
+
+def test_both_ssim_losses_reduce_as_the_regime_says(tiny_feature_map):
+    torch.manual_seed(0)
+    model, batch = make_model("dnn", tiny_feature_map, hidden=[8]), make_batch(tiny_feature_map, rows=6)
+    scores = torch.tensor([3.0, -3.0, 2.0, -2.0, 1.0, -1.0])
+    g = (scores > 0).float()
+    towers = model.towers(batch)
+    search, _ = _search_loss(scores, total_steps=1, final_temperature=1.0, reduction="scenario")
+    expected = sharing_loss(towers, batch.label, batch.scenario, g, own_weight=1 - g, reduction="scenario")
+    torch.testing.assert_close(search(model, batch), expected + 0.4 * math.e * (1 - g.mean()))
+    retrain = losses.RetrainLoss(lambda b: g, reduction="scenario")
+    torch.testing.assert_close(retrain(model, batch), expected)
+
+
+def test_gate_statistics_are_logged_every_log_every_steps_with_per_scenario_fractions(tiny_feature_map):
+    model = make_model("dnn", tiny_feature_map, hidden=[8])
+    scores = torch.tensor([5.0, -5.0, 5.0, -5.0])  # scenarios 0, 1, 2, 0: gates 1, 0, 1, 0
+    loss, logged = _search_loss(scores, log_every=2, total_steps=6)
+    for _ in range(6):
+        loss(model, make_batch(tiny_feature_map, rows=4))
+    assert [step for step, _ in logged] == [0, 2, 4, 5]
+    fractions = {key.rsplit("/", 1)[1]: value for key, value in logged[0][1].items() if "/shared/" in key}
+    assert fractions == {"s0": 0.5, "s1": 0.0, "s2": 1.0}
+    loss, logged = _search_loss(torch.tensor([5.0, 5.0]))
+    loss(model, make_batch(tiny_feature_map, rows=2))  # scenario s2 has no row: fraction 0
+    assert logged[0][1]["ssim/search/shared/s2"] == 0.0
+
+
+def test_the_row_reduction_follows_the_formula_for_fractional_gates_and_own_weights():
+    torch.manual_seed(0)
+    logits, label, scenario = torch.randn(4, 3), torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([0, 1, 2, 0])
+    own = F.binary_cross_entropy_with_logits(logits[torch.arange(4), scenario], label, reduction="none")
+    every = F.binary_cross_entropy_with_logits(logits, label[:, None].expand(4, 3), reduction="none").mean(1)
+    torch.testing.assert_close(sharing_loss(logits, label, scenario, 0.5), (0.5 * own + 0.5 * every).mean())
+    weight = torch.tensor([1.0, 0.0, 0.25, 1.0])
+    got = sharing_loss(logits, label, scenario, 0.5, own_weight=weight)
+    torch.testing.assert_close(got, (weight * own + 0.5 * every).mean())
+    with pytest.raises(ValueError, match="reduction must be one of row, scenario, got mean"):
+        sharing_loss(logits, label, scenario, 0.5, reduction="mean")
+
+
+def test_the_scenario_sum_keeps_the_logits_precision_and_device():
+    logits = torch.tensor([[0.3, -1.2], [2.0, 0.1], [-0.5, 0.7]], dtype=torch.float64)
+    label, scenario, gate = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64), torch.tensor([0, 1, 1]), 0.3
+    gates = torch.full((3,), gate, dtype=torch.float64)
+    expected = _scenario_sum_by_hand(logits, label, scenario, gates, 1 - gates)
+    torch.testing.assert_close(
+        sharing_loss(logits, label, scenario, gate, reduction="scenario"), expected, rtol=0, atol=1e-15
+    )
+    meta = torch.device("meta")
+    on_meta = sharing_loss(logits.to(meta), label.to(meta), scenario.to(meta), gate, reduction="scenario")
+    assert on_meta.device == meta
