@@ -42,7 +42,7 @@ def app(cfg: DictConfig) -> float:
         errors.print(f"[bold red]error:[/] {error}")
         sys.exit(2)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the run is marked KILLED
-        errors.print(f"[bold yellow]{stop or 'interrupted'}[/]; the run is marked KILLED")
+        errors.print(f"[bold yellow]{stop or 'interrupted'}[/]; the run is marked KILLED", soft_wrap=True)
         sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
     if cfg.optimized_metric not in results:
         errors.print(f"[bold red]error:[/] optimized_metric={cfg.optimized_metric} is not a metric of this run")
