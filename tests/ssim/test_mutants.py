@@ -38,16 +38,21 @@ SMALL = (
 
 
 class Tracker(NullTracker):
-    """Records tags, metric names and artifact downloads; serves downloads from `runs`."""
+    """Records tags, the steps of each metric and artifact downloads; serves downloads from `runs`."""
 
-    def __init__(self, runs: dict[str, Path]) -> None:
-        self.runs, self.tags, self.metrics, self.downloads = runs, {}, set(), []
+    def __init__(self, runs: dict[str, Path], run_id: str | None) -> None:
+        self.runs, self._run_id, self.tags, self.metrics, self.downloads = runs, run_id, {}, {}, []
+
+    @property
+    def run_id(self) -> str | None:
+        return self._run_id
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.tags.update(tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.metrics.update(metrics)
+        for key in metrics:
+            self.metrics.setdefault(key, []).append(step)
 
     def download_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         self.downloads.append((run_id, artifact_path, destination))
@@ -58,14 +63,23 @@ class Jobs:
     """Small SSIM jobs run through the CLI runner in one output folder, each with a recording tracker."""
 
     def __init__(self, tmp_path: Path, monkeypatch) -> None:
-        self.tmp_path, self.runs, self.trackers = tmp_path, {}, []
+        self.tmp_path, self.runs, self.trackers, self.searches, self.run_id = tmp_path, {}, [], 0, None
+        real = phases.search
+
+        def counting(*args, **kwargs):
+            self.searches += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(phases, "search", counting)
         monkeypatch.setattr(runner, "make_tracker", self._tracker)
 
     def _tracker(self, *args) -> Tracker:
-        self.trackers.append(Tracker(self.runs))
+        self.trackers.append(Tracker(self.runs, self.run_id))
         return self.trackers[-1]
 
-    def run(self, name: str, *overrides: str) -> Tracker:
+    def run(self, name: str, *overrides: str, run_id: str | None = None) -> Tracker:
+        """Run the job `name` (its tracker's run id `run_id`); its tracker."""
+        self.run_id = run_id
         cfg = compose(f"paths.outputs={self.tmp_path}", *SMALL, *overrides)
         run(cfg, JobInfo(output_dir=self.tmp_path / name), Console(quiet=True))
         return self.trackers[-1]
@@ -91,12 +105,10 @@ def test_a_search_job_records_its_resolved_backbone_and_sizes_the_selector_by_it
     assert torch.load(folder / "selector.pt")["hidden"] == [24]
 
 
-def test_a_retrain_job_reads_the_search_of_from_path_and_tags_its_lineage(jobs, monkeypatch):
+def test_a_retrain_job_reads_the_search_of_from_path_and_tags_its_lineage(jobs):
     folder = _search(jobs)
-    searches = []
-    monkeypatch.setattr(phases, "search", lambda *args, **kwargs: searches.append(args))
     tracker = jobs.run("retrain", "ssim=retrain", "backbone.hidden=[24]", f"ssim.from_path={folder}")
-    assert not searches and not tracker.downloads
+    assert jobs.searches == 1 and not tracker.downloads
     assert tracker.tags == {
         "ssim.search_path": str(folder),
         "ssim.phase": "retrain",
@@ -341,3 +353,39 @@ def test_the_scenario_sum_keeps_the_logits_precision_and_device():
     meta = torch.device("meta")
     on_meta = sharing_loss(logits.to(meta), label.to(meta), scenario.to(meta), gate, reduction="scenario")
     assert on_meta.device == meta
+
+
+PIPELINE = ("ssim=pipeline", "ssim.selector_hidden=[8]")
+
+
+def test_a_pipeline_logs_its_search_under_search_and_records_the_resolved_backbone(jobs):
+    tracker = jobs.run("first", *PIPELINE, "backbone.dropout=${trainer.weight_decay}")
+    assert tracker.tags["ssim.search_run_id"] == "this run" and tracker.tags["ssim.phase"] == "pipeline"
+    assert tracker.metrics["search/ssim/search/gate_mean"][0] == 0  # the search's own steps
+    summary = json.loads((jobs.tmp_path / "first" / "ssim" / "summary.json").read_text())
+    assert summary["backbone"]["dropout"] == 0.0
+
+
+def test_a_reused_search_names_the_run_that_searched_or_untracked(jobs):
+    jobs.run("untracked", *PIPELINE)
+    assert jobs.run("reuses_untracked", *PIPELINE).tags["ssim.search_run_id"] == "untracked"
+    assert jobs.run("tracked", *PIPELINE, "seed=9", run_id="run-1").tags["ssim.search_run_id"] == "run-1"
+    again = jobs.run("reuses_tracked", *PIPELINE, "seed=9", run_id="run-2")
+    assert again.tags["ssim.search_run_id"] == "run-1" and again.tags["ssim.search_reused"] == "true"
+    assert jobs.searches == 2
+
+
+def test_a_search_is_reused_only_on_the_same_data_backbone_and_seed(jobs):
+    pinned = (*PIPELINE, "trainer.seed=5")  # the batches' seed stays: the job's seed alone must count
+    keys = {
+        jobs.run(name, *pinned, *overrides).tags["ssim.search_key"]
+        for name, overrides in (
+            ("base", ()),
+            ("backbone", ("backbone.hidden=[32]",)),
+            ("data", ("dataset.rows=3000",)),
+            ("seed", ("seed=9",)),
+        )
+    }
+    assert len(keys) == 4 and jobs.searches == 4
+    jobs.run("again", *pinned)
+    assert jobs.searches == 4
