@@ -4,9 +4,9 @@
     .venv/bin/python bench/scale.py --sizes 1000000          # a quick check
     .venv/bin/python bench/scale.py --sizes 20000000 --train  # + one training epoch, streamed vs in memory
 
-Writes synthetic logs as CSV (outputs/bench/scale/rows_<n>.csv, kept for reruns), prepares each
-through `dataset=tabular` in a fresh process and reports wall time, rows/s and peak RSS of that
-process; figures go to the terminal and outputs/bench/scale.json.
+Writes synthetic logs as CSV (outputs/bench/scale/rows_<n>.csv, kept for reruns; each generated in a
+process of its own), prepares each through `dataset=tabular` in a fresh process and reports wall time,
+rows/s and peak RSS of that process; figures go to the terminal and outputs/bench/scale.json.
 """
 
 from __future__ import annotations
@@ -38,13 +38,24 @@ from ssimctr.utils.seed import configure_torch
 
 
 def write_csv(rows: int, folder: Path) -> Path:
-    """The synthetic log of `rows` rows as CSV (generated once)."""
+    """The synthetic log of `rows` rows as CSV (generated once, in a process of its own: see `csv_of`)."""
     path = folder / f"rows_{rows}.csv"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         synthetic.generate(
             SyntheticConfig(rows=rows, users=max(20_000, rows // 50), items=max(5_000, rows // 200))
         ).write_csv(path)
+    return path
+
+
+def csv_of(rows: int, folder: Path) -> Path:
+    """The CSV of `rows` rows, generated in a child process when missing: a process that held the
+    generated frame passes its peak on to the preparation children it starts (Linux keeps the larger
+    of ru_maxrss across fork/vfork and exec), so this one never holds it and each preparation's peak
+    RSS is its own."""
+    path = folder / f"rows_{rows}.csv"
+    if not path.exists():
+        subprocess.run([sys.executable, __file__, "--write-one", str(rows), "--dir", str(folder)], check=True)
     return path
 
 
@@ -105,7 +116,11 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also train one epoch on the largest size")
     parser.add_argument("--prepare-one", help=argparse.SUPPRESS)
     parser.add_argument("--train-one", help=argparse.SUPPRESS)
+    parser.add_argument("--write-one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_one:
+        write_csv(args.write_one, Path(args.dir))
+        return
     if args.prepare_one:
         with tempfile.TemporaryDirectory() as cache:
             print(json.dumps(prepare_once(Path(args.prepare_one), Path(cache))[0]))
@@ -118,7 +133,7 @@ def main() -> None:
     console = Console()
     results = []
     for rows in (int(n) for n in args.sizes.split(",")):
-        path = write_csv(rows, Path(args.dir))
+        path = csv_of(rows, Path(args.dir))
         out = subprocess.run(
             [sys.executable, __file__, "--prepare-one", str(path)], capture_output=True, text=True, check=True
         ).stdout

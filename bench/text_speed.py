@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -28,6 +27,7 @@ from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
 from ssimctr.tasks.base import ModelFactory
 from ssimctr.text.build import with_encoded_fields
+from ssimctr.train.loop import make_optimizer
 from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import sharing_loss
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
@@ -74,7 +74,7 @@ def main() -> None:
             texts = sum(f.texts.len() + 1 for f in job_data.feature_map.encoded if f.texts is not None)
             seed_everything(0)
             model = ModelFactory(cfg.backbone, job_data.feature_map, device).build(regime)
-            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+            optimizer = make_optimizer(model.parameters(), 1e-3, 0.0)  # the embedding tables' gradients are sparse
             batch = read_split(job_data.split_path("train"), job_data.feature_map).to(device)
             loader = InMemoryLoader(batch, args.batch_size, shuffle=True)
             model.train()

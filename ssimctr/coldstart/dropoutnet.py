@@ -52,6 +52,16 @@ class IdDropout:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def state_dict(self) -> dict:
+        """The dropout generator's state and the wrapped loader's (a checkpoint keeps them)."""
+        inner = getattr(self.loader, "state_dict", None)
+        return {"generator": self.generator.get_state(), "loader": inner() if inner else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        if state["loader"] is not None:
+            self.loader.load_state_dict(state["loader"])
+
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:
             yield self.drop(batch)

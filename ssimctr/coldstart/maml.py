@@ -69,6 +69,7 @@ from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
+from ssimctr.models.layers.core import dense_gradients
 from ssimctr.train.loop import FitResult, Logger, Validator, fit, make_optimizer, train_loader
 from ssimctr.train.sharing import FixedSharing
 
@@ -147,7 +148,9 @@ class MetaLearner:
         """Plain training on the warm rows, then `meta_epochs` meta epochs over `meta_tasks`."""
         self._check_attributes(meta_tasks, train)
         with self.installed(model):
-            optimizer = make_optimizer(model.parameters(), settings.lr, settings.weight_decay)
+            optimizer = make_optimizer(
+                model.parameters(), settings.lr, settings.weight_decay, settings.embedding_optimizer
+            )
             fits = [
                 fit(model, FixedSharing(0.0), optimizer, train_loader(train, settings), validate, settings, log=log)
             ]
@@ -156,7 +159,9 @@ class MetaLearner:
             if not self.meta_epochs or not tasks.with_query.numel():
                 return fits
             loader = MetaLoader(meta_tasks, tasks, self.tasks_per_batch, self.query_rows, settings.seed)
-            meta_optimizer = make_optimizer(model.parameters(), self.meta_lr, settings.weight_decay)
+            meta_optimizer = make_optimizer(
+                model.parameters(), self.meta_lr, settings.weight_decay, settings.embedding_optimizer
+            )
             done = len(fits[0].epochs)
             meta_settings = dataclasses.replace(settings, epochs=self.meta_epochs)
             meta_log = (lambda metrics, step: log(metrics, done + step)) if log else None
@@ -239,7 +244,7 @@ class MetaLearner:
 
         buffer_dims = {name: 0 for name in buffers}
         table = 0 if self.adapt_embedding else None
-        with self.installed(model):
+        with self.installed(model), dense_gradients(model):
             dense, delta, rows = vmap(
                 one_task, in_dims=(None, buffer_dims, 0), out_dims=(0, table, table), randomness="different"
             )(dense, buffers, _rows(support))
@@ -255,7 +260,7 @@ class MetaLearner:
 
         buffer_dims = {name: 0 for name in buffers}
         table = 0 if adapted.delta is not None else None
-        with self.installed(model):
+        with self.installed(model), dense_gradients(model):
             return vmap(one_task, in_dims=(0, table, table, buffer_dims, 0), randomness="different")(
                 adapted.dense, adapted.delta, adapted.rows, buffers, _rows(query)
             )
@@ -462,6 +467,13 @@ class MetaLoader:
 
     def __len__(self) -> int:
         return math.ceil(len(self.tasks.with_query) / self.tasks_per_batch)
+
+    def state_dict(self) -> dict:
+        """The passes made: the next pass's order and query sample follow from it (a checkpoint keeps it)."""
+        return {"passes": self._passes}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._passes = state["passes"]
 
     def __iter__(self) -> Iterator[MetaBatch]:
         self._passes += 1

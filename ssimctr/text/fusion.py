@@ -40,7 +40,7 @@ class HashedBag(nn.Module):
     def __init__(self, tokens: torch.Tensor, buckets: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("tokens", tokens, persistent=False)
-        self.bag = nn.Embedding(buckets + 1, dim, padding_idx=buckets)
+        self.bag = nn.Embedding(buckets + 1, dim, padding_idx=buckets, sparse=True)  # row-wise updates
         self.padding = buckets
         nn.init.xavier_uniform_(self.bag.weight.data[:buckets])
 

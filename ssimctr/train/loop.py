@@ -5,6 +5,8 @@ Every loop reads the trainer settings (`TrainerConfig`, the `trainer` config gro
 from __future__ import annotations
 
 import copy
+import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -21,11 +23,14 @@ from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError, stops_located
 from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
+from ssimctr.train.checkpoint import FitCheckpoint
+from ssimctr.train.optim import make_row_adam
 
 LossFn = Callable[[MultiScenarioModel, Batch], torch.Tensor]
 Logger = Callable[[dict[str, float], int], None]  # (metrics, step)
 Validator = Callable[[MultiScenarioModel], dict[str, float]]
 PROGRESS_EVERY = 10  # batches between progress updates (each update syncs the loss to the host)
+logger = logging.getLogger(__name__)  # a job's main.log (Hydra's job log) gets each epoch's line
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Outcome:
     val_logged: bool = True
     summaries: dict[str, list[dict]] | None = None
     description: str = ""  # what was trained, in a few words (the printed tables' titles)
+    model: MultiScenarioModel | None = None  # the selected model, scoring every scenario (None: the task keeps none)
 
     @property
     def best_epoch(self) -> float:
@@ -84,14 +90,14 @@ class Outcome:
         return {**self.val, **self.test, "best/epoch": self.best_epoch, "train/rows_per_s_mean": self.rows_per_second}
 
 
-def make_optimizer(parameters: Iterable, lr: float, weight_decay: float) -> torch.optim.Adam:
-    """Adam, fused where torch supports it for these parameters (much faster on CPU).
-    `parameters` may be parameters or Adam parameter groups (dicts with their own lr / weight_decay)."""
-    parameters = list(parameters)
-    try:
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
+def make_optimizer(
+    parameters: Iterable, lr: float, weight_decay: float, embedding_optimizer: str = "sparse_adam"
+) -> torch.optim.Adam:
+    """Adam, fused where torch supports it for these parameters (much faster on CPU); the embedding
+    tables' sparse gradients updated row-wise (`sparse_adam`, lazy Adam) or densified (`adam`): see
+    ssimctr.train.optim and trainer.embedding_optimizer. `parameters` may be parameters or Adam
+    parameter groups (dicts with their own lr / weight_decay)."""
+    return make_row_adam(parameters, lr, weight_decay, embedding_optimizer)
 
 
 def fit(
@@ -109,7 +115,10 @@ def fit(
     """Train for up to `settings.epochs`, call `validate(model)` after each epoch (and `log` with
     its metrics), stop after `settings.patience` epochs without improvement of `settings.monitor`,
     and (unless restore_best is False) restore the best weights. `keep_initial`: the model as given
-    competes as epoch 0, so fine-tuning that never improves validation keeps the given weights."""
+    competes as epoch 0, so fine-tuning that never improves validation keeps the given weights.
+    Inside a job (ssimctr.train.checkpoint.checkpointing) each epoch is checkpointed, and a resumed
+    job's fit restores its checkpoint: a fit that had ended returns its saved result untrained, one
+    that was stopped trains on from the epoch after its last checkpoint (logging only the new epochs)."""
     mode = settings.monitor_mode
     if mode not in ("max", "min"):
         raise UserError(f"trainer.monitor_mode={mode}: use max or min")
@@ -117,11 +126,22 @@ def fit(
     result = FitResult()
     best_state = None
     stale = 0
-    if keep_initial:
+    first = 1
+    checkpoint = FitCheckpoint.of_current(model, optimizer, loss_fn, train, settings.epochs)  # inside a job
+    saved = checkpoint.restore() if checkpoint else None
+    if saved is not None:  # a resumed job: this fit ended, or ended some epochs, before the stop
+        result, best_state, stale = FitResult(**saved["result"]), saved["best_state"], saved["stale"]
+        if settings.progress:
+            done = "done" if saved["done"] else f"epoch {saved['epoch']} done"
+            get_console().print(f"resumed from {checkpoint.path} ({done})")
+        if saved["done"]:
+            return result
+        first = saved["epoch"] + 1 if stale < settings.patience else settings.epochs + 1  # stopped early already
+    elif keep_initial:
         result.initial = _validated(validate(model), monitor)
         result.best_value = result.initial[monitor]
         best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(first, settings.epochs + 1):
         with stops_located(f"epoch {epoch}, after its training batches"):  # the batches say which one
             loss, rows, seconds = _train_epoch(
                 model, loss_fn, optimizer, train, epoch, settings.limit_train_batches, settings.progress
@@ -133,19 +153,23 @@ def fit(
             result.epochs.append(metrics)
             if log:
                 log(metrics, epoch)
-            if settings.progress:
-                _print_epoch(epoch, metrics, monitor)
+            _print_epoch(epoch, metrics, monitor, settings.progress)
             value = metrics[monitor]
             if _improved(value, result.best_value, mode):
                 result.best_epoch, result.best_value, stale = epoch, value, 0
                 best_state = copy.deepcopy(model.state_dict()) if restore_best else None
             else:
                 stale += 1
-                if stale >= settings.patience:
-                    break
+            if checkpoint:
+                best_is_current = restore_best and result.best_epoch == epoch
+                checkpoint.save_epoch(epoch, dataclasses.asdict(result), best_state, best_is_current, stale)
+            if stale >= settings.patience:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     result.kept_epoch = result.best_epoch if restore_best else len(result.epochs)
+    if checkpoint:
+        checkpoint.save_done(dataclasses.asdict(result))
     return result
 
 
@@ -202,12 +226,16 @@ def _train_epoch(
     return loss_sum.item() / max(rows, 1), rows, seconds
 
 
-def _print_epoch(epoch: int, metrics: dict[str, float], monitor: str) -> None:
-    """One line per epoch under its progress bar: the monitored metric, the training loss and speed."""
-    get_console().print(
+def _print_epoch(epoch: int, metrics: dict[str, float], monitor: str, show: bool = True) -> None:
+    """One line per epoch under its progress bar (`show`): the monitored metric, the training loss and
+    speed; logged (INFO) either way."""
+    line = (
         f"epoch {epoch}: {monitor} {metrics[monitor]:.4f}, train loss {metrics['train/loss']:.4f}, "
         f"{metrics['train/rows_per_s']:,.0f} rows/s"
     )
+    logger.info(line)
+    if show:
+        get_console().print(line)
 
 
 def _progress(show: bool) -> Progress:

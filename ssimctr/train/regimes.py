@@ -26,7 +26,7 @@ from ssimctr.config.schema import RegimeConfig, TrainerConfig
 from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
 from ssimctr.metrics import scenario_metrics
-from ssimctr.models.base import MultiScenarioModel
+from ssimctr.models.base import MultiScenarioModel, PerScenarioModels
 from ssimctr.train.loop import (
     FitResult,
     Logger,
@@ -136,7 +136,8 @@ def train_jointly(
         lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch),
         settings.lr,
     )
-    return Outcome(result.val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [result])
+    test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
+    return Outcome(result.val, test, [result], model=model)
 
 
 def train_separately(
@@ -185,7 +186,7 @@ def _per_scenario(
     """A model per scenario; its validation metrics are logged once, at the end, as val/*.
     `keep_initial`: a scenario's model as given competes with its trained epochs (fine-tuning)."""
     predictions: dict[str, list[tuple[np.ndarray, ...]]] = {"val": [], "test": []}
-    fits = []
+    fits, models = [], []
     settings = replace(settings, monitor="/".join(settings.monitor.split("/")[:2] + ["mean"]))
     for k, name in enumerate(names):
         part = {split: data.of_scenario(k) for split, data in splits.items()}
@@ -203,6 +204,7 @@ def _per_scenario(
             keep_initial,
         )
         fits.append(result)
+        models.append(model)
         for split in predictions:
             labels, logits, _ = predict(model, eval_loader(part[split], settings))
             predictions[split].append((labels, logits, np.full(len(labels), k)))
@@ -210,7 +212,7 @@ def _per_scenario(
         scenario_metrics(split, *(np.concatenate(parts) for parts in zip(*predictions[split])), names)
         for split in ("val", "test")
     )
-    return Outcome(val, test, fits, val_logged=False)
+    return Outcome(val, test, fits, val_logged=False, model=PerScenarioModels(models))
 
 
 def _one_scenario_validator(loader: Loader, name: str) -> Validator:
@@ -233,7 +235,7 @@ def _fit(
     lr: float,
     keep_initial: bool = False,
 ) -> FitResult:
-    optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay)
+    optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay, settings.embedding_optimizer)
     loader = train_loader(train, settings)
     return fit(model, loss, optimizer, loader, validate, settings, keep_initial=keep_initial, log=log)
 

@@ -29,7 +29,7 @@ class FeatureEmbedding(nn.Module):
             sizes.append(feature_map.num_scenarios)
         self.scenario_feature = scenario_feature
         self.register_buffer("offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
-        self.table = nn.Embedding(sum(sizes), dim)
+        self.table = nn.Embedding(sum(sizes), dim, sparse=True)  # row-wise updates (ssimctr.train.optim)
         self.numeric = nn.Parameter(torch.empty(len(feature_map.numeric), dim))
         self.dim = dim
         self.num_fields = len(sizes) + len(feature_map.numeric) + len(feature_map.encoded)
@@ -70,6 +70,20 @@ class FeatureEmbedding(nn.Module):
             yield
         finally:
             self._replaced = None
+
+
+@contextmanager
+def dense_gradients(module: nn.Module) -> Iterator[None]:
+    """Within the block, every sparse-gradient nn.Embedding under `module` (the id table, hashed-text bags)
+    gives dense gradients: torch.func (vmap of grad, MAML's inner loops) cannot differentiate a sparse one."""
+    tables = [m for m in module.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    for table in tables:
+        table.sparse = False
+    try:
+        yield
+    finally:
+        for table in tables:
+            table.sparse = True
 
 
 class MLP(nn.Sequential):
