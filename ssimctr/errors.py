@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -12,6 +14,26 @@ class UserError(Exception):
 
     The CLI prints it as one line and exits non-zero, without a traceback.
     """
+
+
+# what a disk or its permissions refuse a write with: a user's setup to fix, not a bug to trace
+WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EEXIST}
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+def cannot_write(
+    error: OSError, option: str, path: str | Path | None = None, any_errno: bool = False
+) -> UserError | None:
+    """The one line for an OSError a write met because of the disk or its permissions (read-only,
+    full, not a folder): `cannot write PATH: CAUSE (errno N); choose a writable OPTION`. None for
+    another OSError (a bug: it keeps its traceback) unless `any_errno` (the write was a probe).
+    PATH is the error's own file name, else `path`."""
+    if error.errno not in WRITE_ERRNOS and not (any_errno and error.errno):
+        return None
+    where = error.filename if error.filename is not None else path
+    cause = (error.strerror or str(error)).lower()
+    fix = f"free some space or choose another {option}" if error.errno in FULL_ERRNOS else f"choose a writable {option}"
+    return UserError(f"cannot write {where}: {cause} (errno {error.errno}); {fix}")
 
 
 class Interrupted(KeyboardInterrupt):

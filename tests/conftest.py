@@ -204,7 +204,7 @@ def assert_tower_contract(model, feature_map: FeatureMap, rows: int = 32) -> Non
     """After a few training steps on random rows: towers() gives [B, K] logits (not probabilities)
     and forward() is each row's own tower."""
     batch = make_batch(feature_map, rows=rows)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    optimizer = make_optimizer(model.parameters(), 0.05, 0.0)  # the id table's gradients are sparse
     for _ in range(5):
         optimizer.zero_grad()
         sharing_loss(model.towers(batch), batch.label, batch.scenario, 1.0).backward()

@@ -10,9 +10,12 @@ MovieLens). Each option's default lives here only; the presets name what differs
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from omegaconf import MISSING
+
+from ssimctr.errors import UserError
 
 ANTM2C_PARTS = ["antm2c_10m_part0", "antm2c_10m_part1", "antm2c_10m_part2"]
 
@@ -54,6 +57,15 @@ class DatasetConfig:
     truth: str | None = None  # a 0/1 column of planted shareable rows (synthetic data): SSIM's selection AUC
     vectors: list[VectorFileConfig] = field(default_factory=list)  # joined vector files (image vectors)
 
+    def __post_init__(self) -> None:
+        """Refuse values no preparation can use (checked when the runner reads the config, before any
+        data is prepared or any run is logged)."""
+        if self.shard_rows < 1:
+            raise UserError(
+                f"dataset.shard_rows={self.shard_rows}: a shard needs at least one row "
+                f"(default {DatasetConfig.shard_rows})"
+            )
+
 
 @dataclass
 class SyntheticConfig(DatasetConfig):
@@ -75,6 +87,31 @@ class SyntheticConfig(DatasetConfig):
     shareable: float | None = None  # planted shareability: mean share of flagged rows (None: off)
     ctr: float | None = None  # every scenario's target CTR (None: spread over 3%..15%)
     generator_seed: int = 7
+
+    def __post_init__(self) -> None:
+        """Refuse generator parameters no data can be drawn with, before any run or data (as DatasetConfig)."""
+        super().__post_init__()
+        for key in ("rows", "num_scenarios", "users", "items", "latent_dim", "days"):
+            if getattr(self, key) < 1:
+                raise UserError(f"dataset.{key}={getattr(self, key)}: must be at least 1")
+        ranges = {  # key: (holds, the range in words)
+            "zipf_exponent": (self.zipf_exponent >= 0.0, "must be 0 or positive"),
+            "shared_weight": (0.0 <= self.shared_weight <= 1.0, "must be in [0, 1]"),
+            "newcomers": (0.0 <= self.newcomers < 1.0, "must be in [0, 1)"),
+            "shareable": (self.shareable is None or 0.0 < self.shareable < 1.0, "must be in (0, 1), or null (none)"),
+            "ctr": (self.ctr is None or 0.0 < self.ctr < 1.0, "must be in (0, 1), or null (3% to 15%)"),
+        }
+        for key, (holds, rule) in ranges.items():
+            if not holds:
+                raise UserError(f"dataset.{key}={getattr(self, key)}: {rule}")
+        weights = self.scenario_weights
+        if weights is not None and len(weights) != self.num_scenarios:
+            raise UserError(
+                f"dataset.scenario_weights={list(weights)}: needs dataset.num_scenarios={self.num_scenarios} "
+                f"entries, got {len(weights)}"
+            )
+        if weights is not None and not all(math.isfinite(w) and w > 0 for w in weights):
+            raise UserError(f"dataset.scenario_weights={list(weights)}: must all be positive and finite")
 
 
 @dataclass

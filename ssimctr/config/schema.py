@@ -26,6 +26,11 @@ class PathsConfig:
     cache: str = "${paths.outputs}/cache"
 
 
+SCENARIO_KINDS = ("column", "mapping", "bins", "top_k")
+SCENARIO_OPTIONS_OF_KIND = {"mapping": ("mapping",), "bins": ("bins", "names"), "top_k": ("top_k",)}  # default None
+SPLIT_KINDS = ("time", "random", "given")
+
+
 @dataclass
 class ScenarioConfig:
     """How rows map to scenarios.
@@ -43,6 +48,37 @@ class ScenarioConfig:
     top_k: int | None = None
     rest: str = "merge"  # top_k only: merge (into "other") | drop
 
+    def __post_init__(self) -> None:
+        """Refuse options that do not fit the kind, before any data is read (the column's values are
+        checked when the data is prepared: ssimctr.data.scenarios)."""
+        if self.kind == MISSING:
+            return
+        if self.kind not in SCENARIO_KINDS:
+            raise UserError(f"scenario.kind={self.kind} is not known: use one of {', '.join(SCENARIO_KINDS)}")
+        for kind, keys in SCENARIO_OPTIONS_OF_KIND.items():  # an option of another kind would be silently ignored
+            for key in keys:
+                if kind != self.kind and getattr(self, key) is not None:
+                    raise UserError(
+                        f"scenario.{key} belongs to scenario={kind}, but scenario={self.kind} is chosen: "
+                        f"add scenario={kind} to use it, or leave scenario.{key} out"
+                    )
+        if self.kind == "mapping" and not self.mapping:
+            raise UserError("scenario=mapping needs scenario.mapping={value: name, ...}")
+        if self.unmapped not in ("drop", "error"):
+            raise UserError(f"scenario.unmapped={self.unmapped}: use drop or error")
+        if self.kind == "bins":
+            bins = list(self.bins or [])
+            if not bins or bins != sorted(set(bins)):
+                raise UserError(f"scenario.bins must be a non-empty increasing list of edges, got {self.bins}")
+            if self.names is not None and len(self.names) != len(bins) + 1:
+                raise UserError(
+                    f"scenario.names needs len(scenario.bins) + 1 = {len(bins) + 1} names, got {len(self.names)}"
+                )
+        if self.kind == "top_k" and (not self.top_k or self.top_k < 1):
+            raise UserError(f"scenario=top_k needs scenario.top_k >= 1, got {self.top_k}")
+        if self.rest not in ("merge", "drop"):
+            raise UserError(f"scenario.rest={self.rest}: use merge or drop")
+
 
 @dataclass
 class SplitConfig:
@@ -53,6 +89,20 @@ class SplitConfig:
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     cutoffs: list[str] | None = None  # time only: [val_start, test_start]
     seed: int = 2020
+
+    def __post_init__(self) -> None:
+        """Refuse a split no data can have, before any data is read (cutoffs are parsed, and checked
+        for order, when the data is prepared: ssimctr.data.split_assignment)."""
+        if self.kind != MISSING and self.kind not in SPLIT_KINDS:
+            raise UserError(f"split={self.kind} is not known: use one of {', '.join(SPLIT_KINDS)}")
+        values = list(self.fractions)
+        if len(values) != 3 or any(not f >= 0 for f in values) or abs(sum(values) - 1) > 1e-6 or values[0] == 0:
+            raise UserError(
+                "split.fractions must be three numbers [train, val, test] >= 0 summing to 1 with train > 0, "
+                f"got {values}"
+            )
+        if self.cutoffs is not None and len(self.cutoffs) != 2:
+            raise UserError(f"split.cutoffs needs two values [val_start, test_start], got {list(self.cutoffs)}")
 
 
 @dataclass
@@ -82,6 +132,15 @@ class TaskConfig:
     _target_: str = MISSING
 
 
+SSIM_PHASES = ("disabled", "search", "retrain", "pipeline")
+SSIM_CHOICES = {
+    "heads": ("per_scenario", "shared"),
+    "gate": ("hard", "soft"),
+    "selection": ("batch_topk", "global"),
+    "selector": ("learned", "random"),
+}
+
+
 @dataclass
 class SsimConfig:
     """SSIM (docs/methods.md §1). Defaults are the official code's AliCCP values; see
@@ -107,6 +166,35 @@ class SsimConfig:
     from_path: str | None = None  # retrain: or its ssim/ artifact folder on disk
     log_every: int = 10  # search: steps between gate statistics
 
+    def __post_init__(self) -> None:
+        """Refuse values no SSIM phase can run with (checked when the runner reads the config, before
+        any data is prepared or any run is logged)."""
+        if self.phase != MISSING and self.phase not in SSIM_PHASES:
+            raise UserError(f"ssim.phase={self.phase} is not known: use one of {', '.join(SSIM_PHASES)}")
+        for key, allowed in SSIM_CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"ssim.{key}={getattr(self, key)} is not known: use one of {', '.join(allowed)}")
+        ranges = {  # key: (holds, the range in words)
+            "ratio": (0.0 <= self.ratio <= 1.0, "must be in [0, 1] (the share of rows selected as shared)"),
+            "epsilon": (0.0 < self.epsilon < 1.0, "must be in (0, 1) (the gate's threshold on sigmoid(τ m))"),
+            "lambda_kl": (self.lambda_kl >= 0.0, "must be 0 or positive (0 = no KL term, SSIM-NK)"),
+            "final_temperature": (self.final_temperature > 0.0, "must be positive (e.g. ssim.final_temperature=1000)"),
+            "search_epochs": (self.search_epochs >= 1, "must be at least 1"),
+            "selector_lr": (self.selector_lr >= 0.0, "must be 0 or positive (e.g. ssim.selector_lr=1e-5)"),
+            "selector_dropout": (0.0 <= self.selector_dropout < 1.0, "must be in [0, 1)"),
+            "retrain_dropout": (self.retrain_dropout is None or 0.0 <= self.retrain_dropout < 1.0, "must be in [0, 1)"),
+            "log_every": (self.log_every >= 1, "must be at least 1"),
+            "selector_hidden": (
+                self.selector_hidden is None or all(size >= 1 for size in self.selector_hidden),
+                "must be layer sizes of at least 1 (or null: the backbone's tower sizes)",
+            ),
+        }
+        for key, (holds, rule) in ranges.items():
+            if not holds:
+                raise UserError(f"ssim.{key}={getattr(self, key)}: {rule}")
+        if self.from_run and self.from_path:
+            raise UserError("set one of ssim.from_run and ssim.from_path, not both")
+
 
 @dataclass
 class TrainerConfig:
@@ -117,6 +205,9 @@ class TrainerConfig:
     eval_batch_size: int = 16384
     lr: float = 1e-3
     weight_decay: float = 0.0
+    # sparse_adam: lazy Adam on the embedding rows a batch looks up, O(batch) per step | adam: dense Adam
+    # on whole tables, O(vocabulary) per step (ssimctr.train.optim; docs/methods.md §3.11)
+    embedding_optimizer: str = "sparse_adam"
     patience: int = 2
     monitor: str = "val/auc/mean"
     monitor_mode: str = "max"  # max | min
@@ -138,6 +229,8 @@ class TrainerConfig:
         for key in ("lr", "weight_decay"):  # lr 0 is allowed: a frozen run (tests use it)
             if not getattr(self, key) >= 0:
                 raise UserError(f"trainer.{key}={getattr(self, key)}: must be 0 or positive (e.g. trainer.{key}=1e-3)")
+        if self.embedding_optimizer not in ("sparse_adam", "adam"):
+            raise UserError(f"trainer.embedding_optimizer={self.embedding_optimizer}: use sparse_adam or adam")
 
 
 @dataclass
@@ -147,12 +240,14 @@ class TrackingConfig:
     experiment: str = "ssimctr"
     artifact_location: str | None = None
     run_name: str | None = None
+    log_model: bool = True  # the selected model as an MLflow logged model (ssimctr-predict / ssimctr-evaluate read it)
 
 
 @dataclass
 class Config:
     seed: int = 2022
     optimized_metric: str = "val/auc/mean"
+    resume: str | None = None  # a stopped run's folder or MLflow run id: continue it from its checkpoints
     paths: PathsConfig = field(default_factory=PathsConfig)
     dataset: Any = MISSING
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)

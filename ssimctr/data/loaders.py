@@ -81,6 +81,13 @@ class InMemoryLoader:
     def num_rows(self) -> int:
         return len(self.data)
 
+    def state_dict(self) -> dict:
+        """The shuffling generator's state: where the next epoch's order comes from (a checkpoint keeps it)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
     @property
     def device(self) -> torch.device:
         return self.data.label.device
@@ -146,6 +153,13 @@ class ParquetStreamLoader:
 
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
+
+    def state_dict(self) -> dict:
+        """The shuffling generator's state: where the next epoch's order comes from (a checkpoint keeps it)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
     def __iter__(self) -> Iterator[Batch]:
         order = (

@@ -14,13 +14,15 @@ score its selection against (ssimctr.ssim.artifacts.planted_truth); the loaders 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,18 +32,19 @@ import ssimctr
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.columns import check_columns, feature_roles, label_expression, numeric_expressions, time_expression
-from ssimctr.data.scenarios import assign_scenarios
+from ssimctr.data.scenarios import assign_scenarios, assignment_from_rule
 from ssimctr.data.sources import load_source
 from ssimctr.data.sources.base import SPLIT_COLUMN, SPLITS
 from ssimctr.data.split_assignment import split_assignment
 from ssimctr.data.vectors import field_name, fingerprints, join_vectors, missing_rows
-from ssimctr.errors import UserError
-from ssimctr.features.feature_map import CategoricalField, FeatureMap
+from ssimctr.errors import UserError, cannot_write
+from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
 from ssimctr.features.vocab import encode, fit_numeric, fit_vocabularies, standardize
 from ssimctr.metrics import auc
 
 PREPARATION_CODE = ("data", "features")  # packages whose source is part of the cache key
 TRUTH_COLUMN = "_truth"  # dataset.truth in the prepared splits (a planted 0/1 answer, not a feature)
+SCENARIO_RULE = "scenario_rule"  # feature_map.extra: how a source value becomes a scenario index (new rows too)
 
 
 def code_digest() -> str:
@@ -77,11 +80,6 @@ def prepare(
 ) -> PreparedDataset:
     """Prepare `dataset`, its rows split by `rule` (or reuse the cached preparation of the same config and
     input); `progress` receives one line per stage (rows read, dropped by reason, rows written)."""
-    if dataset.shard_rows < 1:
-        raise UserError(
-            f"dataset.shard_rows={dataset.shard_rows}: a shard needs at least one row "
-            f"(default {DatasetConfig.shard_rows})"
-        )
     source = load_source(dataset, rule)
     key = cache_key(dataset, scenario, rule, source.fingerprint)
     target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
@@ -95,11 +93,7 @@ def prepare(
         try:
             manifest = _build(source, dataset, scenario, rule, staging, progress)
         except pl.exceptions.PolarsError as error:
-            detail = str(error).strip().splitlines()[0]
-            raise UserError(
-                f"reading {source.origin} failed: {detail}. Check the file's separator "
-                "(dataset.separator), header and column values"
-            ) from None
+            raise _polars_error(error, source.origin, Path(cache_root)) from None
         manifest.update(cache_key=key, seconds=round(time.perf_counter() - started, 3))
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         if target.exists():
@@ -108,6 +102,29 @@ def prepare(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return load_prepared(target, cache_hit=False)
+
+
+def _polars_error(error: pl.exceptions.PolarsError, origin: str, cache_root: Path) -> UserError:
+    """A polars failure while preparing as one line: the cause, and the hint that fits it. An OS error
+    (a full or read-only disk while writing the cache) names paths.cache; a parquet file that cannot be
+    read (empty, cut short) is said to be one; anything else was met parsing the input's text."""
+    detail = str(error).strip().splitlines()[0]
+    code = re.search(r"\(os error (\d+)\)", detail)
+    if code and int(code[1]) in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # only a write meets these
+        number = int(code[1])
+        return cannot_write(OSError(number, os.strerror(number)), "paths.cache", cache_root) or UserError(detail)
+    if code:
+        return UserError(f"preparing {origin} failed: {detail}")
+    if isinstance(error, pl.exceptions.NoDataError):
+        return UserError(f"{origin} is empty ({detail}): give a file with a header line and rows")
+    if "parquet" in detail.lower():
+        return UserError(
+            f"reading {origin} failed: {detail}: check that it is a whole parquet file (an empty or cut-short "
+            "file cannot be read; write it again)"
+        )
+    return UserError(
+        f"reading {origin} failed: {detail}. Check the file's separator (dataset.separator), header and column values"
+    )
 
 
 def load_prepared(path: Path, cache_hit: bool = False) -> PreparedDataset:
@@ -149,10 +166,7 @@ def _build(
         pl.col("row_id"),
         assignment.expression.alias("scenario"),
         pl.col(scenario.column).is_null().alias("_scenario_null"),
-        label_expression(frame, dataset, source.origin).alias("label"),
-        *[pl.col(c) for c in roles["categorical"]],
-        *numeric_expressions(frame, roles["numeric"], source.origin),
-        *[pl.col(c).cast(pl.String).fill_null("") for c in roles["text"]],
+        *feature_expressions(frame, dataset, roles, source.origin),
         *[pl.col(c) for c in vectors],
     ]
     if dataset.time:
@@ -191,7 +205,7 @@ def _build(
     train = table.filter(pl.col(SPLIT_COLUMN) == 0)
     vocabularies = fit_vocabularies(train, roles["categorical"], dataset.min_freq)
     numeric = fit_numeric(train, roles["numeric"])
-    encoded = standardize(encode(table, vocabularies), numeric)
+    encoded = encode_features(table, vocabularies, numeric)
     for column, vocab in vocabularies.items():
         vocab.write_parquet(out / "vocab" / f"{column}.parquet")
     keep = [c for c in encoded.collect_schema().names() if c not in (SPLIT_COLUMN, "_oracle")]
@@ -215,6 +229,7 @@ def _build(
         user=dataset.user,
         item=dataset.item,
         time="ts" if dataset.time else None,
+        extra={SCENARIO_RULE: assignment.rule},
         vectors=tuple(vectors),
     )
     feature_map.to_json(out / "feature_map.json")
@@ -227,6 +242,66 @@ def _build(
         manifest["oracle_auc"] = _oracle_auc(table, feature_map.scenario_names)
     staged.unlink()
     return manifest
+
+
+def feature_expressions(
+    frame: pl.LazyFrame, dataset: DatasetConfig, roles: dict[str, list[str]], origin: str
+) -> list[pl.Expr]:
+    """The label (0/1, null where missing) and the features of the source's rows, not yet encoded:
+    categorical values as read, numeric values as Float64, texts as strings ("" where missing)."""
+    return [
+        label_expression(frame, dataset, origin).alias("label"),
+        *[pl.col(c) for c in roles["categorical"]],
+        *numeric_expressions(frame, roles["numeric"], origin),
+        *[pl.col(c).cast(pl.String).fill_null("") for c in roles["text"]],
+    ]
+
+
+def encode_features(
+    frame: pl.LazyFrame, vocabularies: dict[str, pl.DataFrame], numeric: list[NumericField] | tuple[NumericField, ...]
+) -> pl.LazyFrame:
+    """Categorical values as vocabulary indexes (0 = out of vocabulary), numeric values standardized."""
+    return standardize(encode(frame, vocabularies), list(numeric))
+
+
+def read_vocabularies(folder: Path, columns: list[str]) -> dict[str, pl.DataFrame]:
+    """The vocabularies `prepare` wrote (vocab/<column>.parquet of a prepared dataset)."""
+    return {column: pl.read_parquet(Path(folder) / f"{column}.parquet") for column in columns}
+
+
+def encode_rows(
+    frame: pl.LazyFrame,
+    dataset: DatasetConfig,
+    feature_map: FeatureMap,
+    vocabularies: dict[str, pl.DataFrame],
+    origin: str,
+) -> tuple[pl.LazyFrame, int]:
+    """New rows of the source's columns encoded as the prepared dataset of `feature_map` (and
+    `vocabularies`, `read_vocabularies`) encoded its own: the frame of `batch_from_frame` (row_id = the
+    row's position in `frame`), and the number of rows whose scenario the dataset does not know
+    (scenario null: the caller decides). A missing label column gives null labels."""
+    if SCENARIO_RULE not in feature_map.extra:
+        raise UserError(
+            "the prepared dataset records no scenario rule (it was prepared by an older ssimctr): "
+            "prepare it again and retrain to score new files"
+        )
+    rule = feature_map.extra[SCENARIO_RULE]
+    schema = frame.collect_schema()
+    if dataset.label not in schema.names():
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int8).alias(dataset.label))
+    # the columns the model reads: no time, oracle, truth; no text or vectors (ID and numeric models only)
+    scored = replace(dataset, time=None, oracle=None, truth=None, text=[], vectors=[], scenario=rule["column"])
+    check_columns(frame.collect_schema(), scored, origin)
+    roles = feature_roles(scored)
+    assignment = assignment_from_rule(rule, feature_map.scenario_names, frame.collect_schema())
+    frame = frame.with_row_index("row_id").select(
+        pl.col("row_id").cast(pl.Int64),
+        assignment.expression.alias("scenario"),
+        *feature_expressions(frame, scored, roles, origin),
+    )
+    unknown = int(frame.select(pl.col("scenario").is_null().sum()).collect().item())
+    encoded = encode_features(frame, {c: vocabularies[c] for c in roles["categorical"]}, feature_map.numeric)
+    return encoded, unknown
 
 
 def _drop_counted(frame: pl.LazyFrame, rules: list[tuple[str, pl.Expr]]) -> tuple[dict[str, int], pl.LazyFrame]:

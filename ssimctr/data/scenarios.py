@@ -5,33 +5,32 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from ssimctr.config.schema import ScenarioConfig
 from ssimctr.errors import UserError
 
-KINDS = ("column", "mapping", "bins", "top_k")
 OTHER = "other"
-OPTIONS_OF_KIND = {"mapping": ("mapping",), "bins": ("bins", "names"), "top_k": ("top_k",)}  # default None
 MANY_SCENARIOS = 50  # above this, a warning: one tower per scenario gets large and slow
 
 
 @dataclass
 class ScenarioAssignment:
-    """`expression` gives the scenario index (Int32, null = drop the row); `drop_reason` names those drops."""
+    """`expression` gives the scenario index (Int32, null = drop the row); `drop_reason` names those drops.
+    `rule`: what rebuilds the expression on other rows of the same columns (`assignment_from_rule`), kept
+    in the feature map so that a logged model maps a new file's scenario values as its training did."""
 
     expression: pl.Expr
     names: list[str]
     drop_reason: str
+    rule: dict = field(default_factory=dict)
 
 
 def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> ScenarioAssignment:
-    """Build the scenario index expression for `spec` (reads the column's distinct values once)."""
-    if spec.kind not in KINDS:
-        raise UserError(f"scenario.kind={spec.kind} is not known: use one of {', '.join(KINDS)}")
-    _check_options_of_kind(spec)
+    """Build the scenario index expression for `spec` (reads the column's distinct values once; the
+    options themselves were checked when `spec` was made: ScenarioConfig.__post_init__)."""
     if not spec.column:
         raise UserError("no scenario column: set dataset.scenario=COLUMN (or scenario.column=COLUMN)")
     available = frame.collect_schema().names()
@@ -60,6 +59,7 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
         assignment = _lookup(
             spec.column, {v: i for i, v in enumerate(values)}, [str(v) for v in values], "scenario_missing"
         )
+    assignment.rule.update(column=spec.column, dtype=str(counts["value"].dtype))
     # scenarios that hold rows (a mapping name or a bin may match none)
     used = sorted(
         counts.rename({"value": spec.column}).select(assignment.expression.drop_nulls().unique()).to_series().to_list()
@@ -84,32 +84,25 @@ def assign_scenarios(frame: pl.LazyFrame, spec: ScenarioConfig, origin: str) -> 
     return assignment
 
 
-def _check_options_of_kind(spec: ScenarioConfig) -> None:
-    """Refuse an option that belongs to another kind (it would be silently ignored)."""
-    for kind, keys in OPTIONS_OF_KIND.items():
-        for key in keys:
-            if kind != spec.kind and getattr(spec, key) is not None:
-                raise UserError(
-                    f"scenario.{key} belongs to scenario={kind}, but scenario={spec.kind} is chosen: "
-                    f"add scenario={kind} to use it, or leave scenario.{key} out"
-                )
-
-
 def _lookup(column: str, index_of: dict, names: list[str], drop_reason: str) -> ScenarioAssignment:
     """value -> scenario index (null for values not in `index_of`), as one `is_in` test per scenario:
     elementwise, so the streaming engine keeps it streaming (replace_strict would not)."""
+    pairs = [[value, index] for value, index in index_of.items()]
+    rule = {"kind": "lookup", "values": pairs, "other": None}
+    return ScenarioAssignment(_lookup_expression(pl.col(column), pairs), names, drop_reason, rule)
+
+
+def _lookup_expression(column: pl.Expr, pairs: list) -> pl.Expr:
     values_of: dict[int, list] = {}
-    for value, index in index_of.items():
+    for value, index in pairs:
         values_of.setdefault(index, []).append(value)
     expression = pl.lit(None, dtype=pl.Int32)
     for index in sorted(values_of, reverse=True):
-        expression = pl.when(pl.col(column).is_in(values_of[index])).then(pl.lit(index, pl.Int32)).otherwise(expression)
-    return ScenarioAssignment(expression, names, drop_reason)
+        expression = pl.when(column.is_in(values_of[index])).then(pl.lit(index, pl.Int32)).otherwise(expression)
+    return expression
 
 
 def _by_mapping(spec: ScenarioConfig, values: list, origin: str) -> ScenarioAssignment:
-    if not spec.mapping:
-        raise UserError("scenario=mapping needs scenario.mapping={value: name, ...}")
     names = list(dict.fromkeys(spec.mapping.values()))
     by_text = {str(k): names.index(v) for k, v in spec.mapping.items()}
     unmapped = [v for v in values if str(v) not in by_text]
@@ -123,9 +116,7 @@ def _by_mapping(spec: ScenarioConfig, values: list, origin: str) -> ScenarioAssi
 
 
 def _by_bins(spec: ScenarioConfig, counts: pl.DataFrame) -> ScenarioAssignment:
-    bins = list(spec.bins or [])
-    if not bins or bins != sorted(set(bins)):
-        raise UserError(f"scenario.bins must be a non-empty increasing list of edges, got {spec.bins}")
+    bins = list(spec.bins)
     if not counts["value"].dtype.is_numeric():
         raise UserError(f"scenario=bins needs a numeric column; '{spec.column}' holds {counts['value'].dtype}")
     names = (
@@ -133,29 +124,48 @@ def _by_bins(spec: ScenarioConfig, counts: pl.DataFrame) -> ScenarioAssignment:
         if spec.names
         else ([f"lt{bins[0]:g}"] + [f"{lo:g}-{hi:g}" for lo, hi in zip(bins, bins[1:])] + [f"ge{bins[-1]:g}"])
     )
-    if len(names) != len(bins) + 1:
-        raise UserError(f"scenario.names needs len(scenario.bins) + 1 = {len(bins) + 1} names, got {len(names)}")
-    column = pl.col(spec.column)
+    return ScenarioAssignment(
+        _bins_expression(spec.column, bins), names, "scenario_missing", {"kind": "bins", "bins": bins}
+    )
+
+
+def _bins_expression(name: str, bins: list) -> pl.Expr:
+    column = pl.col(name)
     expression = pl.sum_horizontal([(column >= edge).cast(pl.Int32) for edge in bins])
     missing = column.is_null() | column.cast(pl.Float64).is_nan()  # NaN would compare above every edge
-    expression = pl.when(missing).then(None).otherwise(expression).cast(pl.Int32)
-    return ScenarioAssignment(expression, names, "scenario_missing")
+    return pl.when(missing).then(None).otherwise(expression).cast(pl.Int32)
 
 
 def _by_top_k(spec: ScenarioConfig, counts: pl.DataFrame) -> ScenarioAssignment:
-    if not spec.top_k or spec.top_k < 1:
-        raise UserError(f"scenario=top_k needs scenario.top_k >= 1, got {spec.top_k}")
-    if spec.rest not in ("merge", "drop"):
-        raise UserError(f"scenario.rest={spec.rest}: use merge or drop")
     ranked = counts.sort(["rows", "value"], descending=[True, False])
     top = sorted(ranked["value"].head(spec.top_k).to_list())
     index_of = {v: i for i, v in enumerate(top)}
     names = [str(v) for v in top]
     rest = [v for v in counts["value"].to_list() if v not in index_of]
-    if rest and spec.rest == "merge":
+    merged = bool(rest) and spec.rest == "merge"
+    if merged:
         index_of.update({v: len(top) for v in rest})
         names.append(OTHER)
-    return _lookup(spec.column, index_of, names, "scenario_outside_top_k")
+    assignment = _lookup(spec.column, index_of, names, "scenario_outside_top_k")
+    if merged:  # the rule keeps the top values only: any other value, seen or new, is 'other'
+        assignment.rule.update(values=[[v, i] for i, v in enumerate(top)], other=len(top))
+    return assignment
+
+
+def assignment_from_rule(rule: dict, names: list[str] | tuple[str, ...], schema: pl.Schema) -> ScenarioAssignment:
+    """The assignment a prepared dataset's `rule` describes, for rows of `schema` (a new file's columns):
+    a value the rule does not know gets no scenario (null), unless the rule merges the rest into 'other'."""
+    name = rule["column"]
+    if rule["kind"] == "bins":
+        return ScenarioAssignment(_bins_expression(name, rule["bins"]), list(names), "scenario_missing", rule)
+    trained = getattr(pl, rule.get("dtype", ""), None)
+    column = pl.col(name)
+    if isinstance(trained, type) and issubclass(trained, pl.DataType) and schema[name] != trained:
+        column = column.cast(trained, strict=False)  # e.g. a CSV's integers for a parquet's strings
+    expression = _lookup_expression(column, rule["values"])
+    if rule.get("other") is not None:
+        expression = pl.when(column.is_not_null() & expression.is_null()).then(rule["other"]).otherwise(expression)
+    return ScenarioAssignment(expression.cast(pl.Int32), list(names), "scenario_unknown", rule)
 
 
 def unique_metric_names(names: list[str]) -> list[str]:

@@ -189,20 +189,7 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
         config.shared_weight,
         config.days,
     )
-    weights = _check_args(
-        rows,
-        num_scenarios,
-        config.scenario_weights,
-        users,
-        items,
-        latent_dim,
-        zipf_exponent,
-        shared_weight,
-        days,
-        config.newcomers,
-        config.shareable,
-        config.ctr,
-    )
+    weights = _scenario_probabilities(num_scenarios, config.scenario_weights)  # SyntheticConfig checked the values
     rng = np.random.default_rng(config.generator_seed)
     scenario = rng.choice(num_scenarios, size=rows, p=weights)
     user = _popular_ids(rng, users, zipf_exponent, scenario, num_scenarios)
@@ -259,49 +246,9 @@ def generate(config: SyntheticConfig) -> pl.DataFrame:
     return pl.DataFrame({**columns, SHAREABLE: flags}).cast({**COLUMNS, SHAREABLE: pl.Boolean})
 
 
-def _check_args(
-    rows: int,
-    num_scenarios: int,
-    scenario_weights: Sequence[float] | None,
-    users: int,
-    items: int,
-    latent_dim: int,
-    zipf_exponent: float,
-    shared_weight: float,
-    days: int,
-    newcomers: float,
-    shareable: float | None,
-    ctr: float | None,
-) -> np.ndarray:
-    """Validate the arguments; return the normalized scenario probabilities."""
-    for name, value in [
-        ("rows", rows),
-        ("num_scenarios", num_scenarios),
-        ("users", users),
-        ("items", items),
-        ("latent_dim", latent_dim),
-        ("days", days),
-    ]:
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if not zipf_exponent >= 0:
-        raise ValueError(f"zipf_exponent must be >= 0, got {zipf_exponent}")
-    if not 0.0 <= shared_weight <= 1.0:
-        raise ValueError(f"shared_weight must be in [0, 1], got {shared_weight}")
-    if not 0.0 <= newcomers < 1.0:
-        raise ValueError(f"newcomers must be in [0, 1), got {newcomers}")
-    if shareable is not None and not 0.0 < shareable < 1.0:
-        raise ValueError(f"shareable must be in (0, 1) or None, got {shareable}")
-    if ctr is not None and not 0.0 < ctr < 1.0:
-        raise ValueError(f"ctr must be in (0, 1) or None, got {ctr}")
-    if scenario_weights is None:
-        weights = 0.5 ** np.arange(num_scenarios)
-    else:
-        weights = np.asarray(list(scenario_weights), dtype=np.float64)
-        if len(weights) != num_scenarios:
-            raise ValueError(f"scenario_weights must have num_scenarios={num_scenarios} entries, got {len(weights)}")
-        if not np.all(np.isfinite(weights) & (weights > 0)):
-            raise ValueError(f"scenario_weights must all be positive and finite, got {list(scenario_weights)}")
+def _scenario_probabilities(num_scenarios: int, scenario_weights: Sequence[float] | None) -> np.ndarray:
+    """The scenarios' probabilities: `scenario_weights` normalized, or geometric (1, 1/2, 1/4, ...)."""
+    weights = 0.5 ** np.arange(num_scenarios) if scenario_weights is None else np.asarray(list(scenario_weights), float)
     return weights / weights.sum()
 
 

@@ -66,7 +66,7 @@ class FeatureMap:
     def to_json(self, path: Path) -> None:
         prepared = asdict(replace(self, encoded=()))
         del prepared["encoded"]
-        path.write_text(json.dumps(prepared, indent=2, ensure_ascii=False))
+        path.write_text(json.dumps(prepared, indent=2, ensure_ascii=False, default=str))
 
     @classmethod
     def from_json(cls, path: Path) -> FeatureMap:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,12 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.errors import ConfigCompositionException
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import SHARED_DATA, compose
-from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.cli.main import CONFIG_DIR, _write_problem
 from ssimctr.config.schema import SCHEMAS
 
 REQUIRED = {  # options that need values from the user
@@ -23,6 +27,7 @@ REQUIRED = {  # options that need values from the user
     ("scenario", "bins"): ["scenario.bins=[1]"],
 }
 OPTIONS = sorted((p.parent.name, p.stem) for p in Path(CONFIG_DIR).glob("*/*.yaml"))
+PLUGINS = {("hparams_search", "optuna"): "hydra_optuna_sweeper"}  # options that need a Hydra plugin
 # groups outside the primary defaults list: selected with +group=option
 APPENDED = {"table_ssim", "table_ssim_ablation", "ssim_planted"}
 SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer=debug", "trainer.progress=false"]
@@ -41,6 +46,9 @@ def ssimctr(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
 def test_every_option_composes(group, option):
+    plugin = PLUGINS.get((group, option))
+    if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
+        pytest.skip(f"{group}={option} needs {plugin}: the sweep extra (pip install -e '.[sweep]')")
     prefix = "+" if group in APPENDED else ""
     cfg = compose(f"{prefix}{group}={option}", *REQUIRED.get((group, option), []))
     assert cfg.backbone._target_ and cfg.dataset.name
@@ -154,3 +162,65 @@ def test_no_option_repeats_a_default_of_its_schema(path):
         and OmegaConf.to_container(own, resolve=False)[key] == value
     }
     assert not repeated
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The CLI's only stderr line (besides MLflow's own INFO logging), after checking exit code 2."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and " INFO mlflow" not in line]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_an_out_of_range_ssim_value_is_one_line_before_any_data_or_run(tmp_path):
+    line = _one_error_line(
+        ssimctr(tmp_path, "ssim=search", "ssim.ratio=1.5", f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    )
+    assert line == "error: ssim.ratio=1.5: must be in [0, 1] (the share of rows selected as shared)"
+    assert not (tmp_path / "m.db").exists() and not (tmp_path / "cache").exists()
+
+
+def test_outputs_under_a_file_are_one_line_naming_the_path(tmp_path):
+    """Runs as root too: a file in the way refuses root's writes as well (chmod would not)."""
+    (tmp_path / "a_file").write_text("x")
+    line = _one_error_line(ssimctr(tmp_path / "a_file" / "outputs", "tracking=none"))
+    assert line.startswith(f"error: cannot write {tmp_path}/a_file/outputs/runs/")  # runs/<date>
+    assert line.endswith(": not a directory (errno 20); choose a writable paths.outputs")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder (test above covers the path)")
+def test_read_only_outputs_are_one_line_naming_the_path(tmp_path):
+    folder = tmp_path / "read_only"
+    folder.mkdir(mode=0o500)
+    line = _one_error_line(ssimctr(folder, "tracking=none"))
+    assert line == f"error: cannot write {folder}/runs: permission denied (errno 13); choose a writable paths.outputs"
+
+
+def test_a_tracking_store_under_a_file_is_one_line_naming_the_option(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    line = _one_error_line(ssimctr(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/a_file/runs/mlflow.db"))
+    assert line == (
+        f"error: cannot write {tmp_path}/a_file/runs: not a directory (errno 20); choose a writable tracking.uri"
+    )
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_option(tmp_path):
+    cfg = compose(f"paths.outputs={tmp_path}/outputs")
+    full = OSError(errno.ENOSPC, "No space left on device", f"{tmp_path}/outputs/runs/x/config.yaml")
+    assert str(_write_problem(cfg, full)) == (
+        f"cannot write {tmp_path}/outputs/runs/x/config.yaml: no space left on device (errno 28); "
+        "free some space or choose another paths.outputs"
+    )
+    in_cache = OSError(errno.ENOSPC, "No space left on device", f"{tmp_path}/outputs/cache/d/manifest.json")
+    assert "choose another paths.cache" in str(_write_problem(cfg, in_cache))
+    assert _write_problem(cfg, OSError(errno.EBADF, "Bad file descriptor")) is None  # a bug keeps its traceback
+
+
+def test_a_store_write_refused_mid_run_is_one_line_naming_tracking_uri(tmp_path):
+    cfg = compose(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    wrapped = MlflowException("(sqlite3.OperationalError) attempt to write a readonly database")  # as MLflow wraps it
+    assert str(_write_problem(cfg, wrapped)) == (
+        f"cannot write {tmp_path}/mlflow.db: attempt to write a readonly database; choose a writable tracking.uri"
+    )
+    assert _write_problem(cfg, MlflowException("RESOURCE_DOES_NOT_EXIST: no run")) is None
+    assert _write_problem(compose("tracking=none"), wrapped) is None

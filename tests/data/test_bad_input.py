@@ -154,7 +154,9 @@ def test_bad_cutoffs(tmp_path):
         "'soon'",
         "ISO date",
     )
-    _has(_error(tmp_path, split=SplitConfig(kind="time", cutoffs=["2024-01-01"])), "split.cutoffs", "two values")
+    with pytest.raises(UserError) as err:  # refused when the config is made, before any data is read
+        SplitConfig(kind="time", cutoffs=["2024-01-01"])
+    _has(str(err.value), "split.cutoffs", "two values")
     _has(_error(tmp_path, split=SplitConfig(kind="time", cutoffs=["2024-02-01", "2024-01-01"])), "in order")
 
 
@@ -163,13 +165,16 @@ def test_split_time_without_a_time_column(tmp_path):
 
 
 @pytest.mark.parametrize("fractions", [[0.8, 0.1], [0.8, 0.3, 0.1], [0.0, 0.5, 0.5], [1.2, -0.1, -0.1]])
-def test_bad_split_fractions(tmp_path, fractions):
-    message = _error(tmp_path, split=SplitConfig(kind="random", fractions=fractions))
-    _has(message, "split.fractions", "summing to 1", str(fractions))
+def test_bad_split_fractions(fractions):
+    with pytest.raises(UserError) as err:  # refused when the config is made, before any data is read
+        SplitConfig(kind="random", fractions=fractions)
+    _has(str(err.value), "split.fractions", "summing to 1", str(fractions))
 
 
-def test_unknown_split_kind(tmp_path):
-    _has(_error(tmp_path, split=SplitConfig(kind="kfold")), "split=kfold", "time, random, given")
+def test_unknown_split_kind():
+    with pytest.raises(UserError) as err:
+        SplitConfig(kind="kfold")
+    _has(str(err.value), "split=kfold", "time, random, given")
 
 
 @pytest.mark.parametrize("role", ["categorical", "numeric"])
@@ -341,9 +346,10 @@ def test_a_header_only_file_has_no_data_rows(tmp_path):
     _has(_error(tmp_path, path=str(path)), "header.csv", "has no data rows")
 
 
-def test_an_option_of_another_scenario_kind_is_refused(tmp_path):
-    message = _error(tmp_path, scenario=ScenarioConfig(kind="column", column="domain", bins=[1.0, 2.0]))
-    _has(message, "scenario.bins belongs to scenario=bins", "scenario=column")
+def test_an_option_of_another_scenario_kind_is_refused():
+    with pytest.raises(UserError) as err:  # refused when the config is made, before any data is read
+        ScenarioConfig(kind="column", column="domain", bins=[1.0, 2.0])
+    _has(str(err.value), "scenario.bins belongs to scenario=bins", "scenario=column")
 
 
 def test_a_scenario_column_with_many_values_warns_with_the_count_and_the_fix(tmp_path):
@@ -361,3 +367,48 @@ def test_a_folder_of_mixed_formats_names_the_files_and_the_option(tmp_path):
     pl.read_csv(folder / "a.csv").write_parquet(folder / "b.parquet")
     (folder / "notes.txt").write_text("not data")
     _has(_error(tmp_path, path=str(folder)), "mixes formats", ".csv: a.csv", ".parquet: b.parquet", "dataset.format=")
+
+
+def test_an_empty_parquet_file_says_so_without_the_csv_hint(tmp_path):
+    path = tmp_path / "empty.parquet"
+    path.write_bytes(b"")
+    message = _error(tmp_path, path=str(path), numeric=[], time=None, split=SplitConfig(kind="random"))
+    _has(message, "empty.parquet", "whole parquet file", "empty or cut-short")
+    assert "separator" not in message
+
+
+def test_a_full_disk_while_preparing_names_the_cache_without_the_csv_hint(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):  # what polars raises when the disk fills while it writes
+        raise pl.exceptions.ComputeError(
+            "parquet: File out of specification: underlying IO error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", full)
+    message = _error(tmp_path)
+    assert message == (
+        f"cannot write {tmp_path / 'cache'}: no space left on device (errno 28); "
+        "free some space or choose another paths.cache"
+    )
+
+
+def test_a_line_with_fewer_fields_than_the_header_names_its_line(tmp_path):
+    rows = _good_rows()
+    rows[6] = rows[6].rsplit(",", 2)[0]  # line 8 (the header is line 1): price and ts missing
+    message = _error(tmp_path, rows)
+    assert message == (
+        f"dataset.path: {tmp_path / 'data.csv'} line 8 has 3 fields but the header has 5 names (price, ts missing): "
+        "give each line a value (maybe empty) for every column"
+    )
+
+
+def test_the_line_number_counts_quoted_newlines_and_empty_last_values_are_fine(tmp_path):
+    rows = _good_rows()
+    rows[1] = '1,b,"u\nwith, a comma",2.5,'  # lines 3-4: a quoted newline and separator, an empty last value
+    assert prepare(  # an empty value is not a missing field
+        DatasetConfig(name="ok", path=_write(tmp_path / "data.csv", rows), label="click", scenario="domain"),
+        ScenarioConfig(kind="column", column="domain"),
+        SplitConfig(kind="random"),
+        tmp_path / "prepared",
+    )
+    rows[4] = rows[4].rsplit(",", 1)[0]  # line 7
+    _has(_error(tmp_path, rows), "data.csv line 7 has 4 fields", "(ts missing)")

@@ -13,6 +13,7 @@ from sklearn.metrics import roc_auc_score
 from conftest import compose
 from ssimctr.config.datasets import DatasetConfig, SyntheticConfig
 from ssimctr.data import synthetic
+from ssimctr.errors import UserError
 
 EXPECTED_SCHEMA = [
     ("user_id", pl.Int64),
@@ -258,8 +259,8 @@ def test_newcomer_rows_lie_in_the_last_tenth_of_the_days_at_least_one(days, wind
         ({"num_scenarios": 2, "scenario_weights": [1.0, float("nan")]}, "scenario_weights"),
     ],
 )
-def test_bad_arguments_raise_value_error_naming_the_argument(kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
+def test_bad_arguments_are_user_errors_naming_the_argument(kwargs, argument):
+    with pytest.raises(UserError, match=f"^dataset.{argument}="):  # when the config is made, before any data
         generate(**kwargs)
 
 

@@ -111,8 +111,8 @@ def test_planted_rotations_are_orthogonal_turns_at_equal_angles():
 
 
 @pytest.mark.parametrize(("kwargs", "argument"), [({"shareable": 0.0}, "shareable"), ({"ctr": 1.0}, "ctr")])
-def test_bad_planting_arguments_raise_value_error(kwargs, argument):
-    with pytest.raises(ValueError, match=argument):
+def test_bad_planting_arguments_are_user_errors(kwargs, argument):
+    with pytest.raises(UserError, match=f"^dataset.{argument}="):
         synthetic.generate(SyntheticConfig(rows=100, **kwargs))
 
 
