@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +20,15 @@ from ssimctr.errors import UserError
 from ssimctr.tasks.base import Job, ModelFactory, Task
 from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import Tracker, flatten_params, make_tracker, parent_run_id_from_env
+from ssimctr.train.checkpoint import CHECKPOINTS, Checkpointer, checkpointing, resumable
+from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Splits
 from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
+
+logger = logging.getLogger(__name__)  # Hydra's job log, <run dir>/main.log: the key lines of the console
+
+CHECKED_GROUPS = ("dataset", "scenario", "split", "ssim")  # besides trainer: schemas that check their values
 
 
 @dataclass
@@ -32,20 +40,37 @@ class JobInfo:
     output_dir: Path = Path("outputs/runs/unnamed")
 
 
-def run(cfg: DictConfig, info: JobInfo, console: Console | None = None) -> dict[str, float]:
-    """Run one job in its own tracked run; return its results (val/* of the selected model, test/*)."""
+def run(cfg: DictConfig, info: JobInfo, console: Console | None = None, resume: bool = False) -> dict[str, float]:
+    """Run one job in its own tracked run; return its results (val/* of the selected model, test/*).
+    Each training checkpoints into `<output_dir>/checkpoints/` (dropped when the run finishes);
+    `resume`: continue the stopped job of `info.output_dir` from its checkpoints, in its run."""
     console = console or Console()
     settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # checks the trainer's values first
+    for group in CHECKED_GROUPS:  # and these groups' (their schemas' __post_init__), before any run or data
+        OmegaConf.to_object(cfg[group])
     tracking = cfg.tracking
     tracker = make_tracker(tracking.backend, tracking.uri, tracking.experiment, tracking.artifact_location)
-    tracker.start(
-        run_name=tracking.run_name or _run_name(cfg.seed, info),
-        tags=_tags(cfg, info),
-        parent_run_id=parent_run_id_from_env(),
+    checkpointer = Checkpointer(info.output_dir / CHECKPOINTS)
+    if resume:
+        tracker.resume(resumable(checkpointer.folder).get("run_id"))
+    else:
+        tracker.start(
+            run_name=tracking.run_name or _run_name(cfg.seed, info),
+            tags=_tags(cfg, info),
+            parent_run_id=parent_run_id_from_env(),
+        )
+    checkpointer.begin(
+        fresh=not resume,
+        run_id=tracker.run_id,
+        tracking_uri=tracking.uri if tracker.run_id else None,
+        choices=info.choices,
+        overrides=info.overrides,
     )
     try:
-        results = _run(cfg, info, settings, tracker, console)
+        with checkpointing(checkpointer):
+            results = _run(cfg, info, settings, tracker, console)
     except KeyboardInterrupt as stop:
+        stop.checkpoint = checkpointer.newest()  # the CLI's line names it
         tracker.end("KILLED", str(stop) or "interrupted")
         raise
     except UserError as error:
@@ -55,6 +80,7 @@ def run(cfg: DictConfig, info: JobInfo, console: Console | None = None) -> dict[
         tracker.end("FAILED", f"{type(error).__name__}: {error}")
         raise
     tracker.end("FINISHED")
+    checkpointer.finish()
     return results
 
 
@@ -67,6 +93,8 @@ def _run(
     folder = info.output_dir
     folder.mkdir(parents=True, exist_ok=True)
     _log_config(cfg, tracker, folder)
+    where = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
+    logger.info("%s; outputs in %s; overrides: %s", where, folder, " ".join(info.overrides) or "none")
 
     data = with_encoded_fields(_prepare(cfg, console), OmegaConf.to_object(cfg.text_encoder), console)
     tracker.log_artifact(data.path / "feature_map.json")
@@ -86,14 +114,17 @@ def _run(
 
     results = outcome.summary()
     tracker.log_metrics({k: v for k, v in results.items() if not (outcome.val_logged and k.startswith("val/"))})
+    _log_model(cfg, outcome, data, tracker, folder, console)
     summaries = outcome.summaries or {"test": split_summary(data.manifest, data.feature_map.scenario_names, "test")}
     tables = {split: results_rows(results, summary, split=split) for split, summary in summaries.items()}
     for split, rows in tables.items():  # test_results.csv, test_warm_results.csv, ...
         csv_path = folder / f"{split.replace('/', '_')}_results.csv"
         write_results_csv(csv_path, rows)
         tracker.log_artifact(csv_path)
-    if (folder / ".hydra").is_dir():
-        tracker.log_artifact(folder / ".hydra", "hydra")
+    if (folder / ".hydra").is_dir():  # Hydra's config.yaml, hydra.yaml, overrides.yaml as hydra/*, not hydra/.hydra/*
+        for path in sorted((folder / ".hydra").iterdir()):
+            if path.is_file():
+                tracker.log_artifact(path, "hydra")
     footer = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
     for split, rows in tables.items():
         print_results(
@@ -103,6 +134,25 @@ def _run(
             footer=footer if split == list(tables)[-1] else None,
         )
     return results
+
+
+def _log_model(
+    cfg: DictConfig, outcome: Outcome, data: PreparedDataset, tracker: Tracker, folder: Path, console: Console
+) -> None:
+    """The selected model as the run's logged model `model` (tracking.log_model), with what scores new
+    rows: config.yaml, feature_map.json and the vocabularies (ssimctr.serving)."""
+    if not (cfg.tracking.get("log_model", True) and tracker.run_id):
+        return
+    if outcome.model is None:
+        task = str(cfg.task._target_).rsplit(".", 1)[-1]
+        console.print(f"no model logged: {task} keeps no model that scores rows alone (tracking.log_model)")
+        return
+    started = time.perf_counter()
+    files = [folder / "config.yaml", data.path / "feature_map.json", data.path / "vocab"]
+    model_id = tracker.log_model(outcome.model, files, name="model")
+    seconds = time.perf_counter() - started
+    if model_id is not None:  # None: a tracker that keeps no models
+        console.print(f"logged model models:/{model_id} (runs:/{tracker.run_id}/model) in {seconds:.1f}s")
 
 
 def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path) -> None:

@@ -55,6 +55,14 @@ class SearchLoss:
     def temperature(self) -> float:
         return temperature(self.step, self.total_steps, self.final_temperature)
 
+    def state_dict(self) -> dict:
+        """The selector's weights and the step (the temperature's schedule): what a checkpoint keeps."""
+        return {"selector": self.selector.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.selector.load_state_dict(state["selector"])
+        self.step = state["step"]
+
     def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
         scores = self.selector(model.embedding(batch).flatten(1), batch.scenario)
         p = torch.sigmoid(self.temperature * scores)
@@ -89,6 +97,15 @@ class RetrainLoss:
     def __init__(self, gate_of: Gate, reduction: str = "row") -> None:
         self.gate_of = gate_of
         self.reduction = reduction
+
+    def state_dict(self) -> dict | None:
+        """The gate's state when it has one (SSIM-R's generator): what a checkpoint keeps."""
+        state_dict = getattr(self.gate_of, "state_dict", None)
+        return state_dict() if callable(state_dict) else None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if state is not None:
+            self.gate_of.load_state_dict(state)
 
     def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
         towers = model.towers(batch)

@@ -36,14 +36,6 @@ from ssimctr.train.loop import Logger, Outcome, eval_loader, evaluate, fit, make
 from ssimctr.train.regimes import Regime, Splits
 from ssimctr.utils.seed import seeded_torch
 
-PHASES = ("search", "retrain", "pipeline")
-CHOICES = {
-    "heads": ("per_scenario", "shared"),
-    "gate": ("hard", "soft"),
-    "selection": ("batch_topk", "global"),
-    "selector": ("learned", "random"),
-}
-
 
 @dataclass
 class RetrainInfo:
@@ -54,8 +46,8 @@ class RetrainInfo:
 
 
 def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
-    """Run `ssim.phase` on the job: `model` is the job's freshly built model (ssim=search trains it)."""
-    check_options(ssim)
+    """Run `ssim.phase` on the job: `model` is the job's freshly built model (ssim=search trains it);
+    SsimConfig checked the options' values when it was made."""
     if not regime.is_multi_tower_joint:
         raise UserError(
             f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt (not regime={regime.name})"
@@ -152,21 +144,6 @@ def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, 
     if ssim.reuse_search:
         cache.store(root, key, folder, job.tracker.run_id)
     return folder, {"ssim.search_run_id": job.tracker.run_id or "this run", "ssim.search_key": key.digest}
-
-
-def check_options(ssim: SsimConfig) -> None:
-    """Clear errors for invalid ssim options."""
-    if ssim.phase not in PHASES:
-        raise UserError(f"ssim.phase={ssim.phase} is not known: use one of disabled, {', '.join(PHASES)}")
-    for key, allowed in CHOICES.items():
-        if getattr(ssim, key) not in allowed:
-            raise UserError(f"ssim.{key}={getattr(ssim, key)} is not known: use one of {', '.join(allowed)}")
-    if not 0.0 <= ssim.ratio <= 1.0:
-        raise UserError(f"ssim.ratio must be in [0, 1], got {ssim.ratio}")
-    if not 0.0 < ssim.epsilon < 1.0:
-        raise UserError(f"ssim.epsilon must be in (0, 1), got {ssim.epsilon}")
-    if ssim.from_run and ssim.from_path:
-        raise UserError("set one of ssim.from_run and ssim.from_path, not both")
 
 
 def _search_source(ssim: SsimConfig, job: Job) -> tuple[Path | None, dict[str, str]]:
@@ -266,7 +243,8 @@ def search(
         },
     )
     artifacts.plot_scores(selection, names, folder / "score_histogram.png")
-    return Outcome(result.val, evaluate(model, eval_loader(splits["test"], settings), "test", names), [result])
+    test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
+    return Outcome(result.val, test, [result], model=model)
 
 
 def search_optimizer(
@@ -281,6 +259,7 @@ def search_optimizer(
         ],
         settings.lr,
         0.0,
+        settings.embedding_optimizer,
     )
 
 
@@ -314,14 +293,14 @@ def retrain(
     result = fit(
         model,
         RetrainLoss(gate, reduction),
-        make_optimizer(model.parameters(), settings.lr, settings.weight_decay),
+        make_optimizer(model.parameters(), settings.lr, settings.weight_decay, settings.embedding_optimizer),
         train_loader(splits["train"], settings),
         validator(eval_loader(splits["val"], settings), names),
         settings,
         log=log,
     )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
-    return Outcome(result.val, test, [result]), RetrainInfo(initial, description)
+    return Outcome(result.val, test, [result], model=model), RetrainInfo(initial, description)
 
 
 def _retrain_gate(

@@ -39,10 +39,22 @@ def global_selection(shared_by_row: torch.Tensor) -> Gate:
 
 def random_selection(ratio: float, seed: int) -> Gate:
     """SSIM-R: ⌊r·B⌋ rows of each batch chosen uniformly at random (seeded)."""
-    generator = torch.Generator().manual_seed(seed)
+    return RandomSelection(ratio, seed)
 
-    def gate(batch: Batch) -> torch.Tensor:
-        scores = torch.rand(len(batch), generator=generator).to(batch.label.device)
-        return top_ratio_gate(scores, ratio)
 
-    return gate
+class RandomSelection:
+    """The gate of `random_selection`; its generator's state is what a checkpoint keeps."""
+
+    def __init__(self, ratio: float, seed: int) -> None:
+        self.ratio = ratio
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        scores = torch.rand(len(batch), generator=self.generator).to(batch.label.device)
+        return top_ratio_gate(scores, self.ratio)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -15,11 +15,13 @@ warm rows; val/* (all val rows, each epoch) select the model. coldstart.json hol
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 
 import polars as pl
 import torch
 from omegaconf import OmegaConf
+from rich.text import Text
 
 from ssimctr.coldstart.base import ColdStartMethod, Entity, Episodes
 from ssimctr.coldstart.episodes import EpisodeCounts, build_episodes
@@ -35,6 +37,7 @@ from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
 
 ENTITIES = ("user", "item")
+logger = logging.getLogger(__name__)  # the job's main.log (Hydra's job log)
 HASH_MODULUS = 1_000_000_007
 
 
@@ -76,11 +79,13 @@ class ColdStartTask:
         device = job.models.device
         method: ColdStartMethod = instantiate(job.config.coldstart, entity=entity)
         model = job.models.build(regime)
-        job.console.print(
+        line = (
             f"[bold]{job.models.backbone_name}[/] + coldstart {type(method).__name__}, {entity.kind} cold start, "
             f"{'zero-shot' if not self.shots else f'{self.shots}-shot'}: "
             f"{sum(p.numel() for p in model.parameters()):,} parameters on {device}"
         )
+        job.console.print(line)
+        logger.info(Text.from_markup(line).plain)
         train = MemorySplit(batch_from_frame(frames["train"], feature_map).to(device))
         val = batch_from_frame(pl.concat(parts["val"]), feature_map).to(device)  # cold ids out of vocabulary
         names = feature_map.scenario_names

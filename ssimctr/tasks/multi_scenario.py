@@ -3,12 +3,17 @@ SSIM's search / retrain, evaluated per scenario (docs/methods.md §1.7 for the r
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import OmegaConf
+from rich.text import Text
 
 from ssimctr.ssim import phases
 from ssimctr.tasks.base import Job
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime
+
+logger = logging.getLogger(__name__)  # the job's main.log (Hydra's job log)
 
 
 class MultiScenarioTask:
@@ -20,10 +25,12 @@ class MultiScenarioTask:
         ssim = OmegaConf.to_object(job.config.ssim)
         model = job.models.build(regime)
         phase = "" if ssim.phase == "disabled" else f" / ssim {ssim.phase}"
-        job.console.print(
+        line = (
             f"[bold]{job.models.backbone_name}[/] / regime {regime.name}{phase}: "
             f"{sum(p.numel() for p in model.parameters()):,} parameters on {job.models.device}"
         )
+        job.console.print(line)
+        logger.info(Text.from_markup(line).plain)
         if ssim.phase != "disabled":
             outcome = phases.run_phase(ssim, regime, model, job)
         else:

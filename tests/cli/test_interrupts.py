@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,14 @@ def test_a_stopped_training_marks_the_run_killed_and_says_where_in_one_line(tmp_
     assert "Traceback" not in stderr, stderr
     lines = stderr.strip().splitlines()[-1:]  # (MLflow's lines about creating the store come first)
     where = r"epoch \d+, (batch \d+/\d+|after its training batches)"
-    assert re.fullmatch(rf"{re.escape(cause)} at {where}; the run is marked KILLED", lines[0]), lines
+    saved = (  # the first epoch's checkpoint, unless the stop came between its metrics and its checkpoint
+        r"checkpoint at (?P<checkpoint>\S+); the run is marked KILLED \(continue it: ssimctr resume=(?P<folder>\S+)\)"
+        r"|no checkpoint yet; the run is marked KILLED"
+    )
+    said = re.fullmatch(rf"{re.escape(cause)} at {where}; ({saved})", lines[0])
+    assert said, lines
+    if said["checkpoint"]:
+        assert Path(said["checkpoint"]).is_file() and Path(said["checkpoint"]).parent.parent == Path(said["folder"])
     run = client.get_run(run.info.run_id)
     assert run.info.status == "KILLED" and run.data.tags["error"].startswith(f"{cause} at epoch ")
 
