@@ -33,3 +33,24 @@ class MultiScenarioModel(nn.Module, metaclass=ABCMeta):
 def own_scenario(tower_logits: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
     """Each row's logit from its own scenario's tower: [B, K], [B] -> [B]."""
     return tower_logits.gather(1, scenario.unsqueeze(1)).squeeze(1)
+
+
+class PerScenarioModels(MultiScenarioModel):
+    """The models of a regime that trains one per scenario (separate, finetune) as one model: each row
+    is scored by its own scenario's model, as that regime evaluates it."""
+
+    def __init__(self, models: list[MultiScenarioModel]) -> None:
+        super().__init__(len(models))
+        self.models = nn.ModuleList(models)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        logits = torch.zeros(len(batch), device=batch.scenario.device)
+        for k, model in enumerate(self.models):
+            rows = torch.nonzero(batch.scenario == k).squeeze(1)
+            if len(rows):
+                logits[rows] = model(batch.take(rows)).to(logits.dtype)
+        return logits
+
+    def towers(self, batch: Batch) -> torch.Tensor:
+        """Each row's own scenario's logit in every column (a model per scenario has no other towers)."""
+        return self.forward(batch).unsqueeze(1).expand(-1, self.num_scenarios)
