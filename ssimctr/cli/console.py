@@ -4,16 +4,19 @@ table and as CSV."""
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ssimctr.data.prepare import PreparedDataset
 
 COLUMNS = ("scenario", "rows", "ctr", "auc", "logloss")
+logger = logging.getLogger(__name__)  # the job's main.log (Hydra's job log) gets the lines printed here
 
 
 def describe_data(console: Console, data: PreparedDataset) -> None:
@@ -21,17 +24,20 @@ def describe_data(console: Console, data: PreparedDataset) -> None:
     manifest = data.manifest
     sizes = ", ".join(f"{s} {manifest['splits'][s]['rows']:,}" for s in ("train", "val", "test"))
     state = "cached" if data.cache_hit else f"prepared in {manifest.get('seconds', 0):.1f}s"
-    console.print(
-        f"data [bold]{manifest['dataset']}[/]: {len(manifest['scenarios'])} scenarios "
-        f"({', '.join(manifest['scenarios'])}); {sizes} rows; {state} -> {data.path}"
+    summary = (
+        f"{len(manifest['scenarios'])} scenarios ({', '.join(manifest['scenarios'])}); {sizes} rows; "
+        f"{state} -> {data.path}"
     )
+    console.print(f"data [bold]{escape(str(manifest['dataset']))}[/]: {escape(summary)}")
+    logger.info("data %s: %s", manifest["dataset"], summary)
     if manifest.get("dropped"):
-        console.print(f"dropped rows: {manifest['dropped']}")
+        console.print(escape(f"dropped rows: {manifest['dropped']}"))
+        logger.info("dropped rows: %s", manifest["dropped"])
     if "oracle_auc" in manifest:
         oracle = manifest["oracle_auc"]["test"]
-        console.print(
-            "oracle test AUC (true click probability): " + ", ".join(f"{k} {v:.4f}" for k, v in oracle.items())
-        )
+        line = "oracle test AUC (true click probability): " + ", ".join(f"{k} {v:.4f}" for k, v in oracle.items())
+        console.print(line)
+        logger.info(line)
 
 
 def split_summary(manifest: dict, scenario_names: Sequence[str], split: str) -> list[dict]:
@@ -102,6 +108,15 @@ def print_results(console: Console, rows: list[dict], title: str, footer: str | 
     console.print(table)
     if footer:
         console.print(footer)
+    logger.info(
+        "%s: %s",
+        title,
+        "; ".join(
+            f"{r['scenario']} AUC {_fmt(r['auc'], '{:.4f}')} logloss {_fmt(r['logloss'], '{:.4f}')}" for r in rows
+        ),
+    )
+    if footer:
+        logger.info(footer)
 
 
 def write_results_csv(path: Path, rows: list[dict]) -> None:

@@ -6,8 +6,17 @@ the `ssimctr-report` command (`ssimctr.report.cli:main`) wires them together.
 """
 
 from ssimctr.report.plot import plot_bars
-from ssimctr.report.render import render_csv, render_markdown, render_terminal
-from ssimctr.report.table import Cell, Column, PairedTest, ReportTable, Row, aggregate, significance
+from ssimctr.report.render import pooling_warnings, render_csv, render_markdown, render_terminal
+from ssimctr.report.table import (
+    Cell,
+    Column,
+    PairedTest,
+    ReportTable,
+    Row,
+    aggregate,
+    config_differences,
+    significance,
+)
 
 __all__ = [
     "Cell",
@@ -16,7 +25,9 @@ __all__ = [
     "ReportTable",
     "Row",
     "aggregate",
+    "config_differences",
     "plot_bars",
+    "pooling_warnings",
     "render_csv",
     "render_markdown",
     "render_terminal",

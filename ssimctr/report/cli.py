@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ssimctr.errors import UserError
 from ssimctr.report.plot import plot_bars
-from ssimctr.report.render import legend, render_csv, render_markdown, render_terminal
+from ssimctr.report.render import legend, pooling_warnings, render_csv, render_markdown, render_terminal
 from ssimctr.report.table import aggregate, significance
 
 PROG = "ssimctr-report"
@@ -39,6 +40,10 @@ significance: in each column the best row is compared with the runner-up by a on
 paired t-test (scipy.stats.ttest_rel, alternative "best is better") over the seeds both rows
 have (runs paired by their `seed` tag, repeated seeds averaged); "*" after the best cell when
 p < --alpha. Fewer than 2 common seeds, or a tie: no test, no mark.
+pooling check: a group should hold runs of one config that differ only in their seed. The runs'
+params (their flattened resolved config) are compared within each group, the seed, paths.*,
+tracking.* and display-only settings aside; a warning on stderr names the keys that differ, e.g.
+dataset.rows (100000, 500000): add them to --group-by as params.NAME, or select with --filter.
 split val reads the last logged epoch of val/* metrics.
 exit status: 0 ok, 2 for a usage error (no matching runs, unknown tag, missing store, ...).
 """
@@ -106,15 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         console = Console(width=WIDE)  # piped or redirected: do not squeeze the tables to 80 columns
     errors = Console(stderr=True)
     try:
-        report(args, command=" ".join([PROG, *map(shlex.quote, argv)]), console=console)
+        report(args, command=" ".join([PROG, *map(shlex.quote, argv)]), console=console, errors=errors)
     except UserError as error:
         errors.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
         return 2
     return 0
 
 
-def report(args: argparse.Namespace, command: str, console: Console) -> list[Path]:
-    """Select, aggregate, print and write; return the files written."""
+def report(args: argparse.Namespace, command: str, console: Console, errors: Console | None = None) -> list[Path]:
+    """Select, aggregate, print and write; return the files written. Warnings go to `errors` (stderr)."""
     from ssimctr.tracking.runs import log_report_artifacts, search_runs  # imports mlflow
 
     group_by = _names(args.group_by, "--group-by")
@@ -131,6 +136,10 @@ def report(args: argparse.Namespace, command: str, console: Console) -> list[Pat
     for rich_table in render_terminal(table, tests, args.digits):
         console.print(rich_table)
     console.print(legend(args.alpha), style="dim", highlight=False)
+    for warning in pooling_warnings(table):  # runs of one group whose configs differ beyond the seed
+        (errors or Console(stderr=True)).print(
+            f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True
+        )
     if table.skipped:
         console.print(
             f"[dim]{table.skipped} selected run(s) without {args.split}/ metrics (e.g. multirun parents) left out[/]"

@@ -39,6 +39,36 @@ def legend(alpha: float, markdown: bool = False) -> str:
     )
 
 
+def pooling_warnings(table: ReportTable, keys: int = 4, values: int = 4, width: int = 40) -> list[str]:
+    """One line per group whose runs differ in params beyond the seed (`Row.differences`), e.g.
+    "group dnn / mt pools 4 runs with different dataset.rows (100000, 500000) and trainer.epochs (1, 10);
+    add them to --group-by (e.g. params.dataset.rows) or narrow the runs with --filter".
+    At most `keys` keys with their values (at most `values` each, cut to `width` chars), then a count."""
+    lines = []
+    for row in table.rows:
+        if not row.differences:
+            continue
+        shown = [f"{key} ({_values(found, values, width)})" for key, found in list(row.differences.items())[:keys]]
+        rest = len(row.differences) - len(shown)
+        if rest:
+            names = list(row.differences)[keys:]
+            more = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            listed = ", ".join(shown) + f" and {rest} more ({more})"
+        else:
+            listed = ", ".join(shown[:-1]) + (" and " if len(shown) > 1 else "") + shown[-1]
+        first = next(iter(row.differences))
+        lines.append(
+            f"group {' / '.join(row.group)} pools {row.n} runs with different {listed}; "
+            f"add them to --group-by (e.g. params.{first}) or narrow the runs with --filter"
+        )
+    return lines
+
+
+def _values(found: tuple[str, ...], limit: int, width: int) -> str:
+    cut = [value if len(value) <= width else value[: width - 3] + "..." for value in found[:limit]]
+    return ", ".join(cut) + (f", ... ({len(found)} values)" if len(found) > limit else "")
+
+
 def format_value(value: float, digits: int = 4) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 

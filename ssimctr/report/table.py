@@ -12,15 +12,26 @@ metrics, lowest for losses) is compared with the runner-up by a one-sided paired
 (`scipy.stats.ttest_rel`, alternative "best is better"). Runs are paired by their `seed` tag:
 only seeds present in both rows count, several runs of one seed in a row are averaged first,
 runs without a seed tag are left out. With fewer than 2 pairs, or a tie, there is no test.
+
+Pooling check (`config_differences`, `Row.differences`): a group should hold repeats of one
+configuration that differ only in their seed. Runs log their flattened resolved config as MLflow
+params; within each group the params are compared and every key with more than one value is kept
+on the row, so that the report can warn (e.g. 100k- and 500k-row runs, or the debug and default
+trainers, averaged into one mean). Keys matching `IGNORED_PARAMS` are not compared: the seed
+(`seed`, `trainer.seed`, what a group averages over), where the outputs go (`paths.*`), the
+tracking settings (`tracking.*`: store, experiment, artifact folder, run name) and settings that
+do not change what is trained (`optimized_metric`, `trainer.progress`, `trainer.threads`,
+`trainer.eval_batch_size`, `ssim.log_every`). Runs that logged no params are not compared.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -32,6 +43,19 @@ SUMMARY_SCENARIOS = ("mean", "overall")
 SEED_TAG = "seed"
 MISSING = "-"  # group value of a run that lacks the tag
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "error")
+# params (fnmatch patterns) that may differ between the runs of a group: see the module's docstring
+IGNORED_PARAMS = (
+    "seed",
+    "trainer.seed",
+    "paths.*",
+    "tracking.*",
+    "optimized_metric",
+    "trainer.progress",
+    "trainer.threads",
+    "trainer.eval_batch_size",
+    "ssim.log_every",
+)
+UNSET = "(unset)"  # the value of a param that a run did not log
 
 
 def higher_is_better(metric: str) -> bool:
@@ -92,6 +116,7 @@ class Row:
     group: tuple[str, ...]
     run_ids: tuple[str, ...]
     cells: Mapping[Column, Cell]
+    differences: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # see `config_differences`
 
     @property
     def n(self) -> int:
@@ -218,11 +243,31 @@ def aggregate(
             group=key,
             run_ids=tuple(r.run_id for r in runs),
             cells={column: _cell(runs, split, column) for column in columns},
+            differences=config_differences(runs),
         )
         for key, runs in sorted(groups.items(), key=lambda item: tuple(map(natural_key, item[0])))
     )
     experiments = tuple(sorted({r.experiment for r in used if r.experiment}))
     return ReportTable(group_by, split, metrics, columns, rows, experiments, skipped=len(records) - len(used))
+
+
+def config_differences(
+    runs: Iterable[RunRecord], ignored: Sequence[str] = IGNORED_PARAMS
+) -> dict[str, tuple[str, ...]]:
+    """Param -> its distinct values (natural order, `UNSET` for a run without it) for every param on
+    which the runs that logged params disagree; keys matching `ignored` (fnmatch patterns) are not
+    compared. Empty when fewer than two runs logged params."""
+    logged = [run for run in runs if run.params]
+    if len(logged) < 2:
+        return {}
+    keys = {key for run in logged for key in run.params}
+    keys = {key for key in keys if not any(fnmatch.fnmatchcase(key, pattern) for pattern in ignored)}
+    differences = {}
+    for key in sorted(keys, key=natural_key):
+        values = {run.params.get(key, UNSET) for run in logged}
+        if len(values) > 1:
+            differences[key] = tuple(sorted(values, key=natural_key))
+    return differences
 
 
 def significance(table: ReportTable, alpha: float = 0.05) -> dict[Column, PairedTest]:
