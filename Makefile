@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format mutation sweep ui bench bench-scale clean
+.PHONY: run test test-fast lint format mutation sweep ui server bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,26 @@ sweep: $(STAMP)  ## a small multirun: regimes x seeds, one parent MLflow run
 ui: $(STAMP)  ## MLflow UI on the local store: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --port 5000
 
-bench: $(STAMP)  ## preparation time, training rows/s per model, SSIM search cost, cold-start methods' epoch cost, text encoding and text fields' cost, peak memory
+# make server: one MLflow tracking server for parallel jobs (hydra/launcher=joblib, submitit, ray) and other
+# machines, which log over HTTP with MLFLOW_TRACKING_URI=http://$(SERVER_HOST):$(SERVER_PORT). SQLite by
+# default; a PostgreSQL database with SERVER_DB=postgresql://user:password@host:5432/mlflow (pip install
+# -e '.[postgres]'). Other machines: SERVER_HOST=0.0.0.0 SERVER_ALLOWED=<this host's name>:$(SERVER_PORT).
+SERVER_DB ?= sqlite:///outputs/server/mlflow.db
+SERVER_ARTIFACTS ?= outputs/server/artifacts
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5000
+SERVER_WORKERS ?= 4
+SERVER_ALLOWED ?=
+
+server: $(STAMP)  ## shared MLflow tracking server (SQLite, or SERVER_DB=postgresql://...); jobs: MLFLOW_TRACKING_URI=http://127.0.0.1:5000
+	mkdir -p outputs/server $(SERVER_ARTIFACTS)
+	$(BIN)/mlflow server --backend-store-uri '$(SERVER_DB)' --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
+		--host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS) $(if $(SERVER_ALLOWED),--allowed-hosts '$(SERVER_ALLOWED)')
+
+bench: $(STAMP)  ## preparation time, training rows/s per model and per vocabulary size (sparse vs dense Adam), SSIM search cost, cold-start methods' epoch cost, text encoding and text fields' cost, peak memory
 	$(BIN)/python bench/train_speed.py --regimes single,mt
 	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
+	$(BIN)/python bench/vocab_sweep.py  # 10k -> 10M ids: rows/s and peak RSS, sparse_adam vs adam
 	$(BIN)/python bench/coldstart_speed.py
 	$(BIN)/python bench/text_speed.py  # minilm: texts/s where the text extra is installed
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -21,6 +21,10 @@ class Tracker(Protocol):
     def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
         """Start a run (nested under `parent_run_id` when given); return its id."""
 
+    def resume(self, run_id: str | None) -> None:
+        """Log into the existing run `run_id` again (a resumed job): it is RUNNING until `end`.
+        Raises UserError when it cannot be continued (unknown, FINISHED, or still running)."""
+
     @property
     def run_id(self) -> str | None:
         """The id of the started run, None before `start` (always None when not tracking)."""
@@ -36,6 +40,10 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Set run tags."""
+
+    def log_model(self, model: object, files: Sequence[Path], name: str = "model") -> str | None:
+        """Log `model` (a torch module) as an MLflow logged model of the run, named `name`, with `files`
+        beside it (a folder is copied under its own name); return the logged model's id (None: not tracking)."""
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Terminate the run as FINISHED, FAILED or KILLED; `error` goes to tag `error`."""
@@ -54,6 +62,9 @@ class NullTracker:
         """Start nothing."""
         return None
 
+    def resume(self, run_id: str | None) -> None:
+        """Resume nothing."""
+
     @property
     def run_id(self) -> str | None:
         """Always None."""
@@ -70,6 +81,10 @@ class NullTracker:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Do nothing."""
+
+    def log_model(self, model: object, files: Sequence[Path], name: str = "model") -> str | None:
+        """Log nothing."""
+        return None
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Do nothing."""

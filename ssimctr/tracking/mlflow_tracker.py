@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import random
+import shutil
 import socket
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
@@ -25,9 +29,11 @@ from mlflow.utils.validation import (
 
 from ssimctr.errors import UserError
 from ssimctr.tracking.base import check_status, flatten_params
-from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file
+from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file, unwritable_store
+from ssimctr.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_NAME, save_runs_view
 
 HOST_TAG, PID_TAG = "ssimctr.host", "ssimctr.pid"
+SINCE_TAG = "ssimctr.pid_since"  # when the recorded process took the run over (a resumed run; seconds)
 
 _T = TypeVar("_T")
 
@@ -38,7 +44,8 @@ class MlflowTracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
         self.uri = uri
         self.client = connect(uri)
-        self.experiment_id = get_or_create_experiment(self.client, experiment, artifact_location)
+        location = experiment_artifacts(uri, artifact_location)
+        self.experiment_id = get_or_create_experiment(self.client, experiment, location)
         self._run_id: str | None = None
 
     @property
@@ -56,6 +63,32 @@ class MlflowTracker:
         run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
         self._run_id = run.info.run_id
         return self._run_id
+
+    def resume(self, run_id: str | None) -> None:
+        """Reopen run `run_id` (a killed or failed run being resumed): RUNNING again, recording this
+        process, its `error` tag removed. UserError when the store has no such run, when it FINISHED,
+        or when its process is still alive."""
+        if run_id is None:
+            raise UserError(f"resume: the run was not tracked, but tracking.uri={self.uri} is set: use tracking=none")
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise UserError(f"resume: no run {run_id} in {self.uri} (use the tracking.uri the run logged to)") from None
+        fail_orphaned_runs(self.client, run.info.experiment_id)
+        status = self.client.get_run(run_id).info.status
+        if status == "FINISHED":
+            raise UserError(f"resume: run {run_id} FINISHED already; there is nothing to resume")
+        if status == "RUNNING":
+            tags = run.data.tags
+            raise UserError(
+                f"resume: run {run_id} is still running (process {tags.get(PID_TAG, '?')} on "
+                f"{tags.get(HOST_TAG, '?')}): stop it first"
+            )
+        self.client.update_run(run_id, status="RUNNING")
+        self._run_id = run_id
+        self.set_tags({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), SINCE_TAG: str(time.time())})
+        if "error" in run.data.tags:
+            self.client.delete_tag(run_id, "error")
 
     def log_params(self, params: dict[str, object]) -> None:
         """Log flattened params in batches of at most 100."""
@@ -88,6 +121,46 @@ class MlflowTracker:
         for batch in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(self._active(), tags=batch, synchronous=True)
 
+    def log_model(self, model: object, files: Sequence[Path], name: str = "model") -> str | None:
+        """Log `model` with mlflow.pytorch as a logged model of the run (the UI's 'Logged models'), with
+        `files` beside it: plain files as the flavor's extra files, folders copied under their own names.
+        Through the client: the run's experiment, never the fluent API's active run or experiment."""
+        import mlflow.pytorch
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        run_id = self._active()
+        params = self.client.get_run(run_id).data.params
+        logged = self.client.create_logged_model(
+            self.experiment_id, name=name, source_run_id=run_id, params=params, model_type="ssimctr"
+        )
+        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                local = Path(scratch) / name
+                meta = Model(
+                    artifact_path=logged.artifact_location,
+                    model_uuid=logged.model_id,
+                    run_id=run_id,
+                    model_id=logged.model_id,
+                )
+                mlflow.pytorch.save_model(
+                    model,
+                    str(local),
+                    mlflow_model=meta,
+                    extra_files=[str(f) for f in files if Path(f).is_file()],
+                    serialization_format="pickle",  # pt2 (torch.export) cannot trace a forward over a Batch
+                    pip_requirements=_requirements(),  # given: inferring them loads the model in a subprocess
+                )
+                for folder in (Path(f) for f in files if Path(f).is_dir()):
+                    shutil.copytree(folder, local / folder.name)
+                self.client.log_model_artifacts(logged.model_id, str(local))
+        except BaseException:
+            self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+            raise
+        self.client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        return logged.model_id
+
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
         """Terminate the run; no-op when no run was started."""
         check_status(status)
@@ -96,6 +169,11 @@ class MlflowTracker:
         if error is not None:
             self.set_tags({"error": error})
         self.client.set_terminated(self._run_id, status)
+        if status == "FINISHED":  # the UI's saved view gets this run's test/auc/<scenario> columns
+            try:
+                save_runs_view(self.client, self.experiment_id, self.client.get_run(self._run_id).data.metrics)
+            except MlflowException as exc:
+                warnings.warn(f"the MLflow UI's saved view {VIEW_NAME!r} was not updated: {exc.message}", stacklevel=2)
 
     def download_artifacts(self, run_id: str, artifact_path: str, destination: Path) -> Path:
         """Copy the artifact folder `artifact_path` of run `run_id` into `destination`; return its local path.
@@ -123,6 +201,19 @@ class MlflowTracker:
         return self._run_id
 
 
+def _requirements() -> list[str]:
+    """What a logged model needs to load: torch and mlflow at this job's versions, and ssimctr (its classes)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for package in ("torch", "mlflow", "polars", "ssimctr"):
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return pinned
+
+
 def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     """Mark FAILED the RUNNING runs of this host whose process is gone (killed with -9, out of
     memory, a power cut): no process with the recorded pid exists, or it started after the run did
@@ -133,7 +224,8 @@ def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     orphans = []
     for run in paginate(lambda token: client.search_runs([experiment_id], query, page_token=token)):
         pid = int(run.data.tags.get(PID_TAG, "0"))
-        if not _alive_since(pid, run.info.start_time / 1000):
+        since = float(run.data.tags.get(SINCE_TAG, run.info.start_time / 1000))  # a resumed run: its resume
+        if not _alive_since(pid, since):
             error = f"process {pid} on {host} ended without finishing the run (found at a later start)"
             client.set_tag(run.info.run_id, "error", error)
             client.set_terminated(run.info.run_id, "FAILED")
@@ -159,11 +251,19 @@ def connect(uri: str) -> MlflowClient:
             return MlflowClient(tracking_uri=uri)
         database.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{database}.lock"):
-            client = MlflowClient(tracking_uri=uri)
+            client = SqliteClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # opens the store: creates and migrates its tables
         return client
     except MlflowException as exc:
+        problem = unwritable_store(exc, uri)
+        if problem is not None:
+            raise problem from None
         raise UserError(f"tracking.uri={uri!r} is not a usable MLflow store: {exc.message}") from exc
+    except Exception as exc:  # OSError (its folder, the lock), sqlalchemy's OperationalError
+        problem = unwritable_store(exc, uri)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -190,7 +290,8 @@ def create_experiment(client: MlflowClient, name: str, artifact_location: str | 
     """Create experiment `name`; if another job created it meanwhile, read that one."""
     location = artifact_uri(artifact_location) if artifact_location else None
     try:
-        return client.get_experiment(client.create_experiment(name, artifact_location=location))
+        tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}  # a model-training experiment (see ssimctr.tracking.views)
+        return client.get_experiment(client.create_experiment(name, artifact_location=location, tags=tags))
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
@@ -209,3 +310,49 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     """Consecutive slices of `items` of at most `size` elements."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+LOCKED_RETRIES = 6  # up to ~30 s of backoff (0.5 s doubling, with jitter) on top of MLflow's 20 s busy timeout
+_jitter = random.Random()  # its own stream: the job's seeded `random` stays untouched
+
+
+class SqliteClient(MlflowClient):
+    """An MlflowClient for a sqlite store whose writes retry with backoff on `database is locked`.
+
+    MLflow sets a 20 s busy timeout, but sqlite answers `database is locked` at once, without waiting,
+    when a transaction that has read must write while another process writes: parallel jobs
+    (hydra/launcher=joblib, submitit_local) logging into one file can hit it. A locked write is rolled
+    back, so repeating it logs it once."""
+
+    def create_run(self, *args, **kwargs):
+        return _retry_locked(super().create_run, *args, **kwargs)
+
+    def log_batch(self, *args, **kwargs):
+        return _retry_locked(super().log_batch, *args, **kwargs)
+
+    def set_tag(self, *args, **kwargs):
+        return _retry_locked(super().set_tag, *args, **kwargs)
+
+    def set_terminated(self, *args, **kwargs):
+        return _retry_locked(super().set_terminated, *args, **kwargs)
+
+
+def _retry_locked(call: Callable[..., _T], *args: object, **kwargs: object) -> _T:
+    """`call(*args, **kwargs)`, repeated after 0.5, 1, 2, ... s (±50%) while sqlite says the database is locked."""
+    for attempt in range(LOCKED_RETRIES + 1):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # MlflowException wrapping sqlalchemy's OperationalError, or the latter
+            if attempt == LOCKED_RETRIES or "database is locked" not in str(exc):
+                raise
+            time.sleep(0.5 * 2**attempt * _jitter.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
+def experiment_artifacts(uri: str, location: str | None) -> str | None:
+    """Where a new experiment keeps its artifacts: `location`, except a local path for a tracking server
+    (http, https): then None, the server's own artifact root (`mlflow server --serve-artifacts`), which
+    every job reaches through the server, wherever it runs."""
+    if location and urlparse(uri).scheme in ("http", "https") and len(urlparse(location).scheme) <= 1:
+        return None
+    return location

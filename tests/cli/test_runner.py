@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
+import sqlite3
 from pathlib import Path
 
 import polars as pl
 import pytest
+import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
@@ -145,3 +148,58 @@ def test_trainer_values_no_training_can_use_are_refused_before_anything_runs(tmp
     with pytest.raises(UserError, match=f"^{message}"):
         run_job(cfg, tmp_path)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "cache").exists()  # no run, no data
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["ssim=search", "ssim.ratio=1.5"], "ssim.ratio=1.5: must be in [0, 1]"),
+        (["ssim=retrain", "ssim.ratio=-0.1"], "ssim.ratio=-0.1: must be in [0, 1]"),
+        (["ssim=search", "ssim.epsilon=1"], "ssim.epsilon=1.0: must be in (0, 1)"),
+        (["ssim=search", "ssim.lambda_kl=-1"], "ssim.lambda_kl=-1.0: must be 0 or positive"),
+        (["ssim=search", "ssim.final_temperature=0"], "ssim.final_temperature=0.0: must be positive"),
+        (["ssim=search", "ssim.search_epochs=0"], "ssim.search_epochs=0: must be at least 1"),
+        (["ssim=search", "ssim.selector_lr=-1e-3"], "ssim.selector_lr=-0.001: must be 0 or positive"),
+        (["ssim=search", "ssim.selector_dropout=1"], "ssim.selector_dropout=1.0: must be in [0, 1)"),
+        (["ssim=pipeline", "ssim.retrain_dropout=-0.5"], "ssim.retrain_dropout=-0.5: must be in [0, 1)"),
+        (["ssim=search", "ssim.log_every=0"], "ssim.log_every=0: must be at least 1"),
+        (["ssim=search", "ssim.selector_hidden=[64,0]"], "ssim.selector_hidden=[64, 0]: must be layer sizes"),
+        (["ssim=search", "ssim.gate=fuzzy"], "ssim.gate=fuzzy is not known: use one of hard, soft"),
+        (["ssim.phase=serch"], "ssim.phase=serch is not known: use one of disabled, search, retrain, pipeline"),
+        (["ssim=retrain", "ssim.from_run=abc", "ssim.from_path=x"], "set one of ssim.from_run and ssim.from_path"),
+        (["split=random", "split.fractions=[0.8,0.1]"], "split.fractions must be three numbers"),
+        (["split=time", "split.cutoffs=[2024-01-01]"], "split.cutoffs needs two values"),
+        (["split.kind=kfold"], "split=kfold is not known"),
+        (["scenario=top_k", "scenario.top_k=0"], "scenario=top_k needs scenario.top_k >= 1"),
+        (["scenario=bins", "scenario.bins=[3,1]"], "scenario.bins must be a non-empty increasing list"),
+        (["scenario.bins=[1,2]"], "scenario.bins belongs to scenario=bins, but scenario=column is chosen"),
+        (["scenario.unmapped=keep"], "scenario.unmapped=keep: use drop or error"),
+        (["dataset.rows=0"], "dataset.rows=0: must be at least 1"),
+        (["dataset.newcomers=1"], "dataset.newcomers=1.0: must be in [0, 1)"),
+        (["dataset.shard_rows=0"], "dataset.shard_rows=0: a shard needs at least one row"),
+    ],
+)
+def test_ssim_split_scenario_and_dataset_values_are_refused_before_anything_runs(tmp_path, overrides, message):
+    cfg = job_config(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides)
+    with pytest.raises(UserError, match=f"^{re.escape(message)}"):
+        run_job(cfg, tmp_path)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "cache").exists()  # no run, no data
+
+
+@pytest.mark.parametrize(
+    ("cause", "fix"),
+    [
+        ("attempt to write a readonly database", "choose a writable tracking.uri"),
+        ("unable to open database file", "choose a writable tracking.uri"),
+        ("database or disk is full", "free some space or choose another tracking.uri"),
+    ],
+)
+def test_a_store_that_cannot_be_written_is_one_user_error_naming_it(tmp_path, monkeypatch, cause, fix):
+    def refuse(self, *args, **kwargs):  # what sqlite says through sqlalchemy when the store opens
+        raise sqlalchemy.exc.OperationalError("SELECT experiments", {}, sqlite3.OperationalError(cause))
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", refuse)
+    cfg = job_config(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    with pytest.raises(UserError, match=f"^{re.escape(f'cannot write {tmp_path}/mlflow.db: {cause}; {fix}')}$"):
+        run_job(cfg, tmp_path)
+    assert not (tmp_path / "cache").exists()  # before any data

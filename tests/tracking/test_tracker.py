@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+from servers import run_at_once
 
 from ssimctr.errors import UserError
 from ssimctr.tracking import (
@@ -22,6 +22,7 @@ from ssimctr.tracking import (
     Tracker,
     flatten_params,
     make_tracker,
+    mlflow_tracker,
     parent_run_id_from_env,
 )
 from ssimctr.tracking.mlflow_tracker import MlflowTracker, create_experiment
@@ -287,22 +288,77 @@ import sys
 from ssimctr.tracking.mlflow_tracker import MlflowTracker
 tracker = MlflowTracker(sys.argv[1], "parallel")
 tracker.start(sys.argv[2], {})
-tracker.log_metrics({"test/auc/mean": 0.5})
+for step in range(int(sys.argv[3])):  # one write transaction per call, as an epoch loop logs
+    tracker.log_metrics({"train/loss": 1.0 / (step + 1), "test/auc/mean": 0.5}, step=step)
+    tracker.set_tags({"epoch": str(step)})
 tracker.end()
 """
+STEPS = 15
 
 
 def test_jobs_that_open_a_new_store_at_once_all_log_and_leave_it_usable(tmp_path: Path):
     """Without the lock around the first migration, 2 of 4 simultaneous first runs fail
-    (`duplicate column name`) and the store can be left half-migrated for every later run."""
+    (`duplicate column name`) and the store can be left half-migrated for every later run. Then
+    the 4 jobs write at once, step after step (what hydra/launcher=joblib does), and lose nothing."""
     uri = f"sqlite:///{tmp_path}/new/mlflow.db"
-    jobs = [
-        subprocess.Popen([sys.executable, "-c", LOG_ONE_RUN, uri, f"job{i}"], stderr=subprocess.PIPE, text=True)
-        for i in range(4)
-    ]
-    errors = [job.communicate(timeout=120)[1] for job in jobs]
-    assert [job.returncode for job in jobs] == [0] * 4, errors
+    run_at_once(LOG_ONE_RUN, [[uri, f"job{i}", str(STEPS)] for i in range(4)])
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
     assert sorted(run.info.run_name for run in runs) == [f"job{i}" for i in range(4)]
     assert all(run.info.status == "FINISHED" and run.data.metrics["test/auc/mean"] == 0.5 for run in runs)
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "train/loss")
+        assert sorted(metric.step for metric in history) == list(range(STEPS))
+        assert run.data.tags["epoch"] == str(STEPS - 1)
+
+
+class Locked:
+    """A store call that answers `database is locked` `times` times, then `result`."""
+
+    def __init__(self, times: int, error: Exception | None = None) -> None:
+        self.calls, self.times = 0, times
+        self.error = error or MlflowException("(sqlite3.OperationalError) database is locked")
+
+    def __call__(self, *args: object, **kwargs: object) -> str:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.error
+        return "done"
+
+
+def test_locked_sqlite_writes_are_retried_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(mlflow_tracker.time, "sleep", waits.append)
+    call = Locked(times=3)
+    assert mlflow_tracker._retry_locked(call, "run", metrics=[]) == "done"
+    assert call.calls == 4 and len(waits) == 3
+    assert all(0.25 * 2**i <= wait <= 0.75 * 2**i for i, wait in enumerate(waits))
+
+
+def test_locked_sqlite_write_gives_up_and_other_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mlflow_tracker.time, "sleep", lambda seconds: None)
+    always = Locked(times=100)
+    with pytest.raises(MlflowException, match="database is locked"):
+        mlflow_tracker._retry_locked(always)
+    assert always.calls == mlflow_tracker.LOCKED_RETRIES + 1
+    other = Locked(times=1, error=MlflowException("RESOURCE_DOES_NOT_EXIST: run x"))
+    with pytest.raises(MlflowException, match="RESOURCE_DOES_NOT_EXIST"):
+        mlflow_tracker._retry_locked(other)
+    assert other.calls == 1
+
+
+def test_sqlite_store_gets_the_retrying_client(store: tuple[str, Path]) -> None:
+    assert isinstance(mlflow_tracker.connect(store[0]), mlflow_tracker.SqliteClient)
+
+
+@pytest.mark.parametrize(
+    ("uri", "location", "expected"),
+    [
+        ("http://127.0.0.1:5000", "outputs/mlartifacts", None),  # the server's served artifact root
+        ("https://mlflow.example.org", "/data/mlartifacts", None),
+        ("http://127.0.0.1:5000", "s3://bucket/mlartifacts", "s3://bucket/mlartifacts"),
+        ("sqlite:///outputs/mlflow.db", "outputs/mlartifacts", "outputs/mlartifacts"),
+    ],
+)
+def test_experiment_artifacts_on_a_server_are_the_servers(uri: str, location: str, expected: str | None) -> None:
+    assert mlflow_tracker.experiment_artifacts(uri, location) == expected
