@@ -30,11 +30,15 @@ SMALL = (
 
 
 class RecordingTracker(NullTracker):
-    """Records the tags and artifacts a run logs."""
+    """Records the tags, artifacts and metrics (the last value of each) a run logs."""
 
     def __init__(self) -> None:
         self.tags: dict[str, str] = {}
         self.artifacts: list[Path] = []
+        self.metrics: dict[str, float] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.metrics.update(metrics)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.tags.update(tags)
@@ -88,6 +92,9 @@ def test_a_transfer_row_reuses_the_dnn_rows_search(tmp_path, monkeypatch):
     assert searched(star).parent.name == dnn.tags["ssim.search_key"]  # the cache entry, logged as ssim/
     for name in ("selection.parquet", "initial_state.pt", "selector.pt", "embedding.pt"):
         assert (searched(star) / name).read_bytes() == (searched(dnn) / name).read_bytes()
+    selection = {key: value for key, value in dnn.metrics.items() if key.startswith("search/ssim/shared_fraction/")}
+    assert len(selection) == 3  # s0, s1, s2: the reused search's selection metrics, logged again
+    assert {key: star.metrics.get(key) for key in selection} == selection
 
 
 def test_another_seed_text_encoder_or_reuse_off_searches_again(tmp_path, monkeypatch):
