@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import random
 import shutil
@@ -136,7 +138,7 @@ class MlflowTracker:
         )
         self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         try:
-            with tempfile.TemporaryDirectory() as scratch:
+            with tempfile.TemporaryDirectory() as scratch, _quiet("mlflow.pytorch"):
                 local = Path(scratch) / name
                 meta = Model(
                     artifact_path=logged.artifact_location,
@@ -250,7 +252,7 @@ def connect(uri: str) -> MlflowClient:
         if database is None:
             return MlflowClient(tracking_uri=uri)
         database.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{database}.lock"):
+        with FileLock(f"{database}.lock"), _quiet("mlflow.store.db.utils"):
             client = SqliteClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # opens the store: creates and migrates its tables
         return client
@@ -356,3 +358,24 @@ def experiment_artifacts(uri: str, location: str | None) -> str | None:
     if location and urlparse(uri).scheme in ("http", "https") and len(urlparse(location).scheme) <= 1:
         return None
     return location
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """mlflow's console lines below ERROR from `loggers` held back, and no artifact progress bars: a
+    new store's "Creating initial MLflow database tables", mlflow.pytorch's warning that the pickle
+    format runs code when loaded (the README says so), a progress bar per file a model copies."""
+    logs = [logging.getLogger(name) for name in loggers]
+    levels, bars = [log.level for log in logs], os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    for log in logs:
+        log.setLevel(logging.ERROR)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
+        if bars is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bars

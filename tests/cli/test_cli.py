@@ -88,8 +88,10 @@ def test_missing_file_is_one_clear_line(tmp_path):
 def test_default_run_prints_the_table_and_logs_to_mlflow(tmp_path):
     result = ssimctr(tmp_path, *SMALL)
     assert result.returncode == 0, result.stderr
-    for text in ("Scenario", "s0", "s1", "s2", "overall", "mean", "MLflow run"):
+    for text in ("Scenario", "s0", "s1", "s2", "overall", "mean", "MLflow run", "logged model models:/m-"):
         assert text in result.stdout
+    for noise in ("Creating initial MLflow database tables", "Downloading artifacts", "Pickle"):
+        assert noise not in result.stdout + result.stderr  # mlflow's own lines while opening a store, logging a model
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     [record] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert {f"test/auc/s{k}" for k in range(3)} <= set(record.data.metrics)
