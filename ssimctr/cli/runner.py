@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import time
@@ -20,6 +21,7 @@ from ssimctr.errors import UserError
 from ssimctr.tasks.base import Job, ModelFactory, Task
 from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import Tracker, flatten_params, make_tracker, parent_run_id_from_env
+from ssimctr.train import distributed
 from ssimctr.train.checkpoint import CHECKPOINTS, Checkpointer, checkpointing, resumable
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Splits
@@ -43,13 +45,34 @@ class JobInfo:
 def run(cfg: DictConfig, info: JobInfo, console: Console | None = None, resume: bool = False) -> dict[str, float]:
     """Run one job in its own tracked run; return its results (val/* of the selected model, test/*).
     Each training checkpoints into `<output_dir>/checkpoints/` (dropped when the run finishes);
-    `resume`: continue the stopped job of `info.output_dir` from its checkpoints, in its run."""
+    `resume`: continue the stopped job of `info.output_dir` from its checkpoints, in its run.
+    trainer=ddp (under torchrun): every rank trains and evaluates; rank 0 alone tracks, writes and prints."""
     console = console or Console()
     settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # checks the trainer's values first
     for group in CHECKED_GROUPS:  # and these groups' (their schemas' __post_init__), before any run or data
         OmegaConf.to_object(cfg[group])
+    if settings.distributed == "ddp":
+        distributed.refuse_unsupported(cfg, resume)
+        device = distributed.init(resolve_device(settings.device))
+        settings = dataclasses.replace(settings, device=str(device))
+        if not distributed.is_main():  # no run, no files, nothing printed
+            console, settings = Console(quiet=True), dataclasses.replace(settings, progress=False)
+    try:
+        return _tracked(cfg, info, settings, console, resume)
+    finally:
+        distributed.teardown()
+
+
+def _tracked(
+    cfg: DictConfig, info: JobInfo, settings: TrainerConfig, console: Console, resume: bool
+) -> dict[str, float]:
+    """The job in its tracked run (rank 0's, under trainer=ddp; the other ranks track nothing)."""
     tracking = cfg.tracking
-    tracker = make_tracker(tracking.backend, tracking.uri, tracking.experiment, tracking.artifact_location)
+    main = distributed.is_main()
+    backend = tracking.backend if main else "none"
+    tracker = make_tracker(backend, tracking.uri, tracking.experiment, tracking.artifact_location)
+    if not main:
+        return _run(cfg, info, settings, tracker, console)
     checkpointer = Checkpointer(info.output_dir / CHECKPOINTS)
     if resume:
         tracker.resume(resumable(checkpointer.folder).get("run_id"))
@@ -91,12 +114,15 @@ def _run(
     configure_torch(settings.threads)
     device = resolve_device(settings.device)
     folder = info.output_dir
-    folder.mkdir(parents=True, exist_ok=True)
-    _log_config(cfg, tracker, folder)
+    main = distributed.is_main()
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        _log_config(cfg, tracker, folder)
     where = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
     logger.info("%s; outputs in %s; overrides: %s", where, folder, " ".join(info.overrides) or "none")
 
-    data = with_encoded_fields(_prepare(cfg, console), OmegaConf.to_object(cfg.text_encoder), console)
+    with distributed.main_first():  # rank 0 prepares (and caches) the data, the others then read the cache
+        data = with_encoded_fields(_prepare(cfg, console), OmegaConf.to_object(cfg.text_encoder), console)
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")
     task: Task = instantiate(cfg.task)
@@ -113,6 +139,8 @@ def _run(
     outcome = task.run(job)
 
     results = outcome.summary()
+    if not main:
+        return results
     tracker.log_metrics({k: v for k, v in results.items() if not (outcome.val_logged and k.startswith("val/"))})
     _log_model(cfg, outcome, data, tracker, folder, console)
     summaries = outcome.summaries or {"test": split_summary(data.manifest, data.feature_map.scenario_names, "test")}
@@ -152,7 +180,9 @@ def _log_model(
     model_id = tracker.log_model(outcome.model, files, name="model")
     seconds = time.perf_counter() - started
     if model_id is not None:  # None: a tracker that keeps no models
-        console.print(f"logged model models:/{model_id} (runs:/{tracker.run_id}/model) in {seconds:.1f}s")
+        console.print(
+            f"logged model models:/{model_id} (runs:/{tracker.run_id}/model) in {seconds:.1f}s", soft_wrap=True
+        )
 
 
 def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path) -> None:
@@ -180,11 +210,12 @@ def _open_splits(settings: TrainerConfig, data: PreparedDataset, device: torch.d
     """Each split in memory, or streamed from its parquet shards (trainer.in_memory=false, or
     automatically for a split of more than trainer.stream_above_rows rows)."""
     splits = {}
+    share = (distributed.rank(), distributed.world_size()) if distributed.active() else None
     for name in ("train", "val", "test"):
         rows = data.manifest["splits"][name]["rows"]
         in_memory = settings.in_memory if settings.in_memory is not None else rows <= settings.stream_above_rows
         splits[name] = open_split(
-            data.split_path(name), data.feature_map, in_memory, settings.stream_buffer_rows, device
+            data.split_path(name), data.feature_map, in_memory, settings.stream_buffer_rows, device, share
         )
     return splits
 
@@ -214,6 +245,8 @@ def _tags(cfg: DictConfig, info: JobInfo) -> dict[str, str]:
             "output_dir": str(info.output_dir),
         }
     )
+    if distributed.active():
+        tags["ssimctr.world_size"] = str(distributed.world_size())
     return tags
 
 

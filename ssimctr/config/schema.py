@@ -219,6 +219,7 @@ class TrainerConfig:
     stream_above_rows: int = 50_000_000  # auto: stream a split that has more rows
     stream_buffer_rows: int = 1_000_000  # streaming: rows shuffled together
     seed: int = II("seed")  # shuffling and random selections: the job's seed
+    distributed: str = "none"  # none | ddp: data-parallel over torchrun's processes (conf/trainer/ddp.yaml)
 
     def __post_init__(self) -> None:
         """Refuse values no training can run with (checked when the runner reads the config, before
@@ -231,6 +232,8 @@ class TrainerConfig:
                 raise UserError(f"trainer.{key}={getattr(self, key)}: must be 0 or positive (e.g. trainer.{key}=1e-3)")
         if self.embedding_optimizer not in ("sparse_adam", "adam"):
             raise UserError(f"trainer.embedding_optimizer={self.embedding_optimizer}: use sparse_adam or adam")
+        if self.distributed not in ("none", "ddp"):
+            raise UserError(f"trainer.distributed={self.distributed}: use none or ddp (trainer=ddp, under torchrun)")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from ssimctr.data.batch import Batch
-from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, count_rows, read_split
+from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, Share, count_rows, read_split
 from ssimctr.features.feature_map import FeatureMap
 
 
@@ -79,9 +79,12 @@ class StreamedSplit:
     buffer_rows: int
     device: torch.device
     scenario: int | None = None
+    share: Share | None = None  # a data-parallel rank's row groups (ParquetStreamLoader)
 
     @cached_property
     def num_rows(self) -> int:
+        if self.share is not None:
+            return self.loader(1, shuffle=False).num_rows
         return count_rows(self.path, self.scenario)
 
     def loader(self, batch_size: int, shuffle: bool, seed: int = 0) -> ParquetStreamLoader:
@@ -94,7 +97,8 @@ class StreamedSplit:
             buffer_rows=self.buffer_rows,
             device=self.device,
             scenario=self.scenario,
-            num_rows=self.num_rows,
+            num_rows=None if self.share is not None else self.num_rows,
+            share=self.share,
         )
 
     def of_scenario(self, scenario: int) -> StreamedSplit:
@@ -102,9 +106,15 @@ class StreamedSplit:
 
 
 def open_split(
-    path: Path, feature_map: FeatureMap, in_memory: bool, buffer_rows: int, device: torch.device
+    path: Path,
+    feature_map: FeatureMap,
+    in_memory: bool,
+    buffer_rows: int,
+    device: torch.device,
+    share: Share | None = None,
 ) -> DataSplit:
-    """A prepared split read into memory on `device`, or streamed from disk."""
+    """A prepared split read into memory on `device`, or streamed from disk; with `share` (rank, world
+    size), only that data-parallel rank's part: contiguous rows in memory, round-robin row groups streamed."""
     if in_memory:
-        return MemorySplit(read_split(path, feature_map).to(device), Path(path))
-    return StreamedSplit(Path(path), feature_map, buffer_rows, torch.device(device))
+        return MemorySplit(read_split(path, feature_map, share).to(device), Path(path))
+    return StreamedSplit(Path(path), feature_map, buffer_rows, torch.device(device), share=share)

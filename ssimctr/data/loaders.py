@@ -29,9 +29,24 @@ def parquet_files(path: Path) -> list[Path]:
     return files
 
 
-def read_split(path: Path, feature_map: FeatureMap) -> Batch:
-    """Load one prepared split (a parquet file or a folder of parquet shards) as one Batch."""
-    return batch_from_frame(pl.read_parquet(parquet_files(path)), feature_map)
+Share = tuple[int, int]  # (rank, world size): a data-parallel process's share of a split
+
+
+def read_split(path: Path, feature_map: FeatureMap, share: Share | None = None) -> Batch:
+    """Load one prepared split (a parquet file or a folder of parquet shards) as one Batch. With `share`
+    (rank r of w), only rows [r·n/w, (r+1)·n/w) of the split's n rows in file order: shares differ by at
+    most a row, and polars' slice pushdown reads only the row groups that hold the rank's rows."""
+    files = parquet_files(path)
+    if share is None:
+        return batch_from_frame(pl.read_parquet(files), feature_map)
+    start, stop = share_bounds(count_rows(path), share)
+    return batch_from_frame(pl.scan_parquet(files).slice(start, stop - start).collect(), feature_map)
+
+
+def share_bounds(rows: int, share: Share) -> tuple[int, int]:
+    """Rank r's contiguous rows [start, stop) of `rows` rows split among w ranks."""
+    rank, world = share
+    return rank * rows // world, (rank + 1) * rows // world
 
 
 def batch_from_frame(frame: pl.DataFrame, feature_map: FeatureMap) -> Batch:
@@ -119,6 +134,9 @@ class ParquetStreamLoader:
     yields ceil(rows / batch_size) batches covering every row once. Unshuffled, rows come in file
     order. With `scenario`, only that scenario's rows are read (`num_rows`, when the caller has
     counted them, saves a pass over the scenario column). Memory holds one buffer, not the split.
+    With `share` (rank r of w), only row groups r, r + w, r + 2w, ... (over all shards) are read: whole
+    row groups, so the ranks' row counts differ by up to a row group (training agrees on the fewest
+    batches: ssimctr.train.distributed.agreed_batches).
     """
 
     def __init__(
@@ -132,11 +150,17 @@ class ParquetStreamLoader:
         device: torch.device | str = "cpu",
         scenario: int | None = None,
         num_rows: int | None = None,
+        share: Share | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.files = [pq.ParquetFile(file) for file in parquet_files(path)]
         self.units = [(f, g) for f, file in enumerate(self.files) for g in range(file.num_row_groups)]
+        if share is not None:
+            if scenario is not None:
+                raise ValueError("a share of one scenario's rows is not supported")
+            self.units = self.units[share[0] :: share[1]]
+            num_rows = sum(self.files[f].metadata.row_group(g).num_rows for f, g in self.units)
         self.feature_map, self.scenario = feature_map, scenario
         self.columns = [
             "row_id",

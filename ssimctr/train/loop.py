@@ -23,6 +23,7 @@ from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError, stops_located
 from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
+from ssimctr.train import distributed
 from ssimctr.train.checkpoint import FitCheckpoint
 from ssimctr.train.optim import make_row_adam
 
@@ -118,7 +119,9 @@ def fit(
     competes as epoch 0, so fine-tuning that never improves validation keeps the given weights.
     Inside a job (ssimctr.train.checkpoint.checkpointing) each epoch is checkpointed, and a resumed
     job's fit restores its checkpoint: a fit that had ended returns its saved result untrained, one
-    that was stopped trains on from the epoch after its last checkpoint (logging only the new epochs)."""
+    that was stopped trains on from the epoch after its last checkpoint (logging only the new epochs).
+    Under trainer=ddp (ssimctr.train.distributed) the model trains through DistributedDataParallel,
+    every rank runs the same number of batches, and the epoch's loss and rows are pooled over ranks."""
     mode = settings.monitor_mode
     if mode not in ("max", "min"):
         raise UserError(f"trainer.monitor_mode={mode}: use max or min")
@@ -141,30 +144,32 @@ def fit(
         result.initial = _validated(validate(model), monitor)
         result.best_value = result.initial[monitor]
         best_state = copy.deepcopy(model.state_dict())
-    for epoch in range(first, settings.epochs + 1):
-        with stops_located(f"epoch {epoch}, after its training batches"):  # the batches say which one
-            loss, rows, seconds = _train_epoch(
-                model, loss_fn, optimizer, train, epoch, settings.limit_train_batches, settings.progress
-            )
-            result.train_rows += rows
-            result.train_seconds += seconds
-            metrics = _validated(validate(model), monitor)
-            metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
-            result.epochs.append(metrics)
-            if log:
-                log(metrics, epoch)
-            _print_epoch(epoch, metrics, monitor, settings.progress)
-            value = metrics[monitor]
-            if _improved(value, result.best_value, mode):
-                result.best_epoch, result.best_value, stale = epoch, value, 0
-                best_state = copy.deepcopy(model.state_dict()) if restore_best else None
-            else:
-                stale += 1
-            if checkpoint:
-                best_is_current = restore_best and result.best_epoch == epoch
-                checkpoint.save_epoch(epoch, dataclasses.asdict(result), best_state, best_is_current, stale)
-            if stale >= settings.patience:
-                break
+    limit = distributed.agreed_batches(len(train), settings.limit_train_batches)
+    with distributed.synced(model, loss_fn) as train_loss:
+        for epoch in range(first, settings.epochs + 1):
+            with stops_located(f"epoch {epoch}, after its training batches"):  # the batches say which one
+                loss, rows, seconds = _train_epoch(model, train_loss, optimizer, train, epoch, limit, settings.progress)
+                loss, rows, seconds = distributed.pooled_epoch(loss, rows, seconds)
+                distributed.sync_buffers(model)
+                result.train_rows += rows
+                result.train_seconds += seconds
+                metrics = _validated(validate(model), monitor)
+                metrics.update({"train/loss": loss, "train/rows_per_s": rows / seconds if seconds else float("nan")})
+                result.epochs.append(metrics)
+                if log:
+                    log(metrics, epoch)
+                _print_epoch(epoch, metrics, monitor, settings.progress)
+                value = metrics[monitor]
+                if _improved(value, result.best_value, mode):
+                    result.best_epoch, result.best_value, stale = epoch, value, 0
+                    best_state = copy.deepcopy(model.state_dict()) if restore_best else None
+                else:
+                    stale += 1
+                if checkpoint:
+                    best_is_current = restore_best and result.best_epoch == epoch
+                    checkpoint.save_epoch(epoch, dataclasses.asdict(result), best_state, best_is_current, stale)
+                if stale >= settings.patience:
+                    break
     if best_state is not None:
         model.load_state_dict(best_state)
     result.kept_epoch = result.best_epoch if restore_best else len(result.epochs)
@@ -260,12 +265,15 @@ def predict(model: MultiScenarioModel, loader: Loader) -> tuple[np.ndarray, np.n
         logits.append(model(batch).float())
         labels.append(batch.label)
         scenarios.append(batch.scenario)
+    if not labels:  # no rows (e.g. a data-parallel rank's empty share of a streamed split)
+        return np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     return tuple(torch.cat(parts).cpu().numpy() for parts in (labels, logits, scenarios))
 
 
 def evaluate(model: MultiScenarioModel, loader: Loader, split: str, scenario_names: Sequence[str]) -> dict[str, float]:
-    """Per-scenario, pooled and macro-mean AUC and logloss of `model` on `loader`."""
-    labels, logits, scenario = predict(model, loader)
+    """Per-scenario, pooled and macro-mean AUC and logloss of `model` on `loader` (under trainer=ddp: on
+    the rows of every rank's loader, gathered, so every rank gets the same metrics)."""
+    labels, logits, scenario = distributed.gathered(*predict(model, loader))  # every rank's rows under ddp
     return scenario_metrics(split, labels, logits, scenario, scenario_names)
 
 
