@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format mutation sweep ui server bench bench-scale clean
+.PHONY: run test test-fast lint format mutation sweep ui server bench bench-scale bench-vs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,15 +56,20 @@ server: $(STAMP)  ## shared MLflow tracking server (SQLite, or SERVER_DB=postgre
 	$(BIN)/mlflow server --backend-store-uri '$(SERVER_DB)' --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
 		--host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS) $(if $(SERVER_ALLOWED),--allowed-hosts '$(SERVER_ALLOWED)')
 
-bench: $(STAMP)  ## preparation time, training rows/s per model and per vocabulary size (sparse vs dense Adam), SSIM search cost, cold-start methods' epoch cost, text encoding and text fields' cost, peak memory
+bench: $(STAMP)  ## preparation time, training rows/s per model and per vocabulary size (sparse vs dense Adam), SSIM search cost, cold-start methods' epoch cost, text encoding and text fields' cost, data-parallel scaling, peak memory
 	$(BIN)/python bench/train_speed.py --regimes single,mt
 	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
 	$(BIN)/python bench/vocab_sweep.py  # 10k -> 10M ids: rows/s and peak RSS, sparse_adam vs adam
 	$(BIN)/python bench/coldstart_speed.py
 	$(BIN)/python bench/text_speed.py  # minilm: texts/s where the text extra is installed
+	$(BIN)/python bench/ddp_speed.py  # trainer=ddp: train rows/s of 1 vs 2 torchrun processes (gloo)
 
 bench-scale: $(STAMP)  ## preparation of 5M, 10M and 20M-row CSV files: wall time, rows/s, peak RSS
 	$(BIN)/python bench/scale.py --train
+
+bench-vs: $(STAMP)  ## ssimctr against DeepCTR-Torch: one DNN epoch on the same 1M rows with the same model and optimizer
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/vs_deepctr.py
 
 clean:  ## remove outputs (runs, MLflow store, data cache); keeps .venv
 	rm -rf outputs multirun mlruns .pytest_cache
