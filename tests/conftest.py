@@ -219,16 +219,22 @@ def assert_tower_contract(model, feature_map: FeatureMap, rows: int = 32) -> Non
 
 
 def train_briefly(
-    model, data: PreparedDataset, epochs: int = 2, gate: float = 0.0, lr: float = 3e-3, seed: int = 0
+    model,
+    data: PreparedDataset,
+    epochs: int = 2,
+    gate: float = 0.0,
+    lr: float = 3e-3,
+    seed: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, float]:
-    """Train `model` on `data` for a few epochs; return val and test metrics."""
+    """Train `model` on `data` for a few epochs (trainer.precision `precision`); return test metrics."""
     torch.manual_seed(seed)
     fm = data.feature_map
     loaders = {
         s: InMemoryLoader(read_split(data.split_path(s), fm), 512, shuffle=s == "train", seed=seed)
         for s in ("train", "val", "test")
     }
-    settings = TrainerConfig(epochs=epochs, patience=epochs, progress=False, seed=seed)
+    settings = TrainerConfig(epochs=epochs, patience=epochs, progress=False, seed=seed, precision=precision)
     fit(
         model,
         FixedSharing(gate),

@@ -208,6 +208,10 @@ class TrainerConfig:
     # sparse_adam: lazy Adam on the embedding rows a batch looks up, O(batch) per step | adam: dense Adam
     # on whole tables, O(vocabulary) per step (ssimctr.train.optim; docs/methods.md §3.11)
     embedding_optimizer: str = "sparse_adam"
+    # fp32 | bf16: the training forward and loss under torch.autocast(bfloat16) (the backward follows it;
+    # weights, optimizer and evaluation stay float32). Faster where the CPU has bf16 instructions
+    # (AVX512-BF16, AMX) or on a GPU; docs/methods.md §3.11 has the measured speed and AUC.
+    precision: str = "fp32"
     patience: int = 2
     monitor: str = "val/auc/mean"
     monitor_mode: str = "max"  # max | min
@@ -232,6 +236,8 @@ class TrainerConfig:
                 raise UserError(f"trainer.{key}={getattr(self, key)}: must be 0 or positive (e.g. trainer.{key}=1e-3)")
         if self.embedding_optimizer not in ("sparse_adam", "adam"):
             raise UserError(f"trainer.embedding_optimizer={self.embedding_optimizer}: use sparse_adam or adam")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"trainer.precision={self.precision}: use fp32 or bf16")
         if self.distributed not in ("none", "ddp"):
             raise UserError(f"trainer.distributed={self.distributed}: use none or ddp (trainer=ddp, under torchrun)")
 

@@ -145,7 +145,7 @@ def fit(
         result.best_value = result.initial[monitor]
         best_state = copy.deepcopy(model.state_dict())
     limit = distributed.agreed_batches(len(train), settings.limit_train_batches)
-    with distributed.synced(model, loss_fn) as train_loss:
+    with distributed.synced(model, in_precision(loss_fn, settings.precision, train.device)) as train_loss:
         for epoch in range(first, settings.epochs + 1):
             with stops_located(f"epoch {epoch}, after its training batches"):  # the batches say which one
                 loss, rows, seconds = _train_epoch(model, train_loss, optimizer, train, epoch, limit, settings.progress)
@@ -194,6 +194,19 @@ def _improved(value: float, best: float, mode: str) -> bool:
     if math.isnan(best):
         return True
     return value > best if mode == "max" else value < best
+
+
+def in_precision(loss_fn: LossFn, precision: str, device: torch.device) -> LossFn:
+    """`loss_fn` with its forward under torch.autocast(bfloat16) for trainer.precision=bf16 (its loss
+    returned as float32, so the backward runs outside autocast, as torch recommends); else itself."""
+    if precision == "fp32":
+        return loss_fn
+
+    def autocast_loss(model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return loss_fn(model, batch).float()
+
+    return autocast_loss
 
 
 def _train_epoch(
