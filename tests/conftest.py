@@ -9,6 +9,8 @@ import hydra
 import polars as pl
 import pytest
 import torch
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from ssimctr.cli.main import CONFIG_DIR
@@ -244,3 +246,24 @@ def train_briefly(
         settings,
     )
     return evaluate(model, loaders["test"], "test", fm.scenario_names)
+
+
+METRICS_OF_A_RUN = [f"{split}/{metric}/{name}" for split in ("val", "test") for metric in ("auc", "logloss")
+                    for name in ("s0", "s1", "s2", "mean", "overall")]  # fmt: skip
+
+
+def sweep_runs(uri: str) -> tuple[Run, list[Run]]:
+    """The one multirun parent run of the MLflow store `uri` and its children (by MLflow's parent tag);
+    asserts that the store holds no other run."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    [parent] = [r for r in runs if r.data.tags.get("ssimctr.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 1 + len(children)
+    return parent, children
+
+
+def assert_every_metric(runs: list[Run]) -> None:
+    """Each run logged the val and test AUC and logloss of every synthetic scenario, the mean and pooled."""
+    for run in runs:
+        assert set(METRICS_OF_A_RUN) <= set(run.data.metrics), sorted(set(METRICS_OF_A_RUN) - set(run.data.metrics))

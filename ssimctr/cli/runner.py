@@ -221,18 +221,17 @@ def _open_splits(settings: TrainerConfig, data: PreparedDataset, device: torch.d
 
 
 NAMED_GROUPS = ("dataset", "backbone", "regime", "ssim")
-RUN_NAME_LENGTH = 200
 
 
 def _run_name(seed: int, info: JobInfo) -> str:
     """`<dataset>-<backbone>-<regime>[-ssim-<phase>] seed=<seed>` and the job's other overrides (paths
-    aside), so the runs of a multirun tell apart in the MLflow UI."""
+    aside), so the runs of a multirun tell apart in the MLflow UI (the tracker cuts a long one)."""
     parts = [info.choices.get(g) for g in NAMED_GROUPS[:3]]
     if info.choices.get("ssim") not in (None, "disabled"):
         parts.append(f"ssim-{info.choices['ssim']}")
     shown = {*NAMED_GROUPS, "seed"}
     others = [o for o in info.overrides if o.split("=", 1)[0].lstrip("+~") not in shown and not o.startswith("paths.")]
-    return " ".join(["-".join(p for p in parts if p) or "ssimctr", f"seed={seed}", *others])[:RUN_NAME_LENGTH]
+    return " ".join(["-".join(p for p in parts if p) or "ssimctr", f"seed={seed}", *others])
 
 
 def _tags(cfg: DictConfig, info: JobInfo) -> dict[str, str]:

@@ -37,6 +37,8 @@ from ssimctr.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_NA
 HOST_TAG, PID_TAG = "ssimctr.host", "ssimctr.pid"
 SINCE_TAG = "ssimctr.pid_since"  # when the recorded process took the run over (a resumed run; seconds)
 
+RUN_NAME_LENGTH = 200  # MLflow's runs.name column is VARCHAR(250): PostgreSQL and MySQL refuse longer (SQLite not)
+
 _T = TypeVar("_T")
 
 
@@ -62,7 +64,8 @@ class MlflowTracker:
         run_tags = _tag_values({**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         if parent_run_id:
             run_tags[PARENT_RUN_TAG] = parent_run_id
-        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=run_name)
+        name = None if run_name is None else run_name[:RUN_NAME_LENGTH]
+        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=name)
         self._run_id = run.info.run_id
         return self._run_id
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import hydra
 import pytest
 from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from conftest import assert_every_metric, sweep_runs
 from ssimctr.cli import main
 from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.tracking import PARENT_RUN_ENV
@@ -61,16 +61,6 @@ def compose_with_hydra(*overrides: str) -> DictConfig:
     """The config with its hydra node (launcher, sweeper), as a multirun composes it."""
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra.compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
-def sweep_runs(tmp_path: Path) -> tuple[Run, list[Run]]:
-    """The one parent run of the store and its children (by MLflow's parent tag)."""
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    [parent] = [r for r in runs if r.data.tags.get("ssimctr.kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(runs) == 1 + len(children)
-    return parent, children
 
 
 def assert_children_ran_elsewhere(parent: Run, children: list[Run], count: int) -> None:
@@ -133,6 +123,22 @@ def _torch_threads() -> int:
 
 
 @pytest.mark.slow
+@needs("hydra_joblib_launcher")
+def test_a_joblib_multirun_of_4_jobs_leaves_a_parent_and_4_finished_children(tmp_path: Path) -> None:
+    result = ssimctr(tmp_path, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "regime=mt,single", "seed=1,2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
+    assert_children_ran_elsewhere(parent, children, 4)
+    assert_every_metric(children)
+    assert sorted((r.data.tags["regime"], r.data.tags["seed"]) for r in children) == [
+        ("mt", "1"),
+        ("mt", "2"),
+        ("single", "1"),
+        ("single", "2"),
+    ]
+
+
+@pytest.mark.slow
 @needs("hydra_optuna_sweeper")
 @needs("hydra_joblib_launcher")
 def test_optuna_sweep_on_joblib_workers_records_the_best_trial(tmp_path: Path) -> None:
@@ -147,7 +153,7 @@ def test_optuna_sweep_on_joblib_workers_records_the_best_trial(tmp_path: Path) -
         "hydra.launcher.n_jobs=2",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    parent, children = sweep_runs(tmp_path)
+    parent, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert_children_ran_elsewhere(parent, children, 3)
     metric = "val/auc/mean"
     best = max(children, key=lambda r: r.data.metrics[metric])
@@ -165,7 +171,7 @@ def test_submitit_local_runs_the_pickled_jobs_under_one_parent(tmp_path: Path) -
     """submitit_local pickles each job as submitit_slurm would and runs it in a subprocess."""
     result = ssimctr(tmp_path, "-m", "hydra/launcher=submitit_local", "seed=1,2", "trainer.threads=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    parent, children = sweep_runs(tmp_path)
+    parent, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert_children_ran_elsewhere(parent, children, 2)
     assert sorted(r.data.tags["seed"] for r in children) == ["1", "2"]
 
@@ -185,5 +191,5 @@ def test_ray_launcher_on_a_local_ray_instance(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RayLauncher may run jobs on other machines" in result.stderr  # a sqlite store: use a server
-    parent, children = sweep_runs(tmp_path)
+    parent, children = sweep_runs(f"sqlite:///{tmp_path}/mlflow.db")
     assert_children_ran_elsewhere(parent, children, 2)

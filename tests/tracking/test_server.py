@@ -4,6 +4,7 @@ and on a PostgreSQL backend store, with the artifacts served by the server."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from servers import free_port, run_at_once, stop_group, wait_healthy
 
+from conftest import assert_every_metric
 from ssimctr.tracking import PARENT_RUN_ENV
 
 pytestmark = pytest.mark.slow
@@ -28,6 +30,7 @@ POSTGRES_BIN = next(
     ),
     None,
 )
+SWEEP_EXTRA = "the sweep extra is not installed (pip install -e '.[sweep]')"
 TINY = ["dataset.rows=2000", "dataset.users=300", "dataset.items=100", "trainer=debug", "trainer.epochs=1"]
 
 
@@ -108,6 +111,33 @@ def test_a_job_logs_to_the_server_named_by_mlflow_tracking_uri(server: tuple[str
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert "config.yaml" in {f.path for f in client.list_artifacts(run.info.run_id)}
     assert list(artifacts.rglob("config.yaml")) and not (tmp_path / "mlartifacts").exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None, reason=SWEEP_EXTRA)
+def test_a_joblib_multirun_logs_its_parent_and_children_over_http(server: tuple[str, Path], tmp_path: Path) -> None:
+    """4 jobs on 2 joblib workers, each process a client of the server: 1 parent, 4 finished children."""
+    url, _ = server
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+    env.pop(PARENT_RUN_ENV, None)
+    experiment = f"joblib-over-http-{tmp_path.name}"  # the module's server is shared with other tests
+    command = [sys.executable, "-m", "ssimctr", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    result = subprocess.run(
+        [*command, "regime=mt,single", "seed=1,2", f"tracking.experiment={experiment}", f"paths.outputs={tmp_path}"]
+        + ["trainer.progress=false", *TINY],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=url)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    [parent] = [r for r in runs if r.data.tags.get("ssimctr.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 5 and len(children) == 4 and parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert_every_metric(children)
     assert not (tmp_path / "mlflow.db").exists()
 
 
