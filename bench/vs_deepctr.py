@@ -8,9 +8,9 @@ id as embeddings of size 16, the numeric fields as dense inputs, MLP [256, 128, 
 no L2, one logit; Adam lr 1e-3, batch 2048, one epoch of the train split. DeepCTR-Torch's model is
 its PNN with both product layers off (`use_inner=False, use_outter=False`: its forward is then
 exactly a DNN over the concatenated embeddings and dense values); ssimctr's is `backbone=dnn
-regime=single` with its default embedding optimizer (trainer.embedding_optimizer=sparse_adam; the
-`--embedding-optimizer adam` row shows dense Adam). Rounds alternate the libraries, so a machine
-busy with other work slows both alike; the speed is the training rows/s of the epoch (validation and
+regime=single` with its default embedding optimizer (trainer.embedding_optimizer=sparse_adam); the
+`adam` rows use dense Adam, the `bf16` row trainer.precision=bf16. Rounds alternate the libraries, so a
+machine busy with other work slows both alike; the speed is the training rows/s of the epoch (validation and
 prediction excluded); AUC is the test split's pooled AUC (sklearn) of each trained model. Figures
 go to the terminal and to outputs/bench/vs_deepctr.json.
 """
@@ -52,7 +52,7 @@ def _columns(data: PreparedDataset, split: str) -> pl.DataFrame:
     return pl.concat([pl.read_parquet(path) for path in parquet_files(data.path / split)])
 
 
-def run_ssimctr(cfg, data: PreparedDataset, threads: int, embedding_optimizer: str) -> dict:
+def run_ssimctr(cfg, data: PreparedDataset, threads: int, embedding_optimizer: str, precision: str = "fp32") -> dict:
     """One epoch of ssimctr's single-tower DNN: training rows/s and test AUC."""
     fm = data.feature_map
     seed_everything(0)
@@ -60,7 +60,7 @@ def run_ssimctr(cfg, data: PreparedDataset, threads: int, embedding_optimizer: s
     model = ModelFactory(cfg.backbone, fm, torch.device("cpu")).build(regime)
     train = InMemoryLoader(read_split(data.path / "train", fm), 2048, shuffle=True, seed=0)
     val = InMemoryLoader(read_split(data.path / "val", fm), 16384, shuffle=False)
-    settings = TrainerConfig(epochs=1, patience=1, progress=False, seed=0, threads=threads)
+    settings = TrainerConfig(epochs=1, patience=1, progress=False, seed=0, threads=threads, precision=precision)
     optimizer = make_optimizer(model.parameters(), 1e-3, 0.0, embedding_optimizer)
     history = fit(model, FixedSharing(regime.gate), optimizer, train, validator(val, fm.scenario_names), settings)
     label, logit, _ = predict(model, InMemoryLoader(read_split(data.path / "test", fm), 16384, shuffle=False))
@@ -117,6 +117,7 @@ def main() -> None:
             for name, measure in (
                 ("ssimctr (sparse_adam)", lambda: run_ssimctr(cfg, data, args.threads, "sparse_adam")),
                 ("ssimctr (adam)", lambda: run_ssimctr(cfg, data, args.threads, "adam")),
+                ("ssimctr (adam, bf16)", lambda: run_ssimctr(cfg, data, args.threads, "adam", "bf16")),
                 ("DeepCTR-Torch 0.3.0", lambda: run_deepctr(data.feature_map, train, test)),
             ):
                 results.append({"round": round_, "library": name, **measure()})
