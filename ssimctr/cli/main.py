@@ -121,6 +121,8 @@ def _stopped(stop: KeyboardInterrupt) -> str:
     checkpoint = getattr(stop, "checkpoint", None)
     if checkpoint is None:
         return "no checkpoint yet; the run is marked KILLED"
+    if checkpoint == "off":
+        return "no checkpoints (trainer.checkpoints=false); the run is marked KILLED"
     return (
         f"checkpoint at {checkpoint}; the run is marked KILLED (continue it: ssimctr resume={checkpoint.parent.parent})"
     )

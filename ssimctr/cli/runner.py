@@ -90,10 +90,10 @@ def _tracked(
         overrides=info.overrides,
     )
     try:
-        with checkpointing(checkpointer):
+        with checkpointing(checkpointer if settings.checkpoints else None):
             results = _run(cfg, info, settings, tracker, console)
     except KeyboardInterrupt as stop:
-        stop.checkpoint = checkpointer.newest()  # the CLI's line names it
+        stop.checkpoint = checkpointer.newest() if settings.checkpoints else "off"  # the CLI's line names it
         tracker.end("KILLED", str(stop) or "interrupted")
         raise
     except UserError as error:

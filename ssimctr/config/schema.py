@@ -220,6 +220,7 @@ class TrainerConfig:
     limit_train_batches: int | None = None
     progress: bool = True
     in_memory: bool | None = None  # false: stream every split from its parquet shards; null: auto
+    checkpoints: bool = True  # each epoch to <run folder>/checkpoints/ (ssimctr resume=...); false: none
     stream_above_rows: int = 50_000_000  # auto: stream a split that has more rows
     stream_buffer_rows: int = 1_000_000  # streaming: rows shuffled together
     seed: int = II("seed")  # shuffling and random selections: the job's seed

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from conftest import compose
+from ssimctr.cli import main
 from ssimctr.cli.resume import resumed_job
 from ssimctr.cli.runner import JobInfo, run
 from ssimctr.errors import UserError
@@ -381,3 +382,19 @@ def test_a_resumed_run_runs_in_its_new_process_and_is_refused_while_it_runs(tmp_
     finished.end("FINISHED")
     with pytest.raises(UserError, match="FINISHED already"):
         MlflowTracker(uri, "resumed").resume(finished.run_id)
+
+
+def test_without_checkpoints_a_job_writes_none_and_its_stop_says_so(tmp_path, monkeypatch, trained, job_config):
+    saved: list[str] = []
+    monkeypatch.setattr(Checkpointer, "save", lambda self, name, state: saved.append(name))
+    results = run(job_config("trainer.checkpoints=false"), JobInfo(output_dir=tmp_path / "off"), QUIET)
+    assert trained == [1, 2, 3] and saved == [] and "test/auc/mean" in results
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run(job_config("trainer.checkpoints=false"), JobInfo(output_dir=tmp_path / "stopped"), QUIET)
+    assert stop.value.checkpoint == "off"
+    assert main._stopped(stop.value) == "no checkpoints (trainer.checkpoints=false); the run is marked KILLED"
