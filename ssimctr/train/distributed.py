@@ -5,9 +5,11 @@ loop calls them unconditionally.
 - the group: gloo on the CPU, nccl on CUDA (one process per GPU, `cuda:LOCAL_RANK`), from torchrun's
   environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
 - training: the model's `towers(batch)` runs through DistributedDataParallel (`synced`), which averages
-  the gradients of every rank at each backward. The id tables' sparse gradients are all-reduced sparse on
-  gloo (trainer.embedding_optimizer works as in one process); nccl has no sparse all-reduce, so on CUDA
-  the tables give dense gradients (`dense_gradients`) and are updated by dense Adam;
+  the gradients of every rank at each backward. The id tables give dense gradients (`dense_gradients`),
+  all-reduced like every other parameter's, and take Adam's dense step: nccl has no sparse all-reduce,
+  and gloo's, which has one, aborted a rank now and then in our 2-process tests on a busy CPU (its
+  sparse all-reduce exchanges buffers whose sizes differ from rank to rank and step to step). Under
+  trainer=ddp, trainer.embedding_optimizer therefore acts as `adam`;
 - every rank runs the same number of batches per epoch (`agreed_batches`: the minimum over ranks), else
   the ranks' all-reduces would not pair up and DDP would hang;
 - evaluation: each rank predicts its share of the rows, `gathered` hands every rank all of them, so every
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -187,7 +189,7 @@ def synced(model: nn.Module, loss_fn: Callable) -> Iterator[Callable]:
     from ssimctr.models.layers.core import dense_gradients
 
     cuda = _device().type == "cuda"
-    with dense_gradients(model) if cuda else nullcontext():  # nccl cannot all-reduce sparse gradients
+    with dense_gradients(model):  # dense all-reduce of the id tables (see the module docstring)
         ddp = nn.parallel.DistributedDataParallel(
             _Towers(model),
             device_ids=[_device()] if cuda else None,

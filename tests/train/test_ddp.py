@@ -182,8 +182,9 @@ def _ddp_step(rank: int, world: int, port: int, feature_map, results) -> None:
         dist.destroy_process_group()
 
 
-def test_a_ddp_step_with_sparse_gradients_equals_one_process_on_both_halves(tiny_feature_map):
-    """gloo all-reduces the id table's sparse gradient: both ranks step like one process on the whole batch."""
+def test_a_ddp_step_equals_one_process_on_both_halves(tiny_feature_map):
+    """gloo all-reduces every gradient (the id table's made dense): both ranks step like one process on
+    the whole batch (a first Adam step: lazy and dense Adam agree)."""
     results = mp.Manager().dict()
     mp.spawn(_ddp_step, args=(2, _free_port(), tiny_feature_map, results), nprocs=2)
     torch.manual_seed(0)
