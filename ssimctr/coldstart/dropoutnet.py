@@ -28,10 +28,12 @@ from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
+from ssimctr.train.checkpoint import load_state_into, state_of
 from ssimctr.train.loop import train_loader
+from ssimctr.utils.seed import GeneratorState
 
 
-class IdDropout:
+class IdDropout(GeneratorState):
     """A training loader whose batches have the id of `field` set to 0 (OOV) on a seeded random
     share `tau` of their rows (round(tau * B) rows per batch); every other value is untouched."""
 
@@ -54,13 +56,11 @@ class IdDropout:
 
     def state_dict(self) -> dict:
         """The dropout generator's state and the wrapped loader's (a checkpoint keeps them)."""
-        inner = getattr(self.loader, "state_dict", None)
-        return {"generator": self.generator.get_state(), "loader": inner() if inner else None}
+        return {**super().state_dict(), "loader": state_of(self.loader)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        if state["loader"] is not None:
-            self.loader.load_state_dict(state["loader"])
+        super().load_state_dict(state)
+        load_state_into(self.loader, state["loader"])
 
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:

@@ -18,6 +18,7 @@ import torch
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.text.fields import field_indexes
+from ssimctr.utils.seed import GeneratorState
 
 
 def parquet_files(path: Path) -> list[Path]:
@@ -70,7 +71,7 @@ def batch_from_frame(frame: pl.DataFrame, feature_map: FeatureMap) -> Batch:
     )
 
 
-class InMemoryLoader:
+class InMemoryLoader(GeneratorState):
     """Iterates over `data` in batches; shuffled loaders draw a new seeded permutation per epoch.
 
     The batches live where `data` lives, or on `device` when one is given.
@@ -96,13 +97,6 @@ class InMemoryLoader:
     def num_rows(self) -> int:
         return len(self.data)
 
-    def state_dict(self) -> dict:
-        """The shuffling generator's state: where the next epoch's order comes from (a checkpoint keeps it)."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
     @property
     def device(self) -> torch.device:
         return self.data.label.device
@@ -125,7 +119,7 @@ def count_rows(path: Path, scenario: int | None = None) -> int:
     return pl.scan_parquet(files).filter(pl.col("scenario") == scenario).select(pl.len()).collect().item()
 
 
-class ParquetStreamLoader:
+class ParquetStreamLoader(GeneratorState):
     """Streams a prepared split from its parquet row groups, for data larger than memory.
 
     `path` is a parquet file or a folder of parquet shards. Each epoch reads the row groups of all
@@ -177,13 +171,6 @@ class ParquetStreamLoader:
 
     def __len__(self) -> int:
         return -(-self.num_rows // self.batch_size)
-
-    def state_dict(self) -> dict:
-        """The shuffling generator's state: where the next epoch's order comes from (a checkpoint keeps it)."""
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
 
     def __iter__(self) -> Iterator[Batch]:
         order = (

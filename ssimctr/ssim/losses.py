@@ -21,6 +21,7 @@ from ssimctr.data.batch import Batch
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.ssim.selection import Gate
 from ssimctr.ssim.selector import Selector, hard_gate, temperature
+from ssimctr.train.checkpoint import load_state_into, state_of
 from ssimctr.train.loop import Logger
 from ssimctr.train.sharing import sharing_loss
 
@@ -100,12 +101,10 @@ class RetrainLoss:
 
     def state_dict(self) -> dict | None:
         """The gate's state when it has one (SSIM-R's generator): what a checkpoint keeps."""
-        state_dict = getattr(self.gate_of, "state_dict", None)
-        return state_dict() if callable(state_dict) else None
+        return state_of(self.gate_of)
 
     def load_state_dict(self, state: dict | None) -> None:
-        if state is not None:
-            self.gate_of.load_state_dict(state)
+        load_state_into(self.gate_of, state)
 
     def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
         towers = model.towers(batch)

@@ -14,7 +14,6 @@ pipeline: search, then retrain on that search, in one run (search metrics under 
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -121,7 +120,7 @@ def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, 
     stored = cache.find(root, key) if ssim.reuse_search else None
     if stored is not None:
         job.tracker.log_artifact(stored)
-        _log_selection_metrics(stored, job)
+        _log_selection_metrics(artifacts.check_search_folder(stored, job.data.manifest["cache_key"]), job)
         origin = cache.origin_run(stored) or "untracked"
         return stored, {"ssim.search_run_id": origin, "ssim.search_key": key.digest, "ssim.search_reused": "true"}
     folder = job.folder / "ssim"
@@ -148,10 +147,9 @@ def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, 
     return folder, {"ssim.search_run_id": job.tracker.run_id or "this run", "ssim.search_key": key.digest}
 
 
-def _log_selection_metrics(folder: Path, job: Job) -> None:
-    """A reused search's selection metrics (its summary.json: shared fraction and, on planted data, the
+def _log_selection_metrics(summary: dict, job: Job) -> None:
+    """A reused search's selection metrics (from its summary: shared fraction and, on planted data, the
     selection AUC per scenario) under search/ssim/..., as the pipeline that searched logged them."""
-    summary = json.loads((folder / "summary.json").read_text())
     for name in ("shared_fraction", "selection_auc"):
         values = summary.get(name, {})
         job.tracker.log_metrics({f"search/ssim/{name}/{key}": value for key, value in values.items()}, 0)

@@ -14,6 +14,7 @@ import torch
 
 from ssimctr.data.batch import Batch
 from ssimctr.ssim.selector import FrozenSelector, top_ratio_gate
+from ssimctr.utils.seed import GeneratorState
 
 Gate = Callable[[Batch], torch.Tensor]
 
@@ -42,7 +43,7 @@ def random_selection(ratio: float, seed: int) -> Gate:
     return RandomSelection(ratio, seed)
 
 
-class RandomSelection:
+class RandomSelection(GeneratorState):
     """The gate of `random_selection`; its generator's state is what a checkpoint keeps."""
 
     def __init__(self, ratio: float, seed: int) -> None:
@@ -52,9 +53,3 @@ class RandomSelection:
     def __call__(self, batch: Batch) -> torch.Tensor:
         scores = torch.rand(len(batch), generator=self.generator).to(batch.label.device)
         return top_ratio_gate(scores, self.ratio)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])

@@ -185,8 +185,8 @@ class FitCheckpoint:
             )
         self.model.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        _load_state(self.loss_fn, saved["loss"])
-        _load_state(self.loader, saved["loader"])
+        load_state_into(self.loss_fn, saved["loss"])
+        load_state_into(self.loader, saved["loader"])
         set_random_state(saved["random"])
         if saved.get("best_is_current"):
             saved["best_state"] = copy.deepcopy(self.model.state_dict())
@@ -216,20 +216,21 @@ class FitCheckpoint:
                 "signature": self.signature,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
-                "loss": _state(self.loss_fn),
-                "loader": _state(self.loader),
+                "loss": state_of(self.loss_fn),
+                "loader": state_of(self.loader),
                 "random": random_state(),
             },
         )
 
 
-def _state(thing: Any) -> Any:
-    """`thing.state_dict()` when it has one (a stateful loss or loader), else None."""
+def state_of(thing: Any) -> Any:
+    """`thing.state_dict()` when it has one (a stateful loss, loader or gate), else None."""
     state_dict = getattr(thing, "state_dict", None)
     return state_dict() if callable(state_dict) else None
 
 
-def _load_state(thing: Any, state: Any) -> None:
+def load_state_into(thing: Any, state: Any) -> None:
+    """`thing.load_state_dict(state)`, unless `state_of` found no state (None)."""
     if state is not None:
         thing.load_state_dict(state)
 

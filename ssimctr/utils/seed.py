@@ -10,6 +10,19 @@ import numpy as np
 import torch
 
 
+class GeneratorState:
+    """`state_dict` / `load_state_dict` of an object whose randomness is its `self.generator` (a shuffling
+    loader, SSIM-R's gate): what a checkpoint keeps so that a resumed job draws what it would have."""
+
+    generator: torch.Generator
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""
     random.seed(seed)
