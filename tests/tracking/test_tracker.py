@@ -25,7 +25,7 @@ from ssimctr.tracking import (
     mlflow_tracker,
     parent_run_id_from_env,
 )
-from ssimctr.tracking.mlflow_tracker import MlflowTracker, create_experiment
+from ssimctr.tracking.mlflow_tracker import RUN_NAME_LENGTH, MlflowTracker, create_experiment
 from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file
 
 EXPERIMENT = "tracker-tests"
@@ -185,6 +185,14 @@ def test_download_artifacts_of_run_without_them(tracker: MlflowTracker, tmp_path
     message = f"run {tracker.run_id} has no 'ssim' artifacts: is it an ssim=search run?"
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         tracker.download_artifacts(str(tracker.run_id), "ssim", tmp_path / "download")
+
+
+def test_a_long_run_name_is_cut_to_fit_every_backend(new_tracker: Callable[..., MlflowTracker]) -> None:
+    """MLflow's run name column holds 250 characters, which PostgreSQL enforces (SQLite does not)."""
+    tracker = new_tracker()
+    tracker.start("sweep " + "x" * 300, {})
+    assert tracker.client.get_run(tracker.run_id).info.run_name == ("sweep " + "x" * 300)[:RUN_NAME_LENGTH]
+    assert RUN_NAME_LENGTH <= 250
 
 
 def test_logging_before_start_is_an_error(new_tracker: Callable[..., MlflowTracker]) -> None:

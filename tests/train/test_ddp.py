@@ -178,6 +178,8 @@ def _ddp_step(rank: int, world: int, port: int, feature_map, results) -> None:
         optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
         with distributed.synced(model, FixedSharing(0.0)) as loss_fn:
             results[rank] = _one_step(model, half, optimizer, loss_fn)
+            results[f"sparse{rank}"] = (model.embedding.table.sparse, model.embedding.table.weight.grad.is_sparse)
+        results[f"sparse_after{rank}"] = model.embedding.table.sparse
     finally:
         dist.destroy_process_group()
 
@@ -192,6 +194,8 @@ def test_a_ddp_step_equals_one_process_on_both_halves(tiny_feature_map):
     optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
     alone = _one_step(model, make_batch(tiny_feature_map, rows=32, seed=1), optimizer, FixedSharing(0.0))
     for rank in (0, 1):
+        assert results[f"sparse{rank}"] == (False, False)  # dense gradients all-reduced (see synced)
+        assert results[f"sparse_after{rank}"]  # the table is sparse again after training
         assert results[rank].keys() == alone.keys()
         for key, value in alone.items():
             torch.testing.assert_close(results[rank][key], value, atol=1e-6, rtol=1e-5, msg=key)
