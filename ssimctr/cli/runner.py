@@ -122,7 +122,7 @@ def _run(
     logger.info("%s; outputs in %s; overrides: %s", where, folder, " ".join(info.overrides) or "none")
 
     with distributed.main_first():  # rank 0 prepares (and caches) the data, the others then read the cache
-        data = with_encoded_fields(_prepare(cfg, console), OmegaConf.to_object(cfg.text_encoder), console)
+        data = with_encoded_fields(_prepare(cfg, console), instantiate(cfg.text_encoder), console)
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")
     task: Task = instantiate(cfg.task)
