@@ -77,8 +77,9 @@ def _write_problem(cfg: DictConfig, error: Exception) -> UserError | None:
         cache = Path(str(OmegaConf.select(cfg, "paths.cache", default="") or ".")).resolve()
         inside = error.filename is not None and Path(str(error.filename)).resolve().is_relative_to(cache)
         return cannot_write(error, "paths.cache" if inside else "paths.outputs")
-    if OmegaConf.select(cfg, "tracking.backend") == "mlflow":
-        return unwritable_store(error, str(cfg.tracking.uri))
+    uri = OmegaConf.select(cfg, "tracking.uri")  # a tracker with a store (tracking=mlflow)
+    if uri is not None:
+        return unwritable_store(error, str(uri))
     return None
 
 

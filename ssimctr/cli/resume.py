@@ -46,7 +46,7 @@ def run_folder(target: str, tracking: DictConfig) -> Path:
     path = Path(target)
     if path.is_dir():
         return path
-    if tracking.backend != "mlflow":
+    if "uri" not in tracking:  # a tracker without a store (tracking=none) knows no run ids
         raise UserError(f"resume={target}: no such folder (give the run's folder, or its MLflow run id)")
     from mlflow.exceptions import MlflowException
 

@@ -20,7 +20,7 @@ from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
 from ssimctr.tasks.base import Job, ModelFactory, Task
 from ssimctr.text.build import with_encoded_fields
-from ssimctr.tracking import Tracker, flatten_params, make_tracker, parent_run_id_from_env
+from ssimctr.tracking import NullTracker, Tracker, flatten_params, make_tracker, parent_run_id_from_env
 from ssimctr.train import distributed
 from ssimctr.train.checkpoint import CHECKPOINTS, Checkpointer, checkpointing, resumable
 from ssimctr.train.loop import Outcome
@@ -69,8 +69,7 @@ def _tracked(
     """The job in its tracked run (rank 0's, under trainer=ddp; the other ranks track nothing)."""
     tracking = cfg.tracking
     main = distributed.is_main()
-    backend = tracking.backend if main else "none"
-    tracker = make_tracker(backend, tracking.uri, tracking.experiment, tracking.artifact_location)
+    tracker = make_tracker(tracking) if main else NullTracker()
     if not main:
         return _run(cfg, info, settings, tracker, console)
     checkpointer = Checkpointer(info.output_dir / CHECKPOINTS)
@@ -78,7 +77,7 @@ def _tracked(
         tracker.resume(resumable(checkpointer.folder).get("run_id"))
     else:
         tracker.start(
-            run_name=tracking.run_name or _run_name(cfg.seed, info),
+            run_name=_run_name(cfg.seed, info),  # unless tracking.run_name names it
             tags=_tags(cfg, info),
             parent_run_id=parent_run_id_from_env(),
         )
@@ -169,7 +168,7 @@ def _log_model(
 ) -> None:
     """The selected model as the run's logged model `model` (tracking.log_model), with what scores new
     rows: config.yaml, feature_map.json and the vocabularies (ssimctr.serving)."""
-    if not (cfg.tracking.get("log_model", True) and tracker.run_id):
+    if not tracker.run_id:
         return
     if outcome.model is None:
         task = str(cfg.task._target_).rsplit(".", 1)[-1]
@@ -179,7 +178,7 @@ def _log_model(
     files = [folder / "config.yaml", data.path / "feature_map.json", data.path / "vocab"]
     model_id = tracker.log_model(outcome.model, files, name="model")
     seconds = time.perf_counter() - started
-    if model_id is not None:  # None: a tracker that keeps no models
+    if model_id is not None:  # None: a tracker that keeps no models (tracking.log_model=false)
         console.print(
             f"logged model models:/{model_id} (runs:/{tracker.run_id}/model) in {seconds:.1f}s", soft_wrap=True
         )

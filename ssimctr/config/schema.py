@@ -105,24 +105,39 @@ class SplitConfig:
             raise UserError(f"split.cutoffs needs two values [val_start, test_start], got {list(self.cutoffs)}")
 
 
+REGIME_CHOICES = {"towers": ("per_scenario", "single"), "share": ("own", "all"), "loss_reduction": ("row", "scenario")}
+
+
 @dataclass
 class RegimeConfig:
-    """How a model meets the scenarios (ssimctr.train.regimes.Regime checks the values).
+    """How a model meets the scenarios. `_target_` names the training procedure, a class of
+    ssimctr.train.regimes that subclasses this schema: Joint (one model, all rows), Separate (one
+    model per scenario) or Finetune (joint, then a copy per scenario fine-tuned on its rows; its
+    schema adds finetune_lr). towers: per_scenario (K towers) | single; share: own (each row trains
+    its own tower) | all (every row trains every tower); scenario_feature: scenario id as an input
+    field; loss_reduction: row (mean over the batch's rows) | scenario (sum over scenarios of each
+    tower's mean loss, the official STAR/HMoE form; ssimctr.train.sharing)."""
 
-    training: joint (one model, all rows) | separate (one model per scenario) | finetune (joint,
-    then a copy per scenario fine-tuned on its rows); towers: per_scenario (K towers) | single;
-    share: own (each row trains its own tower) | all (every row trains every tower);
-    scenario_feature: scenario id as an input field; finetune_lr: null = trainer.lr;
-    loss_reduction: row (mean over the batch's rows) | scenario (sum over scenarios of each tower's
-    mean loss, the official STAR/HMoE form; ssimctr.train.sharing)."""
-
+    _target_: str = MISSING
     name: str = MISSING
-    training: str = MISSING
     towers: str = MISSING
     share: str = MISSING
     scenario_feature: bool = True
-    finetune_lr: float | None = None
     loss_reduction: str = "row"
+
+    def __post_init__(self) -> None:
+        """Refuse a value no regime knows (checked when the regime is built, before it trains)."""
+        for key, allowed in REGIME_CHOICES.items():
+            value = getattr(self, key)
+            if value != MISSING and value not in allowed:
+                raise UserError(f"regime.{key}={value} is not known: use one of {', '.join(allowed)}")
+
+
+@dataclass
+class FinetuneRegimeConfig(RegimeConfig):
+    """regime=finetune: finetune_lr is the fine-tuning stage's learning rate (null = trainer.lr)."""
+
+    finetune_lr: float | None = None
 
 
 @dataclass
@@ -245,7 +260,16 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: str = MISSING  # mlflow | none
+    """tracking=none: `_target_` names the tracker class (ssimctr.tracking), built with the other keys."""
+
+    _target_: str = "ssimctr.tracking.base.NullTracker"
+
+
+@dataclass
+class MlflowTrackingConfig(TrackingConfig):
+    """tracking=mlflow: the MLflow store and experiment every run of the job logs to."""
+
+    _target_: str = "ssimctr.tracking.mlflow_tracker.MlflowTracker"
     uri: str = "sqlite:///outputs/mlflow.db"
     experiment: str = "ssimctr"
     artifact_location: str | None = None
@@ -263,13 +287,13 @@ class Config:
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     backbone: Any = MISSING
-    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    regime: Any = MISSING
     task: Any = MISSING
     coldstart: Any = MISSING
     text_encoder: Any = MISSING
     ssim: SsimConfig = field(default_factory=SsimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: Any = MISSING
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -277,13 +301,13 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "scenario": {"": ScenarioConfig},
     "split": {"": SplitConfig},
     "backbone": MODEL_SCHEMAS,
-    "regime": {"": RegimeConfig},
+    "regime": {"": RegimeConfig, "finetune": FinetuneRegimeConfig},
     "task": {"": TaskConfig, "cold_start": ColdStartTaskConfig},
     "coldstart": COLDSTART_SCHEMAS,
     "text_encoder": TEXT_ENCODER_SCHEMAS,
     "ssim": {"": SsimConfig},
     "trainer": {"": TrainerConfig},
-    "tracking": {"": TrackingConfig},
+    "tracking": {"none": TrackingConfig, "mlflow": MlflowTrackingConfig},
 }
 
 

@@ -20,7 +20,6 @@ from dataclasses import asdict
 
 import polars as pl
 import torch
-from omegaconf import OmegaConf
 from rich.text import Text
 
 from ssimctr.coldstart.base import ColdStartMethod, Entity, Episodes
@@ -56,7 +55,7 @@ class ColdStartTask:
 
     def run(self, job: Job) -> Outcome:
         """Train the method on warm rows, then evaluate cold (query) and warm rows of the test split."""
-        regime = Regime.from_config(OmegaConf.to_object(job.config.regime))
+        regime: Regime = instantiate(job.config.regime)
         if regime.training != "joint" or regime.gate != 0.0:
             raise UserError(
                 f"task=cold_start trains one model whose rows train their own tower: use regime=mt or "

@@ -1,19 +1,15 @@
-"""Choose the tracker for `tracking.backend`; mlflow is imported only for the mlflow backend."""
+"""The job's tracker: the class the `tracking` group's `_target_` names, built with the group's keys
+(tracking=none: `base.NullTracker`; tracking=mlflow: `mlflow_tracker.MlflowTracker`, whose module alone
+imports mlflow)."""
 
 from __future__ import annotations
 
-from ssimctr.errors import UserError
-from ssimctr.tracking.base import NullTracker, Tracker
+from omegaconf import DictConfig
 
-BACKENDS = ("mlflow", "none")
+from ssimctr.tracking.base import Tracker
+from ssimctr.utils.instantiate import instantiate
 
 
-def make_tracker(backend: str, uri: str, experiment: str, artifact_location: str | None) -> Tracker:
-    """Build the tracker for `tracking.backend` (mlflow | none); mlflow is imported only when used."""
-    if backend == "mlflow":
-        from ssimctr.tracking.mlflow_tracker import MlflowTracker  # imports mlflow (about a second)
-
-        return MlflowTracker(uri, experiment, artifact_location)
-    if backend == "none":
-        return NullTracker()
-    raise UserError(f"tracking.backend={backend!r} is not supported; use one of: {', '.join(BACKENDS)}")
+def make_tracker(tracking: DictConfig) -> Tracker:
+    """The tracker of the `tracking` config."""
+    return instantiate(tracking)

@@ -56,7 +56,7 @@ class Tracker(Protocol):
 
 
 class NullTracker:
-    """A tracker that records nothing (`tracking.backend=none`)."""
+    """A tracker that records nothing (tracking=none)."""
 
     def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
         """Start nothing."""

@@ -62,7 +62,7 @@ class MlflowParentRunCallback(Callback):
 
     def _start_parent(self, config: DictConfig) -> None:
         """Start the parent run named after the sweep dir and export its id."""
-        if _select(config, "tracking.backend") != "mlflow":
+        if _select(config, "tracking.uri") is None:  # tracking=none: no store to group the runs in
             return
         from ssimctr.tracking.mlflow_tracker import MlflowTracker
 

@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ssimctr.errors import UserError
+from ssimctr.utils.instantiate import instantiate
 
 RUN_HINT = "torchrun --nproc_per_node 2 -m ssimctr trainer=ddp ..."
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -203,7 +204,7 @@ def synced(model: nn.Module, loss_fn: Callable) -> Iterator[Callable]:
 
 def refuse_unsupported(cfg: DictConfig, resume: bool) -> None:
     """One line for what trainer=ddp does not run: SSIM phases, a model per scenario, cold start, resume."""
-    training = str(cfg.regime.get("training", "joint"))
+    training = instantiate(cfg.regime).training  # the regime class's procedure: joint | separate | finetune
     task = str(cfg.task._target_).rsplit(".", 1)[-1]
     refused = [
         (str(cfg.ssim.phase) != "disabled", f"ssim={cfg.ssim.phase} (SSIM phases run in one process: ssim=disabled)"),

@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 
 
 def instantiate(config: DictConfig, **runtime: Any) -> Any:
-    """Build the object named by `config._target_` with the config's keys (as plain Python values)
-    plus `runtime` kwargs, which are passed through untouched (Hydra would turn them into configs)."""
-    factory = hydra_instantiate(config, _partial_=True, _convert_="all")
+    """Build the object named by `config._target_` with the config's keys (as plain Python values; a
+    schema dataclass nested in it, e.g. dataset.vectors' VectorFileConfig, as that dataclass) plus
+    `runtime` kwargs, which are passed through untouched (Hydra would turn them into configs)."""
+    factory = hydra_instantiate(config, _partial_=True, _convert_="object")
     return factory(**runtime)

@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from rich.console import Console
 
 from conftest import compose, make_batch, make_model
@@ -27,6 +26,7 @@ from ssimctr.tasks import base as tasks_base
 from ssimctr.tracking.base import NullTracker
 from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import REDUCTIONS, FixedSharing, sharing_loss
+from ssimctr.utils.instantiate import instantiate
 
 SMALL = (
     "dataset.rows=4000",
@@ -157,7 +157,7 @@ def test_a_search_job_passes_the_regime_loss_reduction(jobs, monkeypatch):
 
 
 def test_ssim_phases_refuse_a_regime_without_joint_towers():
-    regime = Regime.from_config(OmegaConf.to_object(compose("regime=single").regime))
+    regime: Regime = instantiate(compose("regime=single").regime)
     with pytest.raises(UserError, match=r"ssim=search trains one model with a tower per scenario: use regime=mt"):
         phases.run_phase(SsimConfig(phase="search"), regime, None, None)
 
