@@ -1,4 +1,5 @@
-"""The package's layering: no import cycle, data never reaches train, --help shows only user options."""
+"""The package's layering: no import cycle between modules or packages, data never reaches train, models
+never read config, --help shows only user options."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def test_the_graph_sees_lazy_imports():
-    assert "ssimctr.tracking.mlflow_tracker" in reachable(import_graph(), "ssimctr.tracking")
+    assert "ssimctr.tracking.mlflow_tracker" in reachable(import_graph(), "ssimctr.tracking.callbacks")
 
 
 def test_no_module_imports_one_that_imports_it_back():
@@ -64,6 +65,54 @@ def test_data_never_imports_train():
     graph = import_graph()
     for module in (m for m in graph if m.startswith("ssimctr.data")):
         assert not {m for m in reachable(graph, module) if m.startswith("ssimctr.train")}, module
+
+
+def package_of(module: str) -> str:
+    """The top-level package (or module) of ssimctr a module belongs to: ssimctr.data.sources.files -> ssimctr.data."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Which of ssimctr's packages (and top-level modules) import which others."""
+    packages: dict[str, set[str]] = {package_of(module): set() for module in graph}
+    for module, imported in graph.items():
+        packages[package_of(module)] |= {package_of(other) for other in imported} - {package_of(module)}
+    return packages
+
+
+def test_the_package_graph_joins_subpackages():
+    packages = package_graph(import_graph())
+    assert "ssimctr.data.sources" not in packages and "ssimctr.config" in packages["ssimctr.data"]
+
+
+def test_no_package_imports_one_that_imports_it_back():
+    """A package loop (data -> text -> data) is a layering mistake even when no two modules form a cycle."""
+    packages = package_graph(import_graph())
+    loops = {package: sorted(p for p in packages[package] if package in reachable(packages, p)) for package in packages}
+    assert not {package: back for package, back in loops.items() if back}
+
+
+def external_imports(path: Path) -> set[str]:
+    """The top-level names of the non-relative imports of `path` (omegaconf, torch, ssimctr, ...)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_models_never_read_config():
+    """ssimctr.models, and everything it imports, sees neither Hydra / OmegaConf nor the config schemas: a
+    model takes its hyper-parameters as arguments (built by ssimctr.tasks.base.build_model)."""
+    graph = import_graph()
+    models = {module for module in graph if module.startswith("ssimctr.models")}
+    seen = models.union(*(reachable(graph, module) for module in models))
+    assert not {module for module in seen if module.startswith("ssimctr.config")}
+    paths = {module_of(path): path for path in ROOT.rglob("*.py")}
+    config_libraries = {module: sorted(external_imports(paths[module]) & {"omegaconf", "hydra"}) for module in seen}
+    assert not {module: names for module, names in config_libraries.items() if names}
 
 
 def _ssimctr(*args: str) -> subprocess.CompletedProcess:

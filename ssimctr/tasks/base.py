@@ -19,10 +19,18 @@ from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.prepare import PreparedDataset
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.build import build_model
 from ssimctr.tracking import Tracker
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime, Splits
+from ssimctr.utils.instantiate import instantiate
+
+
+def build_model(
+    backbone: DictConfig, feature_map: FeatureMap, num_towers: int, scenario_feature: bool
+) -> MultiScenarioModel:
+    """The model of `backbone._target_` with `num_towers` towers (1: one tower for every scenario): the
+    only place where models meet config (ssimctr.models never imports it)."""
+    return instantiate(backbone, feature_map=feature_map, num_towers=num_towers, scenario_feature=scenario_feature)
 
 
 @dataclass(frozen=True)
