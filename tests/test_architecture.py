@@ -4,9 +4,12 @@ never read config, --help shows only user options."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import ssimctr
 
@@ -126,3 +129,24 @@ def test_help_lists_only_user_facing_options():
     assert "backbone: " in groups and "task: cold_start, multi_modal, multi_scenario" in groups
     assert "text_encoder: hashing, hf, minilm, none" in groups
     assert "schema" not in groups
+
+
+def test_version_is_the_package_version():
+    shown = _ssimctr("--version")
+    assert (shown.returncode, shown.stdout) == (0, f"ssimctr {ssimctr.__version__}\n")
+    assert importlib.metadata.version("ssimctr") == ssimctr.__version__  # pyproject.toml reads it (dynamic)
+
+
+@pytest.mark.parametrize(
+    ("override", "replacement"),
+    [
+        ("regime.training=separate", "regime=st (separate)"),
+        ("tracking.backend=none", "tracking=none"),
+        ("+dataset.source=aliccp", "dataset=aliccp"),
+    ],
+)
+def test_a_key_that_a_class_replaced_is_one_line_naming_the_new_spelling(override, replacement):
+    shown = _ssimctr(override)
+    key = override.lstrip("+").split("=")[0]
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1
+    assert shown.stderr.startswith(f"error: {key} is no longer an option") and replacement in shown.stderr

@@ -16,13 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from ssimctr import __version__
 from ssimctr.cli.resume import resumed_job
 from ssimctr.cli.runner import JobInfo, run
+from ssimctr.config.replaced import check_overrides
 from ssimctr.config.schema import register
 from ssimctr.errors import Interrupted, UserError, cannot_write
 from ssimctr.tracking.store import unwritable_store
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # conf/ at the repository root
+PACKAGE = Path(__file__).resolve().parents[1]
+# conf/: shipped inside an installed wheel as ssimctr/conf (setup.py), else beside the package (the source tree,
+# an editable install)
+CONFIG_DIR = str(PACKAGE / "conf" if (PACKAGE / "conf").is_dir() else PACKAGE.parent / "conf")
 register()
 console = Console()
 errors = Console(stderr=True)
@@ -138,6 +143,15 @@ app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. `--version` prints ssimctr's version (Hydra's own flag would print
+    Hydra's); an override of a key that a class replaced is one line (ssimctr.config.replaced)."""
+    arguments = sys.argv[1:]
+    if "--version" in arguments:
+        print(f"ssimctr {__version__}")
+        return
+    try:
+        check_overrides(arguments)
+    except UserError as error:
+        _fail(error)
     signal.signal(signal.SIGTERM, _terminate)
     app()
