@@ -22,6 +22,7 @@ from ssimctr.cli.runner import JobInfo, run
 from ssimctr.config.replaced import check_overrides
 from ssimctr.config.schema import register
 from ssimctr.errors import Interrupted, UserError, cannot_write
+from ssimctr.tracking import keeps_runs
 from ssimctr.tracking.store import unwritable_store
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -82,9 +83,8 @@ def _write_problem(cfg: DictConfig, error: Exception) -> UserError | None:
         cache = Path(str(OmegaConf.select(cfg, "paths.cache", default="") or ".")).resolve()
         inside = error.filename is not None and Path(str(error.filename)).resolve().is_relative_to(cache)
         return cannot_write(error, "paths.cache" if inside else "paths.outputs")
-    uri = OmegaConf.select(cfg, "tracking.uri")  # a tracker with a store (tracking=mlflow)
-    if uri is not None:
-        return unwritable_store(error, str(uri))
+    if keeps_runs(cfg.tracking):
+        return unwritable_store(error, str(cfg.tracking.uri))
     return None
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ssimctr.errors import UserError
+from ssimctr.tracking import keeps_runs
 from ssimctr.train.checkpoint import CHECKPOINTS, resumable
 
 WITH_RESUME = ("resume", "tracking", "tracking.uri")  # what a resume takes: its target, where to find a run id
@@ -46,7 +47,7 @@ def run_folder(target: str, tracking: DictConfig) -> Path:
     path = Path(target)
     if path.is_dir():
         return path
-    if "uri" not in tracking:  # a tracker without a store (tracking=none) knows no run ids
+    if not keeps_runs(tracking):  # tracking=none knows no run ids
         raise UserError(f"resume={target}: no such folder (give the run's folder, or its MLflow run id)")
     from mlflow.exceptions import MlflowException
 

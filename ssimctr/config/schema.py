@@ -260,16 +260,11 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    """tracking=none: `_target_` names the tracker class (ssimctr.tracking), built with the other keys."""
+    """`_target_` names the tracker class (conf/tracking/<name>.yaml: ssimctr.tracking.mlflow_tracker.MlflowTracker
+    or ssimctr.tracking.base.NullTracker), built with the other keys: the MLflow store and experiment the
+    job's run logs to (the NullTracker, which records nothing, takes and ignores them)."""
 
-    _target_: str = "ssimctr.tracking.base.NullTracker"
-
-
-@dataclass
-class MlflowTrackingConfig(TrackingConfig):
-    """tracking=mlflow: the MLflow store and experiment every run of the job logs to."""
-
-    _target_: str = "ssimctr.tracking.mlflow_tracker.MlflowTracker"
+    _target_: str = MISSING
     uri: str = "sqlite:///outputs/mlflow.db"
     experiment: str = "ssimctr"
     artifact_location: str | None = None
@@ -293,7 +288,7 @@ class Config:
     text_encoder: Any = MISSING
     ssim: SsimConfig = field(default_factory=SsimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: Any = MISSING
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
@@ -307,7 +302,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "text_encoder": TEXT_ENCODER_SCHEMAS,
     "ssim": {"": SsimConfig},
     "trainer": {"": TrainerConfig},
-    "tracking": {"none": TrackingConfig, "mlflow": MlflowTrackingConfig},
+    "tracking": {"": TrackingConfig},
 }
 
 

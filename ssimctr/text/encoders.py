@@ -27,12 +27,13 @@ from ssimctr.errors import UserError
 from ssimctr.features.encoded import VectorField
 from ssimctr.text.build import ColumnEncoder
 from ssimctr.text.cache import cache_path, cached_vectors
+from ssimctr.utils.instantiate import BuiltFromSchema
 from ssimctr.utils.seed import resolve_device
 
 INSTALL = "pip install -e '.[text]'"
 
 
-class FrozenTextEncoder(FrozenEncoderConfig, ColumnEncoder):
+class FrozenTextEncoder(BuiltFromSchema, FrozenEncoderConfig, ColumnEncoder):
     """A frozen model's vector per text (FrozenEncoderConfig's options); a subclass says where the model
     is (`model_folder`) and what names it in the cache key (`model_identity`)."""
 

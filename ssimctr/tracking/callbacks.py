@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ssimctr.errors import UserError
+from ssimctr.tracking.backends import keeps_runs
 from ssimctr.tracking.base import PARENT_RUN_ENV
 from ssimctr.tracking.store import PARENT_RUN_TAG, paginate
 
@@ -62,7 +63,7 @@ class MlflowParentRunCallback(Callback):
 
     def _start_parent(self, config: DictConfig) -> None:
         """Start the parent run named after the sweep dir and export its id."""
-        if _select(config, "tracking.uri") is None:  # tracking=none: no store to group the runs in
+        if not keeps_runs(config.tracking):  # tracking=none: no store to group the runs in
             return
         from ssimctr.tracking.mlflow_tracker import MlflowTracker
 

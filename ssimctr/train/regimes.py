@@ -45,12 +45,13 @@ from ssimctr.train.loop import (
     validator,
 )
 from ssimctr.train.sharing import FixedSharing
+from ssimctr.utils.instantiate import BuiltFromSchema
 
 Splits = dict[str, DataSplit]  # train / val / test
 ModelBuilder = Callable[[], MultiScenarioModel]
 
 
-class Regime(RegimeConfig, ABC):
+class Regime(BuiltFromSchema, RegimeConfig, ABC):
     """A regime option; a subclass is one training procedure (`training` names it in messages)."""
 
     training: ClassVar[str]  # joint | separate | finetune

@@ -5,6 +5,7 @@ and cached per encoder setting and column; a second run encodes nothing; bad inp
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from conftest import compose
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.loaders import read_split
@@ -23,6 +25,7 @@ from ssimctr.text.build import NoText, distinct_texts, with_encoded_fields
 from ssimctr.text.cache import cache_path
 from ssimctr.text.encoders import FrozenEncoder, HuggingFace, MiniLM
 from ssimctr.text.hashing import Hashing
+from ssimctr.utils.instantiate import instantiate
 
 TITLES = ["red shoe", "blue shoe", "red hat", "", None, "green scarf", "  "]
 
@@ -162,6 +165,26 @@ def test_text_encoder_none_leaves_the_job_id_only(prepared):
 
 
 # Bad input: one line, naming the option and the fix.
+
+
+@pytest.mark.parametrize(
+    ("option", "override", "message"),
+    [
+        ("hashing", "text_encoder.buckets=0", "text_encoder.buckets=0: must be at least 1"),
+        ("hashing", "text_encoder.max_tokens=0", "text_encoder.max_tokens=0: must be at least 1"),
+        ("minilm", "text_encoder.pooling=max", "text_encoder.pooling=max is not known: use mean or cls"),
+        ("minilm", "text_encoder.batch_size=0", "text_encoder.batch_size=0: must be at least 1"),
+    ],
+)
+def test_an_encoder_setting_no_encoder_runs_with_is_refused_when_it_is_built(option, override, message):
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        instantiate(compose(f"text_encoder={option}", override).text_encoder)
+
+
+@pytest.mark.parametrize(("option", "encoder"), [("none", NoText), ("hashing", Hashing), ("minilm", MiniLM)])
+def test_each_text_encoder_option_builds_its_encoder(option, encoder):
+    built = instantiate(compose(f"text_encoder={option}").text_encoder)
+    assert type(built) is encoder and built.kind == option
 
 
 def test_hf_path_that_is_not_a_model_folder(tmp_path):

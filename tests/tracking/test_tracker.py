@@ -17,13 +17,13 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 from servers import run_at_once
 
 from conftest import compose
-from ssimctr.config.replaced import check_overrides
 from ssimctr.errors import UserError
 from ssimctr.tracking import (
     PARENT_RUN_ENV,
     NullTracker,
     Tracker,
     flatten_params,
+    keeps_runs,
     make_tracker,
     mlflow_tracker,
     parent_run_id_from_env,
@@ -243,8 +243,10 @@ def test_sqlite_file_of_uri() -> None:
 
 
 def test_null_tracker_does_nothing(tmp_path: Path) -> None:
-    tracker = make_tracker(compose("tracking=none").tracking)
+    tracking = compose("tracking=none", "tracking.uri=sqlite:///unused.db").tracking  # store keys: taken, unused
+    tracker = make_tracker(tracking)
     assert isinstance(tracker, NullTracker) and isinstance(tracker, Tracker)
+    assert not keeps_runs(tracking) and keeps_runs(compose("tracking=mlflow").tracking)
     assert tracker.start("x", {"a": "b"}, parent_run_id="p") is None
     assert tracker.run_id is None
     tracker.log_params({"a": 1})
@@ -282,13 +284,6 @@ def test_tracking_mlflow_builds_the_mlflow_tracker_with_its_options(store: tuple
     assert named.log_model(torch.nn.Linear(1, 1), []) is None  # tracking.log_model=false: nothing logged
     assert MlflowClient(store[0]).search_logged_models([named.experiment_id]) == []
     named.end()
-
-
-def test_a_removed_tracking_key_names_what_replaced_it() -> None:
-    with pytest.raises(
-        UserError, match=r"^tracking\.backend is no longer an option: .*tracking=mlflow or tracking=none$"
-    ):
-        check_overrides(["tracking.backend=none"])
 
 
 def test_paginate_yields_every_item_of_every_page() -> None:
