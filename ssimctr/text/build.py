@@ -48,7 +48,7 @@ class NoText(TextEncoderConfig):
     """text_encoder=none: ID-only, no text column becomes a field."""
 
     def fields(self, data: PreparedDataset, console: Console) -> list[EncodedField]:
-        """None."""
+        """No field: the job stays ID-only."""
         return []
 
 
