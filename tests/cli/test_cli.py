@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import SHARED_DATA, compose
+from conftest import SHARED_DATA, compose, installed
 from ssimctr.cli.main import CONFIG_DIR, _write_problem
 from ssimctr.config.schema import SCHEMAS
 
@@ -47,7 +46,7 @@ def ssimctr(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("group", "option"), OPTIONS)
 def test_every_option_composes(group, option):
     plugin = PLUGINS.get((group, option))
-    if plugin and importlib.util.find_spec(f"hydra_plugins.{plugin}") is None:
+    if plugin and not installed(f"hydra_plugins.{plugin}"):
         pytest.skip(f"{group}={option} needs {plugin}: the sweep extra (pip install -e '.[sweep]')")
     prefix = "+" if group in APPENDED else ""
     cfg = compose(f"{prefix}{group}={option}", *REQUIRED.get((group, option), []))
