@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 
 from ssimctr.errors import UserError
+from ssimctr.utils.process import alive_since
 
 CHECKPOINTS = "checkpoints"  # the folder under the run's folder, removed when the job finishes
 RUN_FILE = "run.json"  # in the run's folder: the job's identity and status, run id, store, overrides
@@ -184,13 +184,7 @@ def _refuse_if_running(folder: Path, recorded: dict) -> None:
     if recorded.get("status") != "running" or recorded.get("host") != socket.gethostname():
         return
     pid = int(recorded.get("pid", 0))
-    if pid == os.getpid() or not pid:
-        return
-    try:
-        alive = psutil.Process(pid).create_time() <= float(recorded.get("since", 0)) + 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        alive = False
-    if alive:
+    if pid and pid != os.getpid() and alive_since(pid, float(recorded.get("since", 0))):
         raise UserError(
             f"{folder} is the folder of a job running in process {pid}: give each job its own folder "
             "(leave hydra.run.dir at its default, which is one per process)"
