@@ -29,7 +29,8 @@ from ssimctr.errors import UserError
 from ssimctr.tracking.callbacks import PARENT_RUN_FILE, RESUME_SWEEP_ENV
 from ssimctr.train.checkpoint import Checkpointer, read_run, resumable
 
-WITH_RESUME = ("resume", "tracking", "tracking.uri")  # what a resume takes: its target, where to find a run id
+# what a resume takes: its target, where to find a run id (tracking.uri, by default under paths.outputs)
+WITH_RESUME = ("resume", "tracking", "tracking.uri", "paths.outputs")
 # overrides a resumed job takes: how it runs, not what it computes (threads change float sums' order only)
 RESULT_FREE = ("trainer.threads", "trainer.progress", "trainer.device")
 MULTIRUN_FILE = "multirun.yaml"  # Hydra's record of a multirun, in its folder
@@ -111,8 +112,18 @@ def keep_resume_files(hydra_folder: Path, run_folder: Path) -> Path:
     place.mkdir(parents=True, exist_ok=True)
     for item in list(hydra_folder.iterdir()):
         shutil.move(str(item), str(place / item.name))
-    hydra_folder.rmdir()
+    _remove_with_empty_parents(hydra_folder)
     return place
+
+
+def _remove_with_empty_parents(folder: Path, levels: int = 2) -> None:
+    """Remove `folder` and its first `levels` parents while they are empty (`runs/<date>/<time>`)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in list(folder.parents)[:levels]:
+        try:
+            parent.rmdir()
+        except OSError:  # not empty
+            return
 
 
 # -- multiruns ------------------------------------------------------------------------------------------
@@ -162,7 +173,7 @@ def relaunch_multirun(target: Target, overrides: list[str], command_folder: Path
     passed = [o for o in overrides if _key(o) in RESULT_FREE]
     task = [o for o in task if _key(o) not in {_key(p) for p in passed}] + passed
     parent = target.parent_run_id or _parent_of(folder, len(jobs))
-    shutil.rmtree(command_folder, ignore_errors=True)
+    _remove_with_empty_parents(command_folder)
     print(f"resuming multirun {folder}: jobs {', '.join(map(str, left))} of {len(jobs)}", flush=True)
     os.environ[RESUME_SWEEP_ENV] = parent or ""
     os.environ.pop("HYDRA_FULL_ERROR", None)  # set by main() around Hydra; the relaunched main() sets its own

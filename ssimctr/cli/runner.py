@@ -15,6 +15,7 @@ from rich.console import Console
 
 from ssimctr.cli.config_errors import missing_values, unknown_key, unknown_keys
 from ssimctr.cli.console import describe_data, print_results, results_rows, split_summary, write_results_csv
+from ssimctr.cli.resume import RESULT_FREE
 from ssimctr.config.coldstart import COLDSTART_SCHEMAS
 from ssimctr.config.schema import RegimeConfig, TrainerConfig
 from ssimctr.data.datasplit import open_split
@@ -163,7 +164,9 @@ def _tracked(
     )
     try:
         with checkpointing(checkpointer if settings.checkpoints else None):
-            results = _run(cfg, info, settings, tracker, console, task, data, config)
+            if stopped.get("run_id"):  # params are logged once: a resume's own RESULT_FREE values go to a tag
+                tracker.set_tags({"ssimctr.resumed_with": _result_free(cfg)})
+            results = _run(cfg, info, settings, tracker, console, task, data, config, reopened=bool(stopped))
     except KeyboardInterrupt as stop:
         stop.checkpoint = checkpointer.newest() if settings.checkpoints else "off"  # the CLI's line names it
         tracker.end("KILLED", str(stop) or "interrupted")
@@ -188,13 +191,14 @@ def _run(
     task: Task,
     data: PreparedDataset,
     config: str,
+    reopened: bool = False,
 ) -> dict[str, float]:
     device = resolve_device(settings.device)
     folder = info.output_dir
     main = distributed.is_main()
     if main:
         folder.mkdir(parents=True, exist_ok=True)
-        _log_config(cfg, tracker, folder, config)
+        _log_config(cfg, tracker, folder, config, reopened)
     where = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
     logger.info("%s; outputs in %s; overrides: %s", where, folder, " ".join(info.overrides) or "none")
     tracker.log_artifact(data.path / "feature_map.json")
@@ -258,11 +262,18 @@ def _log_model(
         )
 
 
-def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path, config: str) -> None:
-    """The resolved config as params (flattened) and as config.yaml (`config`, its YAML)."""
-    tracker.log_params(flatten_params(OmegaConf.to_container(cfg, resolve=True)))
+def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path, config: str, reopened: bool = False) -> None:
+    """The resolved config as params (flattened) and as config.yaml (`config`, its YAML). `reopened`: the
+    run of a stopped job, whose params were logged (a resume may change only RESULT_FREE ones: kept)."""
+    params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
+    tracker.log_params({k: v for k, v in params.items() if not (reopened and k in RESULT_FREE)})
     (folder / "config.yaml").write_text(config)
     tracker.log_artifact(folder / "config.yaml")
+
+
+def _result_free(cfg: DictConfig) -> str:
+    """`key=value` of the RESULT_FREE settings of `cfg`, space-joined."""
+    return " ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in RESULT_FREE)
 
 
 def _prepare(cfg: DictConfig, console: Console) -> PreparedDataset:

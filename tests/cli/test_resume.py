@@ -144,7 +144,8 @@ def test_a_job_stopped_after_epoch_1_resumes_in_its_run_and_ends_as_if_not_stopp
     steps = [m.step for m in client.get_metric_history(run_id, "val/auc/mean")]
     assert steps == [1, 2, 3]  # each epoch logged once
     assert record.data.metrics["test/auc/mean"] == whole["test/auc/mean"]
-    assert not list((folder / CHECKPOINTS).glob("*.pt"))  # a finished run drops its checkpoints
+    assert not (folder / CHECKPOINTS).exists()  # a finished run drops its checkpoints, folder and all
+    assert read_run(folder)["status"] == "finished"
     with pytest.raises(UserError, match="finished already"):
         run(cfg, JobInfo(output_dir=folder), QUIET, resume=True)
 
@@ -318,13 +319,19 @@ def test_a_terminated_process_says_its_checkpoint_and_resume_finishes_its_run(tm
     assert Path(said["checkpoint"]).is_file() and Path(said["folder"]) == folder
     run_id = read_run(folder)["run_id"]
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "ssimctr", f"resume={folder}", f"tracking.uri={uri}"],
+    resumed = subprocess.run(  # with overrides that do not change results, which a resume takes
+        [sys.executable, "-m", "ssimctr", f"resume={folder}", f"tracking.uri={uri}", f"paths.outputs={tmp_path}"]
+        + ["trainer.threads=1", "trainer.progress=true", "trainer.device=cpu"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert [p.parent for p in tmp_path.glob("runs/*/*")] == [folder.parent]  # no folder of the resume's own
+    [kept] = folder.glob("resumes/*/.hydra/overrides.yaml")  # its Hydra files sit beside the run they resumed
+    assert f"resume={folder}" in kept.read_text()
+    assert "  device: cpu\n" in (folder / "config.yaml").read_text()  # was auto: the resume's override holds
+    assert read_run(folder)["status"] == "finished" and not (folder / CHECKPOINTS).exists()
     client = MlflowClient(uri)
     record = client.get_run(run_id)
     assert record.info.status == "FINISHED"
