@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
@@ -142,7 +143,9 @@ def sweep_jobs(folder: Path) -> list[list[str]]:
     params = OmegaConf.select(recorded, "hydra.sweeper.params", default=None) or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(OmegaConf.select(recorded, "hydra.overrides.task", default=[]))
-    parsed = OverridesParser.create().parse_overrides(arguments)
+    hydra = GlobalHydra.instance()  # its config loader expands sweeps over a group's options (glob(*))
+    loader = hydra.config_loader() if hydra.is_initialized() else None
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
     return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 

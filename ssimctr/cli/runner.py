@@ -17,7 +17,7 @@ from ssimctr.cli.config_errors import missing_values, unknown_key, unknown_keys
 from ssimctr.cli.console import describe_data, print_results, results_rows, split_summary, write_results_csv
 from ssimctr.cli.resume import RESULT_FREE
 from ssimctr.config.coldstart import COLDSTART_SCHEMAS
-from ssimctr.config.schema import RegimeConfig, TrainerConfig
+from ssimctr.config.schema import SCHEMAS, RegimeConfig, TrainerConfig
 from ssimctr.data.datasplit import open_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
@@ -66,9 +66,12 @@ def run(
     try:
         seed_everything(cfg.seed)
         configure_torch(settings.threads)
+        tracking = cfg.tracking  # the store is opened (and checked) first; the run starts once the data is ready
+        backend = tracking.backend if distributed.is_main() else "none"
+        tracker = make_tracker(backend, tracking.uri, tracking.experiment, tracking.artifact_location)
         with distributed.main_first():  # rank 0 prepares (and caches) the data, the others then read the cache
             data = with_encoded_fields(_prepare(cfg, console), OmegaConf.to_object(cfg.text_encoder), console)
-        return _tracked(cfg, info, settings, console, resume, rerun, task, data)
+        return _tracked(cfg, info, settings, console, resume, rerun, task, data, tracker)
     finally:
         distributed.teardown()
 
@@ -99,7 +102,7 @@ def check_job(cfg: DictConfig, choices: dict[str, str], resume: bool = False) ->
         )
     chosen = {"coldstart": _option_of(cfg.coldstart, COLDSTART_SCHEMAS), **choices}
     refuse_unsupported(
-        choices.get("task") or type(task).__name__,
+        choices.get("task") or _option_of(cfg.task, {k: v for k, v in SCHEMAS["task"].items() if k}),
         type(task).supports,
         chosen,
         regime,
@@ -114,7 +117,8 @@ def check_job(cfg: DictConfig, choices: dict[str, str], resume: bool = False) ->
 def _option_of(node: DictConfig, schemas: dict[str, type]) -> str:
     """The option of a `_target_` group whose schema builds `node`'s target (when Hydra's choices are unknown)."""
     target = str(node.get("_target_", ""))
-    return next((name for name, schema in schemas.items() if getattr(schema, "_target_", None) == target), target)
+    named = (name for name, schema in schemas.items() if getattr(schema, "_target_", None) == target)
+    return next(named, target.rsplit(".", 1)[-1])
 
 
 def regime_options() -> dict[str, RegimeConfig]:
@@ -135,13 +139,11 @@ def _tracked(
     rerun: bool,
     task: Task,
     data: PreparedDataset,
+    tracker: Tracker,
 ) -> dict[str, float]:
     """The job in its tracked run (rank 0's, under trainer=ddp; the other ranks track nothing)."""
     tracking = cfg.tracking
-    main = distributed.is_main()
-    backend = tracking.backend if main else "none"
-    tracker = make_tracker(backend, tracking.uri, tracking.experiment, tracking.artifact_location)
-    if not main:
+    if not distributed.is_main():
         return _run(cfg, info, settings, tracker, console, task, data, OmegaConf.to_yaml(cfg, resolve=True))
     checkpointer = Checkpointer(info.output_dir)
     config = OmegaConf.to_yaml(cfg, resolve=True)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from ssimctr.cli import main
 from ssimctr.data.prepare import STAGING, remove_dead_staging
@@ -58,6 +59,11 @@ CASES = {
         "task=cold_start does not support regime=mt_s (regime.share=all; it needs regime.training=joint, "
         "regime.share=own, regime.loss_reduction=row): use regime=mt or regime=single",
     ),
+    "regime option the regime ignores": (
+        ["regime.finetune_lr=0.01"],
+        "regime.finetune_lr is read by regime=finetune only; regime=mt would ignore it: drop it, or choose "
+        "regime=finetune",
+    ),
     "ssim with one tower": (
         ["ssim=search", "regime=single"],
         "ssim=search does not support regime=single (regime.towers=single; it needs regime.training=joint, "
@@ -104,6 +110,11 @@ def files(tmp_path_factory) -> dict[str, Path]:
     return {"csv": folder / "data.csv", "dup": folder / "dup.csv"}
 
 
+def runs_in(store: Path) -> list:
+    client = MlflowClient(f"sqlite:///{store}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
 def ssimctr(monkeypatch, capsys, *args: str) -> tuple[int, list[str]]:
     """`ssimctr <args>` in this process: its exit code and its stderr lines."""
     monkeypatch.setattr(sys, "argv", ["ssimctr", *args])
@@ -125,7 +136,7 @@ def test_bad_input_is_one_line_and_exit_2_leaving_nothing_half_made(
     args = [o.format(**paths) for o in overrides]
     code, lines = ssimctr(monkeypatch, capsys, *args, f"paths.outputs={outputs}", f"tracking.uri=sqlite:///{store}")
     assert (code, lines) == (2, [f"error: {message.format(**paths)}"])
-    assert not store.exists()  # no run logged (the store is not even created)
+    assert not store.exists() or not runs_in(store)  # no run logged (a data mistake meets an opened store)
     assert not list(outputs.rglob("*.hydra")) and not list(outputs.glob("runs/*/*"))  # no run folder
     assert not [p for p in outputs.glob("cache/*")]  # no cache entry, whole or half-made
 
