@@ -1,4 +1,5 @@
-"""The package's layering: no import cycle, data never reaches train, --help shows only user options."""
+"""The package's layering: no import cycle, data never reaches train, only tracking imports mlflow, --help
+shows only user options."""
 
 from __future__ import annotations
 
@@ -64,6 +65,23 @@ def test_data_never_imports_train():
     graph = import_graph()
     for module in (m for m in graph if m.startswith("ssimctr.data")):
         assert not {m for m in reachable(graph, module) if m.startswith("ssimctr.train")}, module
+
+
+def external_imports(path: Path) -> set[str]:
+    """The top-level names of the packages `path` imports anywhere (top level, functions, TYPE_CHECKING)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    """MLflow stays behind ssimctr.tracking (the Tracker interface, run queries, logged models)."""
+    importers = sorted(module_of(path) for path in ROOT.rglob("*.py") if "mlflow" in external_imports(path))
+    assert importers and all(module.startswith("ssimctr.tracking") for module in importers), importers
 
 
 def _ssimctr(*args: str) -> subprocess.CompletedProcess:

@@ -124,6 +124,17 @@ class RegimeConfig:
     finetune_lr: float | None = None
     loss_reduction: str = "row"
 
+    def __post_init__(self) -> None:
+        """Refuse an option no part of the chosen regime reads (the values' names are checked by
+        ssimctr.train.regimes.Regime)."""
+        if self.finetune_lr is not None and self.training not in (MISSING, "finetune"):
+            raise UserError(
+                f"regime.finetune_lr is read by regime=finetune only; regime={self.name} would ignore it: "
+                "drop it, or choose regime=finetune"
+            )
+        if self.finetune_lr is not None and not self.finetune_lr >= 0:
+            raise UserError(f"regime.finetune_lr={self.finetune_lr}: must be 0 or positive (null: trainer.lr)")
+
 
 @dataclass
 class TaskConfig:
