@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from pathlib import Path
 
 import hydra
@@ -30,6 +31,15 @@ from ssimctr.utils.instantiate import instantiate
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it; False also when a parent package is
+    absent (`importlib.util.find_spec("a.b")` raises ModuleNotFoundError when `a` is not installed)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def synthetic_config(**overrides) -> SyntheticConfig:

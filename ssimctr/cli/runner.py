@@ -13,23 +13,30 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from ssimctr.cli.config_errors import missing_values, unknown_key, unknown_keys
 from ssimctr.cli.console import describe_data, print_results, results_rows, split_summary, write_results_csv
-from ssimctr.config.schema import TrainerConfig
+from ssimctr.cli.resume import RESULT_FREE
+from ssimctr.config.coldstart import COLDSTART_SCHEMAS
+from ssimctr.config.schema import SCHEMAS, TrainerConfig
 from ssimctr.data.datasplit import open_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
-from ssimctr.tasks.base import Job, ModelFactory, Task
+from ssimctr.tasks.base import Job, ModelFactory, Task, refuse_unsupported
 from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import NullTracker, Tracker, flatten_params, make_tracker, parent_run_id_from_env
 from ssimctr.train import distributed
-from ssimctr.train.checkpoint import CHECKPOINTS, Checkpointer, checkpointing, resumable
+from ssimctr.train.checkpoint import Checkpointer, checkpointing, read_run, resumable
 from ssimctr.train.loop import Outcome
-from ssimctr.train.regimes import Splits
+from ssimctr.train.regimes import Regime, Splits
 from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)  # Hydra's job log, <run dir>/main.log: the key lines of the console
 
+PACKAGE = Path(__file__).resolve().parents[1]
+# conf/: shipped inside an installed wheel as ssimctr/conf (setup.py), else beside the package (the source tree,
+# an editable install)
+CONFIG_DIR = str(PACKAGE / "conf" if (PACKAGE / "conf").is_dir() else PACKAGE.parent / "conf")
 CHECKED_GROUPS = ("dataset", "scenario", "split", "ssim")  # besides trainer: schemas that check their values
 
 
@@ -42,55 +49,127 @@ class JobInfo:
     output_dir: Path = Path("outputs/runs/unnamed")
 
 
-def run(cfg: DictConfig, info: JobInfo, console: Console | None = None, resume: bool = False) -> dict[str, float]:
+def run(
+    cfg: DictConfig, info: JobInfo, console: Console | None = None, resume: bool = False, rerun: bool = False
+) -> dict[str, float]:
     """Run one job in its own tracked run; return its results (val/* of the selected model, test/*).
-    Each training checkpoints into `<output_dir>/checkpoints/` (dropped when the run finishes);
-    `resume`: continue the stopped job of `info.output_dir` from its checkpoints, in its run.
-    trainer=ddp (under torchrun): every rank trains and evaluates; rank 0 alone tracks, writes and prints."""
+        Every check of the config comes first (`check_job`), then the data is prepared: a mistake in either
+        is one line (UserError) before any run is logged. Each training checkpoints into
+        `<output_dir>/checkpoints/` (dropped when the run finishes); `resume`: continue the stopped job of
+        `info.output_dir` from its checkpoints, in its run; `rerun`: run a job that stopped before its first
+    checkpoint again from the start, in its run (a resumed multirun's). trainer=ddp (under torchrun): every rank trains
+        and evaluates; rank 0 alone tracks, writes and prints."""
     console = console or Console()
-    settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)  # checks the trainer's values first
-    for group in CHECKED_GROUPS:  # and these groups' (their schemas' __post_init__), before any run or data
-        OmegaConf.to_object(cfg[group])
+    settings, task = check_job(cfg, info.choices, resume)
     if settings.distributed == "ddp":
-        distributed.refuse_unsupported(cfg, resume)
         device = distributed.init(resolve_device(settings.device))
         settings = dataclasses.replace(settings, device=str(device))
         if not distributed.is_main():  # no run, no files, nothing printed
             console, settings = Console(quiet=True), dataclasses.replace(settings, progress=False)
     try:
-        return _tracked(cfg, info, settings, console, resume)
+        seed_everything(cfg.seed)
+        configure_torch(settings.threads)
+        tracking = cfg.tracking  # the store is opened (and checked) first; the run starts once the data is ready
+        tracker = make_tracker(tracking) if distributed.is_main() else NullTracker()
+        with distributed.main_first():  # rank 0 prepares (and caches) the data, the others then read the cache
+            data = with_encoded_fields(_prepare(cfg, console), instantiate(cfg.text_encoder), console)
+        return _tracked(cfg, info, settings, console, resume, rerun, task, data, tracker)
     finally:
         distributed.teardown()
 
 
+def check_job(cfg: DictConfig, choices: dict[str, str], resume: bool = False) -> tuple[TrainerConfig, Task]:
+    """Every check of the job's config, before any data is read or any run logged; UserError (one line)
+    for the first problem: a mandatory value unset, a key nothing reads, a value out of its range (the
+    schemas' __post_init__, the task's constructor), a group, regime, SSIM phase, trainer=ddp or resume
+    that the task does not support (its `supports`), a text encoder with no text column to encode.
+    Returns the trainer settings and the task."""
+    missing = missing_values(cfg)
+    if missing is not None:
+        raise missing
+    added = unknown_keys(cfg)
+    if added:
+        raise unknown_key(added[0], cfg)
+    settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
+    for group in CHECKED_GROUPS:  # their schemas' __post_init__
+        OmegaConf.to_object(cfg[group])
+    regime: Regime = instantiate(cfg.regime)  # its class, and its values checked by its schema
+    task: Task = instantiate(cfg.task)  # its options
+    text = OmegaConf.to_object(cfg.text_encoder)
+    if text.kind != "none" and not list(cfg.dataset.get("text") or []):
+        raise UserError(
+            f"text_encoder={choices.get('text_encoder', text.kind)} encodes the columns of dataset.text, but "
+            f"dataset={cfg.dataset.name} names none: set dataset.text=[<column>, ...], or text_encoder=none"
+        )
+    chosen = {"coldstart": _option_of(cfg.coldstart, COLDSTART_SCHEMAS), **choices}
+    refuse_unsupported(
+        choices.get("task") or _option_of(cfg.task, {k: v for k, v in SCHEMAS["task"].items() if k}),
+        type(task).supports,
+        chosen,
+        regime,
+        str(cfg.ssim.phase),
+        settings.distributed == "ddp",
+        resume,
+        regime_options(),
+    )
+    return settings, task
+
+
+def _option_of(node: DictConfig, schemas: dict[str, type]) -> str:
+    """The option of a `_target_` group whose schema builds `node`'s target (when Hydra's choices are unknown)."""
+    target = str(node.get("_target_", ""))
+    named = (name for name, schema in schemas.items() if getattr(schema, "_target_", None) == target)
+    return next(named, target.rsplit(".", 1)[-1])
+
+
+def regime_options() -> dict[str, Regime]:
+    """conf/regime's options by name, built (to name the regimes that fit in an error)."""
+    options = {}
+    for path in sorted((Path(CONFIG_DIR) / "regime").glob("*.yaml")):
+        values = {key: value for key, value in OmegaConf.load(path).items() if key != "defaults"}
+        options[path.stem] = instantiate(OmegaConf.create(values))
+    return options
+
+
 def _tracked(
-    cfg: DictConfig, info: JobInfo, settings: TrainerConfig, console: Console, resume: bool
+    cfg: DictConfig,
+    info: JobInfo,
+    settings: TrainerConfig,
+    console: Console,
+    resume: bool,
+    rerun: bool,
+    task: Task,
+    data: PreparedDataset,
+    tracker: Tracker,
 ) -> dict[str, float]:
     """The job in its tracked run (rank 0's, under trainer=ddp; the other ranks track nothing)."""
     tracking = cfg.tracking
-    main = distributed.is_main()
-    tracker = make_tracker(tracking) if main else NullTracker()
-    if not main:
-        return _run(cfg, info, settings, tracker, console)
-    checkpointer = Checkpointer(info.output_dir / CHECKPOINTS)
-    if resume:
-        tracker.resume(resumable(checkpointer.folder).get("run_id"))
+    if not distributed.is_main():
+        return _run(cfg, info, settings, tracker, console, task, data, OmegaConf.to_yaml(cfg, resolve=True))
+    checkpointer = Checkpointer(info.output_dir)
+    config = OmegaConf.to_yaml(cfg, resolve=True)
+    stopped = resumable(info.output_dir) if resume else read_run(info.output_dir) if rerun else {}
+    checkpointer.begin(fresh=not resume, config=config, choices=info.choices, overrides=info.overrides)
+    if stopped.get("run_id"):  # the stopped job's run, RUNNING again
+        tracker.resume(stopped["run_id"])
+    elif resume:
+        tracker.resume(None)  # refused unless tracking=none
     else:
         tracker.start(
             run_name=_run_name(cfg.seed, info),  # unless tracking.run_name names it
             tags=_tags(cfg, info),
             parent_run_id=parent_run_id_from_env(),
         )
-    checkpointer.begin(
-        fresh=not resume,
+    checkpointer.record(
         run_id=tracker.run_id,
         tracking_uri=tracking.uri if tracker.run_id else None,
-        choices=info.choices,
-        overrides=info.overrides,
+        parent_run_id=parent_run_id_from_env(),
     )
     try:
         with checkpointing(checkpointer if settings.checkpoints else None):
-            results = _run(cfg, info, settings, tracker, console)
+            if stopped.get("run_id"):  # params are logged once: a resume's own RESULT_FREE values go to a tag
+                tracker.set_tags({"ssimctr.resumed_with": _result_free(cfg)})
+            results = _run(cfg, info, settings, tracker, console, task, data, config, reopened=bool(stopped))
     except KeyboardInterrupt as stop:
         stop.checkpoint = checkpointer.newest() if settings.checkpoints else "off"  # the CLI's line names it
         tracker.end("KILLED", str(stop) or "interrupted")
@@ -102,29 +181,31 @@ def _tracked(
         tracker.end("FAILED", f"{type(error).__name__}: {error}")
         raise
     tracker.end("FINISHED")
-    checkpointer.finish()
+    checkpointer.finish(optimized_metric=results.get(cfg.optimized_metric))
     return results
 
 
 def _run(
-    cfg: DictConfig, info: JobInfo, settings: TrainerConfig, tracker: Tracker, console: Console
+    cfg: DictConfig,
+    info: JobInfo,
+    settings: TrainerConfig,
+    tracker: Tracker,
+    console: Console,
+    task: Task,
+    data: PreparedDataset,
+    config: str,
+    reopened: bool = False,
 ) -> dict[str, float]:
-    seed_everything(cfg.seed)
-    configure_torch(settings.threads)
     device = resolve_device(settings.device)
     folder = info.output_dir
     main = distributed.is_main()
     if main:
         folder.mkdir(parents=True, exist_ok=True)
-        _log_config(cfg, tracker, folder)
+        _log_config(cfg, tracker, folder, config, reopened)
     where = f"MLflow run {tracker.run_id} in {cfg.tracking.uri}" if tracker.run_id else "tracking=none"
     logger.info("%s; outputs in %s; overrides: %s", where, folder, " ".join(info.overrides) or "none")
-
-    with distributed.main_first():  # rank 0 prepares (and caches) the data, the others then read the cache
-        data = with_encoded_fields(_prepare(cfg, console), instantiate(cfg.text_encoder), console)
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")
-    task: Task = instantiate(cfg.task)
     job = Job(
         cfg,
         data,
@@ -184,11 +265,18 @@ def _log_model(
         )
 
 
-def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path) -> None:
-    """The resolved config as params (flattened) and as config.yaml."""
-    tracker.log_params(flatten_params(OmegaConf.to_container(cfg, resolve=True)))
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+def _log_config(cfg: DictConfig, tracker: Tracker, folder: Path, config: str, reopened: bool = False) -> None:
+    """The resolved config as params (flattened) and as config.yaml (`config`, its YAML). `reopened`: the
+    run of a stopped job, whose params were logged (a resume may change only RESULT_FREE ones: kept)."""
+    params = flatten_params(OmegaConf.to_container(cfg, resolve=True))
+    tracker.log_params({k: v for k, v in params.items() if not (reopened and k in RESULT_FREE)})
+    (folder / "config.yaml").write_text(config)
     tracker.log_artifact(folder / "config.yaml")
+
+
+def _result_free(cfg: DictConfig) -> str:
+    """`key=value` of the RESULT_FREE settings of `cfg`, space-joined."""
+    return " ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in RESULT_FREE)
 
 
 def _prepare(cfg: DictConfig, console: Console) -> PreparedDataset:

@@ -1,12 +1,8 @@
 """Config keys that a class now stands for: the `_target_` of an option replaced the string that named
-a behaviour. An old spelling on the command line gets one line naming what replaced it, not Hydra's
-"Key ... is not in struct"."""
+a behaviour. An old spelling (on the command line or in a YAML file) is one line naming what replaced it
+(ssimctr.cli.config_errors.unknown_key), not a "did you mean" guess."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-
-from ssimctr.errors import UserError
 
 REPLACED = {
     "regime.training": (
@@ -16,11 +12,3 @@ REPLACED = {
     "tracking.backend": "the tracker is the tracking option: tracking=mlflow or tracking=none",
     "dataset.source": "a dataset's reader is named by its schema (`_target_`): pick the dataset, e.g. dataset=aliccp",
 }
-
-
-def check_overrides(overrides: Sequence[str]) -> None:
-    """Raise UserError for an override of a replaced key (`regime.training=separate`, `+tracking.backend=x`)."""
-    for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if "=" in override and key in REPLACED:
-            raise UserError(f"{key} is no longer an option: {REPLACED[key]}")

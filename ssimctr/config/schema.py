@@ -112,8 +112,8 @@ REGIME_CHOICES = {"towers": ("per_scenario", "single"), "share": ("own", "all"),
 class RegimeConfig:
     """How a model meets the scenarios. `_target_` names the training procedure, a class of
     ssimctr.train.regimes that subclasses this schema: Joint (one model, all rows), Separate (one
-    model per scenario) or Finetune (joint, then a copy per scenario fine-tuned on its rows; its
-    schema adds finetune_lr). towers: per_scenario (K towers) | single; share: own (each row trains
+    model per scenario) or Finetune (joint, then a copy per scenario fine-tuned on its rows, at
+    finetune_lr). towers: per_scenario (K towers) | single; share: own (each row trains
     its own tower) | all (every row trains every tower); scenario_feature: scenario id as an input
     field; loss_reduction: row (mean over the batch's rows) | scenario (sum over scenarios of each
     tower's mean loss, the official STAR/HMoE form; ssimctr.train.sharing)."""
@@ -123,21 +123,18 @@ class RegimeConfig:
     towers: str = MISSING
     share: str = MISSING
     scenario_feature: bool = True
+    finetune_lr: float | None = None  # regime=finetune only: the fine-tuning stage's (null: trainer.lr)
     loss_reduction: str = "row"
 
     def __post_init__(self) -> None:
-        """Refuse a value no regime knows (checked when the regime is built, before it trains)."""
+        """Refuse a value no regime knows (checked when the regime is built, before it trains; the
+        regime's class refuses finetune_lr unless it fine-tunes)."""
         for key, allowed in REGIME_CHOICES.items():
             value = getattr(self, key)
             if value != MISSING and value not in allowed:
                 raise UserError(f"regime.{key}={value} is not known: use one of {', '.join(allowed)}")
-
-
-@dataclass
-class FinetuneRegimeConfig(RegimeConfig):
-    """regime=finetune: finetune_lr is the fine-tuning stage's learning rate (null = trainer.lr)."""
-
-    finetune_lr: float | None = None
+        if self.finetune_lr is not None and not self.finetune_lr >= 0:
+            raise UserError(f"regime.finetune_lr={self.finetune_lr}: must be 0 or positive (null: trainer.lr)")
 
 
 @dataclass
@@ -282,7 +279,7 @@ class Config:
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     backbone: Any = MISSING
-    regime: Any = MISSING
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
     task: Any = MISSING
     coldstart: Any = MISSING
     text_encoder: Any = MISSING
@@ -296,7 +293,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "scenario": {"": ScenarioConfig},
     "split": {"": SplitConfig},
     "backbone": MODEL_SCHEMAS,
-    "regime": {"": RegimeConfig, "finetune": FinetuneRegimeConfig},
+    "regime": {"": RegimeConfig},
     "task": {"": TaskConfig, "cold_start": ColdStartTaskConfig},
     "coldstart": COLDSTART_SCHEMAS,
     "text_encoder": TEXT_ENCODER_SCHEMAS,

@@ -84,9 +84,20 @@ def label_expression(frame: pl.LazyFrame, dataset: DatasetConfig, origin: str) -
         return (column >= dataset.label_threshold).cast(pl.Int8)
     if dtype == pl.Boolean:
         return column.cast(pl.Int8)
-    values = frame.select(column.drop_nulls().unique().head(20)).collect().to_series().to_list()
-    if not dtype.is_numeric() or any(v not in (0, 1) for v in values):
-        shown = ", ".join(map(repr, sorted(values, key=str)[:6]))
+    present = column.drop_nulls().drop_nans() if dtype.is_float() else column.drop_nulls()
+    values = frame.select(present.unique().head(20)).collect().to_series().to_list()
+    if not values:
+        raise UserError(
+            f"dataset.label column '{dataset.label}' in {origin} holds no value (every row is empty, null or NaN): "
+            "choose the column that holds the 0/1 labels"
+        )
+    shown = ", ".join(map(repr, sorted(values, key=str)[:6])) + (", ..." if len(values) > 6 else "")
+    if not dtype.is_numeric():
+        raise UserError(
+            f"dataset.label column '{dataset.label}' in {origin} holds {dtype} values ({shown}), not 0/1: "
+            "write the labels as 0/1 (or true/false) in the file, or choose a 0/1 column"
+        )
+    if any(v not in (0, 1) for v in values):
         raise UserError(
             f"dataset.label column '{dataset.label}' in {origin} is not 0/1 (values: {shown}): "
             "set dataset.label_threshold=T so that label = 1 where value >= T, or choose a 0/1 column"
@@ -123,6 +134,21 @@ def time_expression(frame: pl.LazyFrame, dataset: DatasetConfig, origin: str) ->
     raise UserError(
         f"dataset.time column '{dataset.time}' in {origin} has type {dtype}: expected unix seconds or a date/time"
     )
+
+
+def text_expressions(frame: pl.LazyFrame, columns: list[str], origin: str) -> list[pl.Expr]:
+    """Text fields as strings ("" where missing); a column of numbers, dates or booleans is refused: a text
+    encoder would hash its digits as words."""
+    schema = frame.collect_schema()
+    for name in columns:
+        dtype = schema[name]
+        if dtype not in (pl.String, pl.Categorical, pl.Null) and not isinstance(dtype, pl.Enum):
+            role = "dataset.numeric" if dtype.is_numeric() else "dataset.categorical"
+            raise UserError(
+                f"dataset.text column '{name}' in {origin} holds {dtype} values, not text: list it under {role}, "
+                "or name a column of text in dataset.text"
+            )
+    return [pl.col(name).cast(pl.String).fill_null("") for name in columns]
 
 
 def numeric_expressions(frame: pl.LazyFrame, columns: list[str], origin: str) -> list[pl.Expr]:

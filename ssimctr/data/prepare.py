@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -31,7 +32,14 @@ import polars as pl
 import ssimctr
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
-from ssimctr.data.columns import check_columns, feature_roles, label_expression, numeric_expressions, time_expression
+from ssimctr.data.columns import (
+    check_columns,
+    feature_roles,
+    label_expression,
+    numeric_expressions,
+    text_expressions,
+    time_expression,
+)
 from ssimctr.data.scenarios import assign_scenarios, assignment_from_rule
 from ssimctr.data.sources import load_source
 from ssimctr.data.sources.base import SPLIT_COLUMN, SPLITS
@@ -41,9 +49,11 @@ from ssimctr.errors import UserError, cannot_write
 from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
 from ssimctr.features.vocab import encode, fit_numeric, fit_vocabularies, standardize
 from ssimctr.metrics import auc
+from ssimctr.utils.process import alive_since
 
 PREPARATION_CODE = ("data", "features")  # packages whose source is part of the cache key
 TRUTH_COLUMN = "_truth"  # dataset.truth in the prepared splits (a planted 0/1 answer, not a feature)
+STAGING = ".tmp-"  # <prepared folder>.tmp-<host>-<pid>: a preparation under way (renamed when it is done)
 SCENARIO_RULE = "scenario_rule"  # feature_map.extra: how a source value becomes a scenario index (new rows too)
 
 
@@ -83,10 +93,11 @@ def prepare(
     source = load_source(dataset, rule)
     key = cache_key(dataset, scenario, rule, source.fingerprint)
     target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
+    remove_dead_staging(Path(cache_root))
     if (target / "manifest.json").exists():
         return load_prepared(target, cache_hit=True)
     started = time.perf_counter()
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    staging = target.with_name(f"{target.name}{STAGING}{socket.gethostname()}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "vocab").mkdir(parents=True)
     try:
@@ -102,6 +113,25 @@ def prepare(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return load_prepared(target, cache_hit=False)
+
+
+def remove_dead_staging(cache_root: Path) -> list[Path]:
+    """Remove what preparations whose process died (kill -9, out of memory, a power cut) left in the cache:
+    their `<name>.tmp-<host>-<pid>` staging folders, when the process is gone from this host (a
+    preparation of another machine sharing the cache is left alone). Returns the folders removed."""
+    removed = []
+    for folder in Path(cache_root).glob(f"*{STAGING}*") if Path(cache_root).is_dir() else []:
+        host, _, pid = folder.name.rsplit(STAGING, 1)[1].rpartition("-")
+        if not pid.isdigit() or (host and host != socket.gethostname()):
+            continue
+        try:
+            written = folder.stat().st_mtime  # a live preparation's process started before its last write
+        except FileNotFoundError:  # removed meanwhile (its preparation ended)
+            continue
+        if not alive_since(int(pid), written):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _polars_error(error: pl.exceptions.PolarsError, origin: str, cache_root: Path) -> UserError:
@@ -253,7 +283,7 @@ def feature_expressions(
         label_expression(frame, dataset, origin).alias("label"),
         *[pl.col(c) for c in roles["categorical"]],
         *numeric_expressions(frame, roles["numeric"], origin),
-        *[pl.col(c).cast(pl.String).fill_null("") for c in roles["text"]],
+        *text_expressions(frame, roles["text"], origin),
     ]
 
 

@@ -21,11 +21,11 @@ from rich.markup import escape
 from ssimctr.errors import UserError
 from ssimctr.report.plot import plot_bars
 from ssimctr.report.render import legend, pooling_warnings, render_csv, render_markdown, render_terminal
-from ssimctr.report.table import aggregate, significance
+from ssimctr.report.table import aggregate, group_value, metric_keys, sections, significance
 
 PROG = "ssimctr-report"
 DEFAULT_URI = "sqlite:///outputs/mlflow.db"
-DEFAULT_GROUP_BY = "backbone,regime,ssim"
+DEFAULT_GROUP_BY = "dataset,task,backbone,regime,ssim"
 DEFAULT_METRICS = "auc,logloss"
 WIDE = 240
 
@@ -35,6 +35,9 @@ in the group, "(n=k)" in a cell when only k runs have a finite value. Columns: e
 found in the metric keys <split>/<metric>/<scenario>, then mean (macro) and overall (pooled).
 A metric written other:name reads the keys other/name/<scenario> instead of --split's, e.g.
 --metric auc,search:ssim/selection_auc (SSIM's selection AUC on planted synthetic data).
+never pooled: a table per MLflow experiment, dataset, task and data split (tags dataset, task,
+split), each with its own scenarios; within a table, runs of different cold-start methods or text
+encoders (tags coldstart, text_encoder) are rows apart even when --group-by leaves them out.
 best: highest mean for AUC, lowest for logloss (bold; **x** in markdown).
 significance: in each column the best row is compared with the runner-up by a one-sided
 paired t-test (scipy.stats.ttest_rel, alternative "best is better") over the seeds both rows
@@ -129,20 +132,32 @@ def report(args: argparse.Namespace, command: str, console: Console, errors: Con
     records = search_runs(args.uri, args.experiment, args.parent, args.filter)
     if not records:
         raise UserError(f"no finished runs match {_selection(args)} in {args.uri}")
-    table = aggregate(records, group_by, args.split, metrics)
-    if args.plot and args.plot_metric not in table.metrics:
-        raise UserError(f"--plot-metric {args.plot_metric} is not one of --metric {','.join(table.metrics)}")
-    tests = significance(table, args.alpha)
-    for rich_table in render_terminal(table, tests, args.digits):
-        console.print(rich_table)
+    if args.group_by == DEFAULT_GROUP_BY:  # older runs may lack a default tag (task): group by the others
+        group_by = [key for key in group_by if any(group_value(r, key) is not None for r in records)] or group_by
+    aggregate(records, group_by, args.split, metrics)  # the selection's errors (unknown tag, no such metric)
+    tables, skipped = [], 0
+    for part in sections(records):  # a table per experiment, dataset, task and data split: never pooled
+        present = [m for m in metrics if any(metric_keys(r, args.split, m) for r in part)]
+        if present:
+            tables.append(aggregate(part, group_by, args.split, present))
+        else:
+            skipped += len(part)
+    if args.plot and not any(args.plot_metric in table.metrics for table in tables):
+        raise UserError(f"--plot-metric {args.plot_metric} is not one of --metric {','.join(metrics)}")
+    tests = [significance(table, args.alpha) for table in tables]
+    warn = errors or Console(stderr=True)
+    for table, tested in zip(tables, tests):
+        for rich_table in render_terminal(table, tested, args.digits):
+            console.print(rich_table)
+        if table.split_by:
+            console.print(f"[dim]rows also split by {', '.join(table.split_by)}: its runs differ in them[/]")
+        for warning in pooling_warnings(table):  # runs of one group whose configs differ beyond the seed
+            warn.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     console.print(legend(args.alpha), style="dim", highlight=False)
-    for warning in pooling_warnings(table):  # runs of one group whose configs differ beyond the seed
-        (errors or Console(stderr=True)).print(
-            f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True
-        )
-    if table.skipped:
+    skipped += sum(table.skipped for table in tables)
+    if skipped:
         console.print(
-            f"[dim]{table.skipped} selected run(s) without {args.split}/ metrics (e.g. multirun parents) left out[/]"
+            f"[dim]{skipped} selected run(s) without {args.split}/ metrics (e.g. multirun parents) left out[/]"
         )
 
     written: list[Path] = []
@@ -153,12 +168,13 @@ def report(args: argparse.Namespace, command: str, console: Console, errors: Con
         markdown, csv_path = Path(temporary.name) / "report.md", Path(temporary.name) / "report.csv"
     try:
         if markdown:
-            written.append(_write(markdown, render_markdown(table, tests, command, args.alpha, args.digits)))
+            parts = [render_markdown(t, tested, command, args.alpha, args.digits) for t, tested in zip(tables, tests)]
+            written.append(_write(markdown, "\n".join(parts)))
         if csv_path:
-            written.append(_write(csv_path, render_csv(table)))
+            written.append(_write(csv_path, render_csv(tables)))
         if plot:
             try:
-                written.append(plot_bars(table, plot, args.plot_metric))
+                written.append(plot_bars([t for t in tables if args.plot_metric in t.metrics], plot, args.plot_metric))
             except OSError as error:
                 raise UserError(f"cannot write {plot}: {error}") from error
         for path in written:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,31 @@ from ssimctr.report.render import describe, metric_label
 from ssimctr.report.table import ReportTable
 
 
-def plot_bars(table: ReportTable, path: str | Path, metric: str = "auc", title: str | None = None) -> Path:
-    """Bars = groups, clusters = scenarios (and `mean`); height = mean, error bar = std over runs.
+def plot_bars(
+    table: ReportTable | Sequence[ReportTable], path: str | Path, metric: str = "auc", title: str | None = None
+) -> Path:
+    """Bars = groups, clusters = scenarios (and `mean`); height = mean, error bar = std over runs; one
+    panel per table (a report's sections: their scenarios differ), stacked.
 
     The value axis starts just below the lowest bar (AUCs differ in the third decimal).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    tables = [table] if isinstance(table, ReportTable) else list(table)
+    widths = [len(part.columns_of(metric)) * max(1, len(part.rows)) ** 0.5 for part in tables]
+    figure = Figure(figsize=(max(6.0, 1.2 * max(widths) + 2), 4.5 * len(tables)), layout="constrained")
+    FigureCanvasAgg(figure)
+    for part, axes in zip(tables, figure.subplots(len(tables), 1, squeeze=False)[:, 0]):
+        _bars(axes, part, metric, title if len(tables) == 1 else None)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def _bars(axes, table: ReportTable, metric: str, title: str | None) -> None:
+    """One table's grouped bars on `axes`."""
     columns = [c for c in table.columns_of(metric) if c.scenario != "overall"]
     if not columns:
         raise ValueError(f"the table has no {metric} column")
@@ -27,9 +45,6 @@ def plot_bars(table: ReportTable, path: str | Path, metric: str = "auc", title: 
     groups = len(table.rows)
     width = 0.8 / groups
     x = np.arange(len(columns))
-    figure = Figure(figsize=(max(6.0, 1.2 * len(columns) * max(1, groups) ** 0.5 + 2), 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
     for index, row in enumerate(table.rows):
         axes.bar(
             x - 0.4 + width * (index + 0.5),
@@ -54,7 +69,3 @@ def plot_bars(table: ReportTable, path: str | Path, metric: str = "auc", title: 
     axes.set_title(title or f"{metric_label(metric)} · {describe(table)}", fontsize="medium")
     axes.grid(axis="y", alpha=0.3)
     axes.set_axisbelow(True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path

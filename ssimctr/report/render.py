@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from rich.table import Table
 from rich.text import Text
@@ -21,11 +21,15 @@ def metric_label(metric: str) -> str:
 
 
 def describe(table: ReportTable) -> str:
-    """ "ssimctr-synthetic · split test · 6 runs in 2 groups" (what the report covers)."""
+    """ "ssimctr-synthetic · task multi_scenario · split test · 6 runs in 2 groups" (what the report covers:
+    the experiment, the dataset, task and data split every row shares, the metrics' split, the runs)."""
     experiments = ", ".join(table.experiments) or "(no experiment name)"
+    shared = "".join(
+        f" · {tag} {value}" for tag, value in table.section if tag != "dataset" or value not in experiments
+    )
     groups = len(table.rows)
     return (
-        f"{experiments} · split {table.split} · {table.n_runs} run{'s' * (table.n_runs != 1)} "
+        f"{experiments}{shared} · split {table.split} · {table.n_runs} run{'s' * (table.n_runs != 1)} "
         f"in {groups} group{'s' * (groups != 1)}"
     )
 
@@ -158,13 +162,18 @@ def csv_header(table: ReportTable) -> list[str]:
     return fields
 
 
-def render_csv(table: ReportTable) -> str:
-    """One row per group: tag values, n, then mean, std, n per column (full precision, NaN empty)."""
+def render_csv(table: ReportTable | Sequence[ReportTable]) -> str:
+    """One row per group: tag values, n, then mean, std, n per column (full precision, NaN empty). Several
+    tables (a report's sections) share one header, the union of theirs; a field a table lacks is empty."""
+    tables = [table] if isinstance(table, ReportTable) else list(table)
+    header = list(dict.fromkeys(field for part in tables for field in csv_header(part)))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_header(table))
-    for row in table.rows:
-        writer.writerow(_csv_row(row, table))
+    writer.writerow(header)
+    for part in tables:
+        for row in part.rows:
+            fields = dict(zip(csv_header(part), _csv_row(row, part)))
+            writer.writerow([fields.get(name, "") for name in header])
     return buffer.getvalue()
 
 

@@ -40,6 +40,10 @@ from ssimctr.errors import UserError
 from ssimctr.tracking.runs import RunRecord
 
 SUMMARY_SCENARIOS = ("mean", "overall")
+# runs that differ in these tags are never pooled: a report has a table per dataset, task and data split
+# (`sections`, and the MLflow experiment), and a table's rows never pool cold-start methods or text encoders
+SECTION_TAGS = ("dataset", "task", "split")
+NEVER_POOLED = (*SECTION_TAGS, "coldstart", "text_encoder")
 SEED_TAG = "seed"
 MISSING = "-"  # group value of a run that lacks the tag
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "error")
@@ -137,6 +141,10 @@ class ReportTable:
     rows: tuple[Row, ...]
     experiments: tuple[str, ...] = ()
     skipped: int = 0  # runs left out because they have no `{split}/{metric}/...` metric
+    section: tuple[
+        tuple[str, str], ...
+    ] = ()  # the SECTION_TAGS values every row shares, e.g. (("task", "cold_start"),)
+    split_by: tuple[str, ...] = ()  # NEVER_POOLED tags added to group_by because the runs differ in them
 
     @property
     def n_runs(self) -> int:
@@ -186,13 +194,24 @@ def group_value(record: RunRecord, key: str) -> str | None:
     return record.tags.get(key)
 
 
+def sections(records: Iterable[RunRecord]) -> list[list[RunRecord]]:
+    """The runs split by MLflow experiment and SECTION_TAGS (dataset, task, split): the runs of one part
+    may share a table (their columns are one dataset's scenarios); runs of two parts never do."""
+    parts: dict[tuple[str, ...], list[RunRecord]] = {}
+    for record in records:
+        key = (record.experiment, *(_text(record.tags.get(tag)) for tag in SECTION_TAGS))
+        parts.setdefault(key, []).append(record)
+    return [parts[key] for key in sorted(parts, key=lambda key: tuple(map(natural_key, key)))]
+
+
 def aggregate(
     records: Iterable[RunRecord],
     group_by: Sequence[str] = ("backbone", "regime", "ssim"),
     split: str = "test",
     metrics: Sequence[str] = ("auc", "logloss"),
 ) -> ReportTable:
-    """Group runs by the values of `group_by` and average each `{split}/{metric}/{scenario}`.
+    """Group runs by the values of `group_by` and average each `{split}/{metric}/{scenario}`. Rows never
+    pool runs that differ in a NEVER_POOLED tag: such a tag missing from `group_by` is added in front.
 
     Runs without any `{split}/{metric}/...` metric (e.g. a multirun's parent) are skipped.
     UserError when no run is left, a metric is missing everywhere, or a group-by key is
@@ -224,7 +243,7 @@ def aggregate(
             f"no {metric_prefix(split, absent[0])}<scenario> metric in the selected runs "
             f"(metrics of split {split}: {', '.join(sorted(logged))})"
         )
-    used = [r for r in records if any(_metric_keys(r, split, m) for m in metrics)]
+    used = [r for r in records if any(metric_keys(r, split, m) for m in metrics)]
     unknown = [key for key in group_by if all(group_value(r, key) is None for r in used)]
     if unknown:
         tags = sorted({tag for r in used for tag in r.tags if not tag.startswith("mlflow.")})
@@ -233,6 +252,14 @@ def aggregate(
             f"(tags: {', '.join(tags)}; params need the prefix params.)"
         )
 
+    split_by = tuple(
+        tag for tag in NEVER_POOLED if tag not in group_by and len({group_value(r, tag) for r in used}) > 1
+    )
+    group_by = (*split_by, *group_by)
+    shared = {tag: {group_value(r, tag) for r in used} for tag in SECTION_TAGS}
+    section = tuple(
+        (tag, next(iter(values))) for tag, values in shared.items() if len(values) == 1 and None not in values
+    )
     columns = tuple(Column(metric, scenario) for metric in metrics for scenario in scenarios[metric])
     groups: dict[tuple[str, ...], list[RunRecord]] = {}
     for record in used:
@@ -248,7 +275,9 @@ def aggregate(
         for key, runs in sorted(groups.items(), key=lambda item: tuple(map(natural_key, item[0])))
     )
     experiments = tuple(sorted({r.experiment for r in used if r.experiment}))
-    return ReportTable(group_by, split, metrics, columns, rows, experiments, skipped=len(records) - len(used))
+    return ReportTable(
+        group_by, split, metrics, columns, rows, experiments, len(records) - len(used), section, split_by
+    )
 
 
 def config_differences(
@@ -323,7 +352,8 @@ def metric_prefix(split: str, metric: str) -> str:
     return f"{other}/{name}/" if colon else f"{split}/{metric}/"
 
 
-def _metric_keys(record: RunRecord, split: str, metric: str) -> list[str]:
+def metric_keys(record: RunRecord, split: str, metric: str) -> list[str]:
+    """The keys of `record`'s metrics that make columns of `metric` (`{split}/{metric}/<scenario>`)."""
     prefix = metric_prefix(split, metric)
     return [key for key in record.metrics if key.startswith(prefix) and len(key) > len(prefix)]
 
@@ -331,7 +361,7 @@ def _metric_keys(record: RunRecord, split: str, metric: str) -> list[str]:
 def _scenarios(records: Sequence[RunRecord], split: str, metric: str) -> list[str]:
     """Scenario names of `{split}/{metric}/<name>` keys, natural order, then mean and overall."""
     prefix = len(metric_prefix(split, metric))
-    names = {key[prefix:] for record in records for key in _metric_keys(record, split, metric)}
+    names = {key[prefix:] for record in records for key in metric_keys(record, split, metric)}
     scenarios = sorted(names - set(SUMMARY_SCENARIOS), key=natural_key)
     return scenarios + [name for name in SUMMARY_SCENARIOS if name in names]
 

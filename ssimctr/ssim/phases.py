@@ -47,11 +47,7 @@ class RetrainInfo:
 
 def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
     """Run `ssim.phase` on the job: `model` is the job's freshly built model (ssim=search trains it);
-    SsimConfig checked the options' values when it was made."""
-    if not regime.is_multi_tower_joint:
-        raise UserError(
-            f"ssim={ssim.phase} trains one model with a tower per scenario: use regime=mt (not regime={regime.name})"
-        )
+    SsimConfig checked the options' values when it was made, the task's `supports` the regime."""
     if ssim.phase == "search":
         folder = job.folder / "ssim"
         summary = _summary(job, OmegaConf.to_container(job.config.backbone, resolve=True))

@@ -7,9 +7,10 @@ prepared data. A task owns its procedure; the runner logs and prints what it ret
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +18,7 @@ from rich.console import Console
 
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.prepare import PreparedDataset
+from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.tracking import Tracker
@@ -82,8 +84,96 @@ class Job:
         return tuple(self.data.feature_map.scenario_names)
 
 
+RegimeRule = Mapping[str, tuple[str, ...]]  # a regime's attribute -> the values allowed ({}: any regime)
+OPTIONAL_GROUPS = {"coldstart": "none"}  # groups only some tasks read -> the option that leaves them off
+
+
+@dataclass(frozen=True)
+class Supports:
+    """What a task reads and runs, declared by its class (`Task.supports`); `refuse_unsupported` refuses
+    everything else in one line, before any data is prepared or any run logged.
+
+    groups: the optional groups it reads (OPTIONAL_GROUPS; any other choice than the off option of a
+    group it does not read would be ignored); regimes: the regimes it trains with; ssim_phases: the SSIM
+    phases it runs (none: it does not read the ssim group) and ssim_regimes the regime they need;
+    ddp_regimes: the regimes it trains data-parallel (trainer=ddp; None: it runs in one process only,
+    and never with an SSIM phase); resume: whether a stopped job continues from its checkpoints.
+    Every task reads text_encoder: encoded text fields are model inputs whatever the study."""
+
+    groups: tuple[str, ...] = ()
+    regimes: RegimeRule = field(default_factory=dict)
+    ssim_phases: tuple[str, ...] = ()
+    ssim_regimes: RegimeRule = field(default_factory=dict)
+    ddp_regimes: RegimeRule | None = None
+    resume: bool = True
+
+
 class Task(Protocol):
     """A study: runs on a job and returns the metrics of its selected model(s)."""
 
+    supports: ClassVar[Supports]
+
     def run(self, job: Job) -> Outcome:
         """Train and evaluate; return the selected model(s)' validation and test metrics."""
+
+
+def refuse_unsupported(
+    task: str,
+    supports: Supports,
+    choices: Mapping[str, str],
+    regime: Regime,
+    ssim_phase: str,
+    ddp: bool,
+    resume: bool,
+    regime_options: Mapping[str, Regime] | None = None,
+) -> None:
+    """One line (UserError) for the first thing of the job that task `task` (its option name) does not
+    read or run: a group it does not read set away from its off option, a regime, an SSIM phase,
+    trainer=ddp or resume. `regime_options` (conf/regime's options by name) name the regimes that would do."""
+    for group, off in OPTIONAL_GROUPS.items():
+        chosen = choices.get(group, off)
+        if group not in supports.groups and chosen != off:
+            raise UserError(
+                f"task={task} does not read the {group} group: {group}={chosen} would be ignored; "
+                f"drop {group}={chosen} (or choose a task that reads it)"
+            )
+    _check_regime(f"task={task}", supports.regimes, regime, regime_options)
+    if ssim_phase != "disabled":
+        if ssim_phase not in supports.ssim_phases:
+            raise UserError(
+                f"task={task} runs no SSIM phase: ssim={ssim_phase} would be ignored; drop it (ssim=disabled)"
+            )
+        _check_regime(f"ssim={ssim_phase}", supports.ssim_regimes, regime, regime_options)
+    if ddp:
+        refused = "trainer=ddp does not support {}; run it without trainer=ddp"
+        if supports.ddp_regimes is None:
+            raise UserError(refused.format(f"task={task} (it runs in one process)"))
+        if ssim_phase != "disabled":
+            raise UserError(refused.format(f"ssim={ssim_phase} (SSIM phases run in one process: ssim=disabled)"))
+        if resume:
+            raise UserError(refused.format("resume (start the job again)"))
+        _check_regime("trainer=ddp", supports.ddp_regimes, regime, regime_options)
+    if resume and not supports.resume:
+        raise UserError(f"task={task} cannot resume a stopped job: start it again")
+
+
+def _check_regime(who: str, rule: RegimeRule, regime: Regime, options: Mapping[str, Regime] | None) -> None:
+    """UserError when `regime` breaks `rule`: names the regime, the key, what is needed and the regimes that fit.
+    The rule's `training` is the regime class's procedure (Regime.training), the other keys its options."""
+    broken = [(key, getattr(regime, key)) for key, allowed in rule.items() if getattr(regime, key) not in allowed]
+    if not broken:
+        return
+    key, value = broken[0]
+    needs = ", ".join(_described(k, "|".join(v)) for k, v in rule.items())
+    fitting = [
+        name for name, option in (options or {}).items() if all(getattr(option, k) in v for k, v in rule.items())
+    ]
+    fix = " or ".join(f"regime={name}" for name in fitting) or "a regime that has them"
+    raise UserError(
+        f"{who} does not support regime={regime.name} ({_described(key, value)}; it needs {needs}): use {fix}"
+    )
+
+
+def _described(key: str, value: str) -> str:
+    """A regime's attribute in words: `regime.share=own`, or `joint training` for its procedure."""
+    return f"{value} training" if key == "training" else f"regime.{key}={value}"

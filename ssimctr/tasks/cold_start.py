@@ -30,7 +30,7 @@ from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.tasks.base import Job
+from ssimctr.tasks.base import Job, Supports
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
@@ -42,6 +42,11 @@ HASH_MODULUS = 1_000_000_007
 
 class ColdStartTask:
     """`task=cold_start`: reads the `regime` and `coldstart` groups of the job's config."""
+
+    # one model whose rows train their own tower, with the mean loss over rows; in one process
+    supports = Supports(
+        groups=("coldstart",), regimes={"training": ("joint",), "share": ("own",), "loss_reduction": ("row",)}
+    )
 
     def __init__(self, entity: str, holdout: float | None, holdout_seed: int, shots: int, meta_shots: int) -> None:
         if entity not in ENTITIES:
@@ -55,14 +60,7 @@ class ColdStartTask:
 
     def run(self, job: Job) -> Outcome:
         """Train the method on warm rows, then evaluate cold (query) and warm rows of the test split."""
-        regime: Regime = instantiate(job.config.regime)
-        if regime.training != "joint" or regime.gate != 0.0:
-            raise UserError(
-                f"task=cold_start trains one model whose rows train their own tower: use regime=mt or "
-                f"regime=single (not regime={regime.name})"
-            )
-        if regime.loss_reduction != "row":
-            raise UserError("task=cold_start trains with the mean over rows: use regime.loss_reduction=row")
+        regime: Regime = instantiate(job.config.regime)  # checked against `supports`
         feature_map = job.data.feature_map
         entity = self.entity(feature_map)
         key = f"{entity.kind}_key"

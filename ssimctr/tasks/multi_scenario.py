@@ -8,8 +8,9 @@ import logging
 from omegaconf import OmegaConf
 from rich.text import Text
 
+from ssimctr.config.schema import SSIM_PHASES
 from ssimctr.ssim import phases
-from ssimctr.tasks.base import Job
+from ssimctr.tasks.base import Job, Supports
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
@@ -18,7 +19,13 @@ logger = logging.getLogger(__name__)  # the job's main.log (Hydra's job log)
 
 
 class MultiScenarioTask:
-    """`task=multi_scenario`: reads the `regime` and `ssim` groups of the job's config."""
+    """`task=multi_scenario` (and `task=multi_modal`): reads the `regime` and `ssim` groups of the job's config."""
+
+    supports = Supports(
+        ssim_phases=tuple(phase for phase in SSIM_PHASES if phase != "disabled"),
+        ssim_regimes={"training": ("joint",), "towers": ("per_scenario",)},  # one model, a tower per scenario
+        ddp_regimes={"training": ("joint",)},  # one model on all rows (not a model per scenario)
+    )
 
     def run(self, job: Job) -> Outcome:
         """Train under the regime (or run the SSIM phase) and evaluate on val and test."""

@@ -20,6 +20,8 @@ from ssimctr.tracking.backends import keeps_runs
 from ssimctr.tracking.base import PARENT_RUN_ENV
 from ssimctr.tracking.store import PARENT_RUN_TAG, paginate
 
+RESUME_SWEEP_ENV = "SSIMCTR_RESUME_SWEEP"  # a relaunched multirun (`ssimctr resume=<its folder>`): its parent run id
+PARENT_RUN_FILE = "parent_run_id"  # in the multirun's folder: the parent run's id, for a later resume
 REMOTE_LAUNCHERS = ("SlurmLauncher", "RayAWSLauncher", "RayLauncher")  # hydra/launcher=submitit_slurm, ray, ray_aws
 OPTIMIZATION_RESULTS = "optimization_results.yaml"  # written by the Optuna (and Nevergrad) sweepers
 _OVERRIDE_START = re.compile(r" (?=[+~]*[\w./@-]+=)")  # a space before the next `key=` of a joined override list
@@ -62,7 +64,8 @@ class MlflowParentRunCallback(Callback):
             sys.exit(2)
 
     def _start_parent(self, config: DictConfig) -> None:
-        """Start the parent run named after the sweep dir and export its id."""
+        """Start the parent run named after the sweep dir (or, for a resumed multirun, reopen its parent)
+        and export its id; record it in the sweep dir for a later `ssimctr resume=<sweep dir>`."""
         if not keeps_runs(config.tracking):  # tracking=none: no store to group the runs in
             return
         from ssimctr.tracking.mlflow_tracker import MlflowTracker
@@ -75,10 +78,21 @@ class MlflowParentRunCallback(Callback):
         )
         sweep_dir = str(_select(config, "hydra.sweep.dir"))
         overrides = _select(config, "hydra.overrides.task") or []
-        run_id = self.tracker.start(
-            " ".join([f"sweep {Path(sweep_dir).name}", *overrides]),
-            {"ssimctr.kind": "sweep", "sweep_dir": sweep_dir, "overrides": " ".join(overrides)},
-        )
+        resumed = os.environ.get(RESUME_SWEEP_ENV)
+        if resumed:  # the stopped multirun's parent, RUNNING again
+            self.tracker.resume(resumed)
+            run_id = resumed
+        else:
+            run_id = self.tracker.start(
+                " ".join([f"sweep {Path(sweep_dir).name}", *overrides]),
+                {
+                    "ssimctr.kind": "sweep",
+                    "sweep_dir": str(Path(sweep_dir).resolve()),
+                    "overrides": " ".join(overrides),
+                },
+            )
+        Path(sweep_dir).mkdir(parents=True, exist_ok=True)
+        (Path(sweep_dir) / PARENT_RUN_FILE).write_text(str(run_id))
         self.parent_run_id = str(run_id)
         os.environ[PARENT_RUN_ENV] = self.parent_run_id
 

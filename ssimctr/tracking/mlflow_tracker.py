@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-import psutil
 from filelock import FileLock
 from mlflow.entities import Experiment, LifecycleStage, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -33,6 +32,7 @@ from ssimctr.errors import UserError
 from ssimctr.tracking.base import check_status, flatten_params
 from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, refusals, refused, sqlite_file, unwritable_store
 from ssimctr.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_NAME, save_runs_view
+from ssimctr.utils.process import alive_since
 
 HOST_TAG, PID_TAG = "ssimctr.host", "ssimctr.pid"
 SINCE_TAG = "ssimctr.pid_since"  # when the recorded process took the run over (a resumed run; seconds)
@@ -260,20 +260,12 @@ def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     for run in paginate(lambda token: client.search_runs([experiment_id], query, page_token=token)):
         pid = int(run.data.tags.get(PID_TAG, "0"))
         since = float(run.data.tags.get(SINCE_TAG, run.info.start_time / 1000))  # a resumed run: its resume
-        if not _alive_since(pid, since):
+        if not alive_since(pid, since):
             error = f"process {pid} on {host} ended without finishing the run (found at a later start)"
             client.set_tag(run.info.run_id, "error", error)
             client.set_terminated(run.info.run_id, "FAILED")
             orphans.append(run.info.run_id)
     return orphans
-
-
-def _alive_since(pid: int, started: float) -> bool:
-    """Whether process `pid` exists and was created no later than `started` (seconds since the epoch)."""
-    try:
-        return psutil.Process(pid).create_time() <= started + 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
 
 
 def connect(uri: str) -> MlflowClient:

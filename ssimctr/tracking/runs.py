@@ -206,3 +206,15 @@ def _user_errors(uri: str, wanted: str = "read its runs: ask the server's admin 
         yield
     except MlflowException as exc:
         raise refused(exc, uri, wanted) or UserError(f"MLflow store {uri}: {exc.message}") from exc
+
+
+def run_tags(uri: str, run_id: str) -> dict[str, str] | None:
+    """The tags of run `run_id` in the store at `uri`; None when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    from ssimctr.tracking.mlflow_tracker import connect
+
+    try:
+        return dict(connect(uri).get_run(run_id).data.tags)
+    except MlflowException:
+        return None

@@ -1,7 +1,7 @@
 """Checkpoints of a job's trainings, so that a killed run continues where it stopped (`ssimctr resume=...`).
 
-The runner opens a `Checkpointer` on `<run folder>/checkpoints/` for the whole job (`checkpointing`);
-every `fit` inside the job takes the next name of its kind, `<loss>-<n>` (e.g. FixedSharing-0,
+The runner opens a `Checkpointer` on the run's folder (`checkpoints/`, `run.json`) for the whole job
+(`checkpointing`); every `fit` inside the job takes the next name of its kind, `<loss>-<n>` (e.g. FixedSharing-0,
 FixedSharing-1, SearchLoss-0) in call order, and saves after each epoch, atomically, everything the
 next epoch depends on: model, optimizer, loss and loader state (`state_dict()` where they have one:
 a selector and its step counter, a shuffling generator), the epoch, the result so far, the early
@@ -14,10 +14,15 @@ restores its last epoch and trains on from the next, and the job ends as it woul
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import random
 import re
+import shutil
+import socket
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,37 +34,59 @@ import numpy as np
 import torch
 
 from ssimctr.errors import UserError
+from ssimctr.utils.process import alive_since
 
-CHECKPOINTS = "checkpoints"  # the folder under the run's folder
-RUN_FILE = "run.json"  # what `resume` needs besides the checkpoints: run id, store, overrides, status
+CHECKPOINTS = "checkpoints"  # the folder under the run's folder, removed when the job finishes
+RUN_FILE = "run.json"  # in the run's folder: the job's identity and status, run id, store, overrides
 SUFFIX = ".pt"
 
 _current: ContextVar[Checkpointer | None] = ContextVar("ssimctr_checkpointer", default=None)
 
 
-class Checkpointer:
-    """The checkpoints of one job, in `folder` (`<run folder>/checkpoints`)."""
+def config_digest(text: str) -> str:
+    """The digest of a job's resolved config (the text of its config.yaml), recorded in run.json."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+
+class Checkpointer:
+    """The checkpoints of one job: `<run folder>/checkpoints/*.pt`, and its record `<run folder>/run.json`.
+
+    Every checkpoint names the job it belongs to (`job`, a fresh id per job, and the digest of its
+    config), so that a folder two jobs wrote into is refused instead of resumed (`resumable`)."""
+
+    def __init__(self, run_folder: Path) -> None:
+        self.run_folder = Path(run_folder)
+        self.folder = self.run_folder / CHECKPOINTS
         self.counts: Counter[str] = Counter()
         self.latest: Path | None = None  # the last checkpoint written or read
+        self.job: dict[str, str] = {}  # {"job": id, "config": digest} of the job, set by `begin`
 
-    def begin(self, fresh: bool, **run: Any) -> None:
-        """Create the folder and record the run (`run.json`: run id, tracking store, overrides, ...).
-        `fresh`: a new job, which drops the checkpoints of an earlier job in the same folder."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def begin(self, fresh: bool, config: str, **run: Any) -> None:
+        """Record the job in run.json (a fresh id, or the stopped job's when resuming; the digest of its
+        resolved config `config`; this process), status running. `fresh`: a new job, which drops the
+        checkpoints of an earlier job in the folder. Refused (UserError) while a live process runs a job
+        there (two jobs would mix their files)."""
+        recorded = read_run(self.run_folder)
+        _refuse_if_running(self.run_folder, recorded)
         if fresh:
             for path in self.files():
                 path.unlink(missing_ok=True)
-        _write_json(self.folder / RUN_FILE, {**({} if fresh else read_run(self.folder)), **run, "status": "running"})
+            recorded = {"job": uuid.uuid4().hex}
+        self.job = {"job": recorded["job"], "config": config_digest(config)}
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _write_json(self.run_folder / RUN_FILE, {**recorded, **run, **self.job, **owner, "status": "running"})
 
-    def finish(self) -> None:
-        """The job finished: drop its checkpoints (the run has its results) and record it in run.json."""
-        for path in [*self.files(), *self.folder.glob(f".*{SUFFIX}.tmp")]:  # (a stop while writing leaves a .tmp)
-            path.unlink(missing_ok=True)
+    def record(self, **fields: Any) -> None:
+        """Add `fields` to run.json (e.g. the run id, once the run is started)."""
+        _write_json(self.run_folder / RUN_FILE, {**read_run(self.run_folder), **fields})
+
+    def finish(self, **fields: Any) -> None:
+        """The job finished: drop its checkpoints, folder and all (the run has its results), and record
+        it in run.json with `fields` (e.g. its optimized metric)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
         self.latest = None
-        _write_json(self.folder / RUN_FILE, {**read_run(self.folder), "status": "finished"})
+        self.record(**fields, status="finished")
 
     def files(self) -> list[Path]:
         """The checkpoint files written so far."""
@@ -81,48 +108,87 @@ class Checkpointer:
         return self.folder / f"{name}{SUFFIX}"
 
     def load(self, name: str) -> dict | None:
-        """The checkpoint `name`, None when there is none."""
+        """The checkpoint `name`, None when there is none; UserError when it belongs to another job."""
         path = self.path(name)
         if not path.is_file():
             return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001 (a truncated or foreign file: say which one)
-            raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error})") from None
+        state = _read_checkpoint(path)
+        if state.get("job") != self.job.get("job"):
+            raise UserError(_foreign(path, self.run_folder))
         self.latest = path
         return state
 
     def save(self, name: str, state: dict) -> Path:
-        """Write checkpoint `name` atomically (a reader, or a kill, sees the old file or the new one)."""
+        """Write checkpoint `name` atomically (a reader, or a kill, sees the old file or the new one),
+        naming the job it belongs to."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(name)
         partial = path.with_name(f".{path.name}.tmp")
-        torch.save(state, partial)
+        torch.save({**state, **self.job}, partial)
         os.replace(partial, path)
         self.latest = path
         return path
 
 
-def read_run(folder: Path) -> dict:
-    """The run.json of a checkpoints folder ({} when there is none)."""
-    path = Path(folder) / RUN_FILE
+def read_run(run_folder: Path) -> dict:
+    """The run.json of a run's folder ({} when there is none)."""
+    path = Path(run_folder) / RUN_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def resumable(folder: Path) -> dict:
-    """The run.json of a checkpoints folder whose job can be resumed; UserError (one line) when the
-    folder has no checkpoints, or its job finished."""
-    folder = Path(folder)
+def resumable(run_folder: Path) -> dict:
+    """The run.json of a run's folder whose job can be resumed; UserError (one line) when the folder is
+    not a run's, its job finished, it holds no checkpoint, or its files belong to different jobs (its
+    config.yaml is not the config run.json recorded, a checkpoint names another job)."""
+    folder = Path(run_folder)
     run = read_run(folder)
     if not run:
-        raise UserError(f"resume: {folder.parent} has no {CHECKPOINTS}/{RUN_FILE}: it is not a run's folder")
+        raise UserError(f"resume: {folder} has no {RUN_FILE}: it is not a run's folder")
     if run.get("status") == "finished":
-        raise UserError(f"resume: the run in {folder.parent} finished already; there is nothing to resume")
-    if not Checkpointer(folder).files():
+        raise UserError(f"resume: the run in {folder} finished already; there is nothing to resume")
+    files = Checkpointer(folder).files()
+    if not files:
         raise UserError(
-            f"resume: {folder} holds no checkpoint (the run stopped before its first epoch ended): start it again"
+            f"resume: {folder / CHECKPOINTS} holds no checkpoint (the run stopped before its first epoch ended): "
+            "start it again"
         )
+    saved = folder / "config.yaml"
+    if saved.is_file() and config_digest(saved.read_text()) != run.get("config"):
+        raise UserError(
+            f"resume: {saved} is not the config {folder / RUN_FILE} recorded for its job (two jobs wrote into "
+            "one folder, or the file was edited): start the run again"
+        )
+    for path in files:
+        if _read_checkpoint(path, mmap=True).get("job") != run.get("job"):
+            raise UserError(_foreign(path, folder))
     return run
+
+
+def _read_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint's content (`mmap`: tensors mapped, not read: enough to read its fields)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as error:  # noqa: BLE001 (a truncated or foreign file: say which one)
+        raise UserError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error})") from None
+
+
+def _foreign(path: Path, folder: Path) -> str:
+    return (
+        f"resume: checkpoint {path} belongs to another job than {folder / RUN_FILE} (two jobs wrote into one "
+        "folder): start the run again"
+    )
+
+
+def _refuse_if_running(folder: Path, recorded: dict) -> None:
+    """UserError when run.json says a job runs in `folder` in a live process of this host (not this one)."""
+    if recorded.get("status") != "running" or recorded.get("host") != socket.gethostname():
+        return
+    pid = int(recorded.get("pid", 0))
+    if pid and pid != os.getpid() and alive_since(pid, float(recorded.get("since", 0))):
+        raise UserError(
+            f"{folder} is the folder of a job running in process {pid}: give each job its own folder "
+            "(leave hydra.run.dir at its default, which is one per process)"
+        )
 
 
 def _write_json(path: Path, content: dict) -> None:
@@ -175,7 +241,7 @@ class FitCheckpoint:
     def restore(self) -> dict | None:
         """Load the saved state into model, optimizer, loss, loader and the random generators; return
         the saved fields (done, epoch, result, best_state, stale), None when nothing was saved."""
-        saved = self.checkpointer.load(self.name)
+        saved = self.checkpointer.load(self.name)  # refused when it names another job
         if saved is None:
             return None
         if saved["signature"] != self.signature:

@@ -25,11 +25,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
 from torch import nn
 
 from ssimctr.errors import UserError
-from ssimctr.utils.instantiate import instantiate
 
 RUN_HINT = "torchrun --nproc_per_node 2 -m ssimctr trainer=ddp ..."
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -200,18 +198,3 @@ def synced(model: nn.Module, loss_fn: Callable) -> Iterator[Callable]:
         )
         proxy = _ThroughDDP(model, ddp)
         yield lambda _, batch: loss_fn(proxy, batch)
-
-
-def refuse_unsupported(cfg: DictConfig, resume: bool) -> None:
-    """One line for what trainer=ddp does not run: SSIM phases, a model per scenario, cold start, resume."""
-    training = instantiate(cfg.regime).training  # the regime class's procedure: joint | separate | finetune
-    task = str(cfg.task._target_).rsplit(".", 1)[-1]
-    refused = [
-        (str(cfg.ssim.phase) != "disabled", f"ssim={cfg.ssim.phase} (SSIM phases run in one process: ssim=disabled)"),
-        (training != "joint", f"regime={cfg.regime.name} (a model per scenario; use regime=mt, mt_s or single)"),
-        (task == "ColdStartTask", "task=cold_start (runs in one process)"),
-        (resume, "resume (start the job again)"),
-    ]
-    for refused_here, what in refused:
-        if refused_here:
-            raise UserError(f"trainer=ddp does not support {what}; run it without trainer=ddp")

@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ssimctr.config.schema import FinetuneRegimeConfig, RegimeConfig, TrainerConfig
+from ssimctr.config.schema import RegimeConfig, TrainerConfig
 from ssimctr.data.datasplit import DataSplit, Loader
 from ssimctr.errors import UserError
 from ssimctr.metrics import scenario_metrics
@@ -55,6 +55,14 @@ class Regime(BuiltFromSchema, RegimeConfig, ABC):
     """A regime option; a subclass is one training procedure (`training` names it in messages)."""
 
     training: ClassVar[str]  # joint | separate | finetune
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the schema's checks
+        if self.finetune_lr is not None and self.training != "finetune":
+            raise UserError(
+                f"regime.finetune_lr is read by regime=finetune only; regime={self.name} would ignore it: "
+                "drop it, or choose regime=finetune"
+            )
 
     def num_towers(self, num_scenarios: int) -> int:
         """K towers (one per scenario) or a single tower broadcast to every scenario."""
@@ -123,7 +131,7 @@ class Separate(Regime):
         return train_separately(build, splits, names, settings, log)
 
 
-class Finetune(FinetuneRegimeConfig, Regime):
+class Finetune(Regime):
     """regime=finetune: `model` pre-trained on all rows, then a copy per scenario fine-tuned (finetune_lr)."""
 
     training = "finetune"

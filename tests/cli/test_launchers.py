@@ -3,7 +3,6 @@ the Optuna sweeper, and the parent MLflow run that collects every child whatever
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import assert_every_metric, sweep_runs
+from conftest import assert_every_metric, installed, sweep_runs
 from ssimctr.cli import main
 from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.tracking import PARENT_RUN_ENV
@@ -41,11 +40,7 @@ def _no_inherited_server(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def needs(plugin: str, reason: str = SWEEP_EXTRA) -> pytest.MarkDecorator:
     """Skip unless Hydra plugin package `plugin` (under hydra_plugins) is installed."""
-    try:
-        missing = importlib.util.find_spec(f"hydra_plugins.{plugin}") is None
-    except ModuleNotFoundError:
-        missing = True
-    return pytest.mark.skipif(missing, reason=reason)
+    return pytest.mark.skipif(not installed(f"hydra_plugins.{plugin}"), reason=reason)
 
 
 def ssimctr(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from conftest import compose
 from ssimctr.cli import main
-from ssimctr.cli.resume import resumed_job
+from ssimctr.cli.resume import resume_target, resumed_job
 from ssimctr.cli.runner import JobInfo, run
 from ssimctr.errors import UserError
 from ssimctr.tracking.mlflow_tracker import PID_TAG, MlflowTracker
@@ -129,7 +129,7 @@ def test_a_job_stopped_after_epoch_1_resumes_in_its_run_and_ends_as_if_not_stopp
             run(cfg, JobInfo(output_dir=folder), QUIET)
     assert trained == [1]
     assert stop.value.checkpoint == folder / CHECKPOINTS / "FixedSharing-0.pt"  # what the CLI's line names
-    run_id = read_run(folder / CHECKPOINTS)["run_id"]
+    run_id = read_run(folder)["run_id"]
     client = MlflowClient(cfg.tracking.uri)
     assert client.get_run(run_id).info.status == "KILLED"
 
@@ -144,7 +144,8 @@ def test_a_job_stopped_after_epoch_1_resumes_in_its_run_and_ends_as_if_not_stopp
     steps = [m.step for m in client.get_metric_history(run_id, "val/auc/mean")]
     assert steps == [1, 2, 3]  # each epoch logged once
     assert record.data.metrics["test/auc/mean"] == whole["test/auc/mean"]
-    assert not list((folder / CHECKPOINTS).glob("*.pt"))  # a finished run drops its checkpoints
+    assert not (folder / CHECKPOINTS).exists()  # a finished run drops its checkpoints, folder and all
+    assert read_run(folder)["status"] == "finished"
     with pytest.raises(UserError, match="finished already"):
         run(cfg, JobInfo(output_dir=folder), QUIET, resume=True)
 
@@ -242,27 +243,33 @@ def test_a_new_job_in_the_folder_of_a_stopped_one_starts_afresh(tmp_path, monkey
     assert trained == [1, 2, 3]
 
 
+def resume_of(target: str, tracking, overrides: list[str], current=None):
+    """The stopped job `target` names, as `ssimctr resume=<target> <overrides>` finds it."""
+    folder = resume_target(target, tracking).folder
+    return resumed_job(folder, target, overrides, compose, current if current is not None else compose())
+
+
 def test_bad_resume_targets_are_refused_in_one_line(tmp_path, job_config):
     cfg = job_config("tracking=none")
     never = tmp_path / "empty"
     never.mkdir()
     cases = {
         str(tmp_path / "nowhere"): "no such folder",
-        str(never): "has no checkpoints/run.json",
+        str(never): "has no run.json: it is not a run's folder",
     }
     for target, message in cases.items():
         with pytest.raises(UserError, match=message) as refused:
-            resumed_job(target, cfg.tracking, [f"resume={target}"], compose)
+            resume_of(target, cfg.tracking, [f"resume={target}"])
         assert "\n" not in str(refused.value)
-    with pytest.raises(UserError, match="drop trainer.epochs=5"):
-        resumed_job(str(never), cfg.tracking, [f"resume={never}", "trainer.epochs=5"], compose)
+    with pytest.raises(UserError, match=r"drop trainer.epochs=5 \(a resume takes only trainer.threads, "):
+        resume_of(str(never), cfg.tracking, [f"resume={never}", "trainer.epochs=5", "trainer.threads=1"])
     started = tmp_path / "started"
-    Checkpointer(started / CHECKPOINTS).begin(fresh=True, run_id=None)
+    Checkpointer(started).begin(fresh=True, config="seed: 1", run_id=None)
     with pytest.raises(UserError, match="holds no checkpoint"):
-        resumed_job(str(started), cfg.tracking, [], compose)
+        resume_of(str(started), cfg.tracking, [])
     tracked = job_config()
     with pytest.raises(UserError, match="no such run in"):
-        resumed_job("0123456789abcdef", tracked.tracking, [], compose)
+        resume_target("0123456789abcdef", tracked.tracking)
 
 
 # -- a real process: SIGTERM after the first checkpoint, then `ssimctr resume=<folder>` ---------------------
@@ -310,15 +317,21 @@ def test_a_terminated_process_says_its_checkpoint_and_resume_finishes_its_run(tm
     assert said, line
     folder = checkpoint.parent.parent
     assert Path(said["checkpoint"]).is_file() and Path(said["folder"]) == folder
-    run_id = read_run(folder / CHECKPOINTS)["run_id"]
+    run_id = read_run(folder)["run_id"]
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "ssimctr", f"resume={folder}", f"tracking.uri={uri}"],
+    resumed = subprocess.run(  # with overrides that do not change results, which a resume takes
+        [sys.executable, "-m", "ssimctr", f"resume={folder}", f"tracking.uri={uri}", f"paths.outputs={tmp_path}"]
+        + ["trainer.threads=1", "trainer.progress=true", "trainer.device=cpu"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert [p.parent for p in tmp_path.glob("runs/*/*")] == [folder.parent]  # no folder of the resume's own
+    [kept] = folder.glob("resumes/*/.hydra/overrides.yaml")  # its Hydra files sit beside the run they resumed
+    assert f"resume={folder}" in kept.read_text()
+    assert "  device: cpu\n" in (folder / "config.yaml").read_text()  # was auto: the resume's override holds
+    assert read_run(folder)["status"] == "finished" and not (folder / CHECKPOINTS).exists()
     client = MlflowClient(uri)
     record = client.get_run(run_id)
     assert record.info.status == "FINISHED"

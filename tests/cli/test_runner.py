@@ -81,13 +81,18 @@ def test_every_regime_trains(tmp_path, regime):
 
 
 def test_user_error_ends_the_run_failed_with_the_message(tmp_path):
-    cfg = job_config(tmp_path, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "dataset.label=clik")
+    """A mistake found once the run is logged (the monitored metric, met at the first validation) ends it
+    FAILED with the message; a mistake in the data is found before any run is logged."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.raises(UserError, match="did you mean 'click'"):
-        run_job(cfg, tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        run_job(job_config(tmp_path, f"tracking.uri={uri}", "dataset.label=clik"), tmp_path)
+    client = MlflowClient(uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
+    with pytest.raises(UserError, match="trainer.monitor"):
+        run_job(job_config(tmp_path, f"tracking.uri={uri}", "trainer.monitor=val/auc/nope"), tmp_path)
     [record] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert record.info.status == "FAILED"
-    assert "clik" in record.data.tags["error"]
+    assert "val/auc/nope" in record.data.tags["error"]
 
 
 def test_unknown_monitor_is_a_user_error(tmp_path):

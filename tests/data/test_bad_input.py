@@ -117,7 +117,9 @@ def test_label_not_0_1_without_threshold_shows_values_and_mentions_the_threshold
 
 def test_text_label_without_threshold(tmp_path):
     rows = [f"{'yes' if i % 2 else 'no'},{'ab'[i % 2]},u{i},1.0,{i}" for i in range(ROWS)]
-    _has(_error(tmp_path, rows), "not 0/1", "'no', 'yes'", "label_threshold")
+    message = _error(tmp_path, rows)  # label_threshold cannot apply to text: not suggested
+    _has(message, "not 0/1", "'no', 'yes'", "holds String values", "write the labels as 0/1")
+    assert "label_threshold" not in message
 
 
 def test_label_threshold_on_a_text_label(tmp_path):

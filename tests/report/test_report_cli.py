@@ -156,13 +156,13 @@ def test_report_numbers_equal_the_mlflow_metrics(store: Store, capsys, tmp_path:
     text = md.read_text()
     caption = text.splitlines()[0]
     assert caption.startswith(f"Table: `ssimctr-report --uri {store.uri} --parent {store.parent} --markdown")
-    mt = next(line for line in text.splitlines() if line.startswith("| dnn | mt |"))
+    mt = next(line for line in text.splitlines() if line.startswith("| synthetic | dnn | mt |"))
     cells = [c.strip() for c in mt.strip("|").split("|")]
     s0 = f"{np.mean(AUC['mt']['s0']):.4f} ± {np.std(AUC['mt']['s0'], ddof=1):.4f}"
     s1 = f"{np.mean(AUC['mt']['s1']):.4f} ± {np.std(AUC['mt']['s1'], ddof=1):.4f}"
-    assert cells[:5] == ["dnn", "mt", "disabled", "3", f"**{s0}**\\*"]
-    assert cells[5] == f"**{s1}**"  # best but not significant
-    assert cells[6] == f"{np.mean(AUC['mt']['s2']):.4f} ± {np.std(AUC['mt']['s2'], ddof=1):.4f}"
+    assert cells[:6] == ["synthetic", "dnn", "mt", "disabled", "3", f"**{s0}**\\*"]  # (the runs have no task tag)
+    assert cells[6] == f"**{s1}**"  # best but not significant
+    assert cells[7] == f"{np.mean(AUC['mt']['s2']):.4f} ± {np.std(AUC['mt']['s2'], ddof=1):.4f}"
 
 
 def test_group_by_other_tags_without_parent(store: Store, capsys, tmp_path: Path) -> None:

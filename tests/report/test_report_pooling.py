@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 from conftest import compose
 from ssimctr.report import aggregate, config_differences, pooling_warnings
 from ssimctr.report.cli import main
-from ssimctr.report.table import UNSET
+from ssimctr.report.table import UNSET, sections
 from ssimctr.tracking import flatten_params
 from ssimctr.tracking.runs import RunRecord
 
@@ -125,3 +126,72 @@ def test_report_warns_on_stderr_and_grouping_by_the_key_silences_it(configs, tmp
     assert main(["--uri", uri, "--metric", "auc", "--filter", "params.`trainer.epochs` = '10'"]) == 0
     out, err = capsys.readouterr()
     assert "4 runs in 2 groups" in out and err == ""
+
+
+def study(run_id: str, dataset: str, task: str, scenarios: tuple[str, ...], value: float, **tags: str) -> RunRecord:
+    """A finished run of `dataset` and `task` with AUC `value` in each of its scenarios."""
+    metrics = {f"test/auc/{s}": value for s in (*scenarios, "mean")}
+    base = {"dataset": dataset, "task": task, "split": "time", "backbone": "dnn", "regime": "mt", "ssim": "disabled"}
+    return RunRecord(run_id, run_id, "FINISHED", {**base, "seed": "1", **tags}, {}, metrics, experiment="ssimctr")
+
+
+STUDIES = [  # one store, as after synthetic, MIND, cold-start and multi-modal runs
+    study("syn", "synthetic", "multi_scenario", ("s0", "s1"), 0.70),
+    study("mind", "mind", "multi_scenario", ("news", "sports"), 0.60),
+    study("cold-none", "synthetic", "cold_start", ("s0", "s1"), 0.55, coldstart="none"),
+    study("cold-maml", "synthetic", "cold_start", ("s0", "s1"), 0.58, coldstart="maml"),
+    study("text", "synthetic", "multi_modal", ("s0", "s1"), 0.72, text_encoder="hashing"),
+    study("ids", "synthetic", "multi_modal", ("s0", "s1"), 0.71, text_encoder="none"),
+]
+
+
+def test_runs_of_different_datasets_tasks_or_methods_are_never_one_row() -> None:
+    parts = sections(STUDIES)
+    assert [[r.run_id for r in part] for part in parts] == [
+        ["mind"],
+        ["cold-none", "cold-maml"],
+        ["text", "ids"],
+        ["syn"],
+    ]  # experiment, then dataset, task and split in natural order
+    for part in parts:
+        table = aggregate(part, ["backbone", "regime"], metrics=["auc"])
+        assert all(row.n == 1 for row in table.rows)  # nothing pooled, whatever --group-by says
+        assert {c.scenario for c in table.columns} == {key.split("/")[2] for key in part[0].metrics}
+    cold = aggregate(parts[1], ["backbone"], metrics=["auc"])
+    assert cold.split_by == ("coldstart",) and [row.group for row in cold.rows] == [("maml", "dnn"), ("none", "dnn")]
+    assert dict(cold.section) == {"dataset": "synthetic", "task": "cold_start", "split": "time"}
+    pooled = aggregate(STUDIES, ["backbone"], metrics=["auc"])  # aggregate alone splits them too
+    assert pooled.split_by == ("dataset", "task", "coldstart", "text_encoder") and len(pooled.rows) == 6
+
+
+def test_the_default_report_has_a_table_per_dataset_and_task(tmp_path: Path, capsys) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("ssimctr-store", artifact_location=(tmp_path / "a").as_uri())
+    for record in STUDIES:
+        run = client.create_run(experiment, tags=record.tags, run_name=record.run_id).info.run_id
+        client.log_batch(run, metrics=[Metric(k, v, 0, 0) for k, v in record.metrics.items()], synchronous=True)
+        client.set_terminated(run, "FINISHED")
+    capsys.readouterr()
+    written = tmp_path / "report.csv"
+    assert main(["--uri", uri, "--metric", "auc", "--csv", str(written)]) == 0
+    out, err = capsys.readouterr()
+    titles = [line for line in out.splitlines() if "AUC (higher is better)" in line]
+    assert len(titles) == 4 and err == ""
+    assert (
+        "task cold_start" in out and "rows also split by coldstart" in out and "rows also split by text_encoder" in out
+    )
+    rows = list(csv.DictReader(written.open()))
+    keys = [(r["dataset"], r["task"], r.get("coldstart", ""), r.get("text_encoder", ""), r["n"]) for r in rows]
+    assert sorted(keys) == sorted(
+        [
+            ("mind", "multi_scenario", "", "", "1"),
+            ("synthetic", "cold_start", "maml", "", "1"),
+            ("synthetic", "cold_start", "none", "", "1"),
+            ("synthetic", "multi_modal", "", "hashing", "1"),
+            ("synthetic", "multi_modal", "", "none", "1"),
+            ("synthetic", "multi_scenario", "", "", "1"),
+        ]
+    )
+    mind = next(r for r in rows if r["dataset"] == "mind")
+    assert mind["auc/news/mean"] == "0.6" and mind["auc/s0/mean"] == ""  # its own scenarios only

@@ -16,7 +16,6 @@ from rich.console import Console
 from conftest import compose, make_batch, make_model
 from ssimctr.cli import runner
 from ssimctr.cli.runner import JobInfo, run
-from ssimctr.config.schema import SsimConfig
 from ssimctr.data.batch import Batch
 from ssimctr.errors import UserError
 from ssimctr.ssim import artifacts, losses, phases
@@ -24,9 +23,7 @@ from ssimctr.ssim.selection import random_selection, soft_weights
 from ssimctr.ssim.selector import Selector, hard_gate, temperature
 from ssimctr.tasks import base as tasks_base
 from ssimctr.tracking.base import NullTracker
-from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import REDUCTIONS, FixedSharing, sharing_loss
-from ssimctr.utils.instantiate import instantiate
 
 SMALL = (
     "dataset.rows=4000",
@@ -157,9 +154,9 @@ def test_a_search_job_passes_the_regime_loss_reduction(jobs, monkeypatch):
 
 
 def test_ssim_phases_refuse_a_regime_without_joint_towers():
-    regime: Regime = instantiate(compose("regime=single").regime)
-    with pytest.raises(UserError, match=r"ssim=search trains one model with a tower per scenario: use regime=mt"):
-        phases.run_phase(SsimConfig(phase="search"), regime, None, None)
+    """The multi-scenario task's declaration (`supports.ssim_regimes`) refuses it before any data or run."""
+    with pytest.raises(UserError, match=r"ssim=search does not support regime=single .*: use regime=mt or regime=mt_s"):
+        runner.check_job(compose("regime=single", "ssim=search"), {})
 
 
 def test_soft_weights_are_sigmoid_of_temperature_times_score():

@@ -4,7 +4,6 @@ and on a PostgreSQL backend store, with the artifacts served by the server."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from servers import free_port, run_at_once, tracking_server
 
-from conftest import assert_every_metric
+from conftest import assert_every_metric, installed
 from ssimctr.tracking import PARENT_RUN_ENV
 
 pytestmark = pytest.mark.slow
@@ -101,7 +100,7 @@ def test_a_job_logs_to_the_server_named_by_mlflow_tracking_uri(server: tuple[str
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None, reason=SWEEP_EXTRA)
+@pytest.mark.skipif(not installed("hydra_plugins.hydra_joblib_launcher"), reason=SWEEP_EXTRA)
 def test_a_joblib_multirun_logs_its_parent_and_children_over_http(server: tuple[str, Path], tmp_path: Path) -> None:
     """4 jobs on 2 joblib workers, each process a client of the server: 1 parent, 4 finished children."""
     url, _ = server

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import compose, make_batch, make_model
+from ssimctr.cli.runner import check_job
 from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, read_split
 from ssimctr.errors import UserError
 from ssimctr.serving.model import load_logged_model
@@ -103,13 +104,14 @@ def test_ddp_with_ssim_is_one_line(tmp_path):
     ],
 )
 def test_unsupported_jobs_are_refused(overrides, resume, named):
+    """The tasks' declarations (`supports`) refuse them, before any process group, data or run."""
     with pytest.raises(UserError, match=f"trainer=ddp does not support {named}"):
-        distributed.refuse_unsupported(compose("trainer=ddp", *overrides), resume)
+        check_job(compose("trainer=ddp", *overrides), {}, resume)
 
 
 @pytest.mark.parametrize("regime", ["mt", "mt_s", "single"])
 def test_joint_regimes_are_supported(regime):
-    distributed.refuse_unsupported(compose("trainer=ddp", f"regime={regime}"), False)
+    check_job(compose("trainer=ddp", f"regime={regime}"), {})
 
 
 def test_distributed_must_be_known():

@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from hydra.errors import ConfigCompositionException
 from torch import nn
 
 from conftest import compose, make_batch
@@ -282,8 +281,10 @@ def test_each_regime_option_builds_its_training_procedure(option, procedure):
 
 def test_finetune_lr_belongs_to_the_finetune_regime():
     assert instantiate(compose("regime=finetune", "regime.finetune_lr=0.01").regime).finetune_lr == 0.01
-    with pytest.raises(ConfigCompositionException):  # not silently ignored by a regime that does not fine-tune
-        compose("regime=mt", "regime.finetune_lr=0.01")
+    with pytest.raises(UserError, match="regime.finetune_lr is read by regime=finetune only; regime=mt would ignore"):
+        instantiate(compose("regime=mt", "regime.finetune_lr=0.01").regime)  # not silently ignored
+    with pytest.raises(UserError, match=r"regime.finetune_lr=-0.1: must be 0 or positive"):
+        instantiate(compose("regime=finetune", "regime.finetune_lr=-0.1").regime)
 
 
 @pytest.mark.parametrize("option", ["mt", "finetune"])

@@ -77,12 +77,39 @@ def scan(path: Path, dataset: DatasetConfig, option: str) -> pl.LazyFrame:
     files = data_files(path, dataset.format, option)
     fmt = file_format(files[0], dataset.format, option)
     if fmt == "parquet":
-        return pl.scan_parquet(files)
+        frame = pl.scan_parquet(files)
+        try:
+            frame.collect_schema()
+        except pl.exceptions.DuplicateError as error:
+            raise UserError(
+                f"{option}: {path} has {str(error).splitlines()[0]}: give each column its own name"
+            ) from None
+        return frame
+    for file in files:  # polars renames a repeated header name (`a_duplicated_0`): refuse it instead
+        check_unique_header(file, dataset.separator, option)
     frame = pl.scan_csv(
         files, separator=dataset.separator, infer_schema_length=10_000, null_values=["", "NULL", "null", "NaN", "nan"]
     )
     check_field_counts(frame, files, dataset.separator, option)
     return frame
+
+
+def check_unique_header(file: Path, separator: str, option: str) -> None:
+    """One line naming the columns a CSV file's header names more than once (and where)."""
+    with open(file, newline="", encoding="utf-8", errors="replace") as handle:
+        if len(separator) == 1:
+            header = next(csv.reader(handle, delimiter=separator), [])
+        else:
+            header = handle.readline().rstrip("\r\n").split(separator)
+    positions: dict[str, list[int]] = {}
+    for index, name in enumerate(header, start=1):
+        positions.setdefault(name, []).append(index)
+    repeated = {name: places for name, places in positions.items() if len(places) > 1}
+    if repeated:
+        listed = "; ".join(f"'{name}' (columns {', '.join(map(str, places))})" for name, places in repeated.items())
+        raise UserError(
+            f"{option}: {file} names more than one column {listed}: give each column its own name in the header"
+        )
 
 
 def check_field_counts(frame: pl.LazyFrame, files: list[Path], separator: str, option: str) -> None:
