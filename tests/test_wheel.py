@@ -61,7 +61,7 @@ def test_the_installed_package_is_the_wheel_with_its_configs(installed, tmp_path
     where = _run(
         installed / "python",
         "-c",
-        "import ssimctr, ssimctr.cli.main as main; print(ssimctr.__file__); print(main.CONFIG_DIR)",
+        "import ssimctr, ssimctr.cli.runner as runner; print(ssimctr.__file__); print(runner.CONFIG_DIR)",
         cwd=tmp_path,
     ).stdout.split()
     package = Path(where[0]).parent
