@@ -10,7 +10,7 @@ TEST_EXTRAS := dev,text,sweep,postgres,ray
 
 .PHONY: run test test-fast lint format mutation sweep ui server bench bench-scale bench-vs clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

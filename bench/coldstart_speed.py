@@ -67,7 +67,7 @@ def main() -> None:
     train = MemorySplit(batch_from_frame(train_frame, fm))
     meta_tasks, counts = build_episodes(train_frame, f"{entity.kind}_key", 5, fm)
     settings = replace(OmegaConf.to_object(base.trainer), epochs=1, patience=1, progress=False, seed=0)
-    regime = Regime.from_config(OmegaConf.to_object(base.regime))
+    regime: Regime = instantiate(base.regime)
     results = []
     for name, cfg in configs.items():
         seed_everything(0)

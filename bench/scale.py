@@ -31,7 +31,7 @@ from ssimctr.config.schema import ScenarioConfig, SplitConfig, TrainerConfig
 from ssimctr.data import synthetic
 from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
-from ssimctr.models.build import build_model
+from ssimctr.tasks.base import build_model
 from ssimctr.train.loop import fit, make_optimizer
 from ssimctr.train.sharing import FixedSharing
 from ssimctr.utils.seed import configure_torch

@@ -30,6 +30,7 @@ from ssimctr.text.build import with_encoded_fields
 from ssimctr.train.loop import make_optimizer
 from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import sharing_loss
+from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 
@@ -62,11 +63,11 @@ def main() -> None:
             OmegaConf.to_object(first.split),
             Path(cache),
         )
-        regime = Regime.from_config(OmegaConf.to_object(first.regime))
+        regime: Regime = instantiate(first.regime)
         for encoder, cfg in configs.items():
             started = time.perf_counter()
             try:
-                job_data = with_encoded_fields(data, OmegaConf.to_object(cfg.text_encoder), Console(quiet=True))
+                job_data = with_encoded_fields(data, instantiate(cfg.text_encoder), Console(quiet=True))
             except UserError as error:
                 console.print(f"{encoder}: skipped ({error})")
                 continue

@@ -34,6 +34,7 @@ from ssimctr.tasks.base import ModelFactory
 from ssimctr.train.loop import FitResult, fit, make_optimizer, validator
 from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import FixedSharing
+from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 
@@ -61,7 +62,7 @@ def _row(backbone: str, regime: str, history: FitResult, parameters: int) -> dic
 
 def _build(cfg, fm, device):
     """The configured backbone under the configured regime."""
-    regime = Regime.from_config(OmegaConf.to_object(cfg.regime))
+    regime: Regime = instantiate(cfg.regime)
     return ModelFactory(cfg.backbone, fm, device).build(regime), regime
 
 

@@ -40,6 +40,7 @@ from ssimctr.tasks.base import ModelFactory
 from ssimctr.train.loop import fit, make_optimizer, validator
 from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import FixedSharing
+from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, seed_everything
 
 OPTIMIZERS = ("sparse_adam", "adam")
@@ -77,7 +78,7 @@ def cell(args: argparse.Namespace) -> None:
     fm = _enlarged(data.feature_map, cfg.dataset.user, cfg.dataset.item, args.vocab)
     train = InMemoryLoader(read_split(data.split_path("train"), data.feature_map), args.batch_size, shuffle=True)
     val = InMemoryLoader(read_split(data.split_path("val"), data.feature_map), 16384, shuffle=False)
-    regime = Regime.from_config(OmegaConf.to_object(cfg.regime))
+    regime: Regime = instantiate(cfg.regime)
     model = ModelFactory(cfg.backbone, fm, "cpu").build(regime)
     settings = TrainerConfig(epochs=1, patience=1, progress=False, seed=0, embedding_optimizer=args.optimizer)
     optimizer = make_optimizer(model.parameters(), 1e-3, 0.0, args.optimizer)

@@ -41,6 +41,7 @@ from ssimctr.tasks.base import ModelFactory
 from ssimctr.train.loop import fit, make_optimizer, predict, validator
 from ssimctr.train.regimes import Regime
 from ssimctr.train.sharing import FixedSharing
+from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, seed_everything
 
 HIDDEN = [256, 128, 64]
@@ -56,7 +57,7 @@ def run_ssimctr(cfg, data: PreparedDataset, threads: int, embedding_optimizer: s
     """One epoch of ssimctr's single-tower DNN: training rows/s and test AUC."""
     fm = data.feature_map
     seed_everything(0)
-    regime = Regime.from_config(OmegaConf.to_object(cfg.regime))
+    regime: Regime = instantiate(cfg.regime)
     model = ModelFactory(cfg.backbone, fm, torch.device("cpu")).build(regime)
     train = InMemoryLoader(read_split(data.path / "train", fm), 2048, shuffle=True, seed=0)
     val = InMemoryLoader(read_split(data.path / "val", fm), 16384, shuffle=False)

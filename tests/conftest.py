@@ -22,8 +22,8 @@ from ssimctr.data import synthetic
 from ssimctr.data.batch import Batch
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
+from ssimctr.features.encoded import HashedTextField, VectorField
 from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericField
-from ssimctr.text.fields import HashedTextField, VectorField
 from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing, sharing_loss
 from ssimctr.utils.instantiate import instantiate

@@ -1,14 +1,16 @@
-"""The package's layering: no import cycle, data never reaches train, only tracking imports mlflow, --help
-shows only user options."""
+"""The package's layering: no import cycle between modules or packages, data never reaches train, only
+tracking imports mlflow, models never read config, --help shows only user options."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
 
 import ssimctr
+from ssimctr.cli.config_errors import unknown_key
 
 ROOT = Path(ssimctr.__file__).parent
 
@@ -52,7 +54,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def test_the_graph_sees_lazy_imports():
-    assert "ssimctr.tracking.mlflow_tracker" in reachable(import_graph(), "ssimctr.tracking")
+    assert "ssimctr.tracking.mlflow_tracker" in reachable(import_graph(), "ssimctr.tracking.callbacks")
 
 
 def test_no_module_imports_one_that_imports_it_back():
@@ -67,6 +69,31 @@ def test_data_never_imports_train():
         assert not {m for m in reachable(graph, module) if m.startswith("ssimctr.train")}, module
 
 
+def package_of(module: str) -> str:
+    """The top-level package (or module) of ssimctr a module belongs to: ssimctr.data.sources.files -> ssimctr.data."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Which of ssimctr's packages (and top-level modules) import which others."""
+    packages: dict[str, set[str]] = {package_of(module): set() for module in graph}
+    for module, imported in graph.items():
+        packages[package_of(module)] |= {package_of(other) for other in imported} - {package_of(module)}
+    return packages
+
+
+def test_the_package_graph_joins_subpackages():
+    packages = package_graph(import_graph())
+    assert "ssimctr.data.sources" not in packages and "ssimctr.config" in packages["ssimctr.data"]
+
+
+def test_no_package_imports_one_that_imports_it_back():
+    """A package loop (data -> text -> data) is a layering mistake even when no two modules form a cycle."""
+    packages = package_graph(import_graph())
+    loops = {package: sorted(p for p in packages[package] if package in reachable(packages, p)) for package in packages}
+    assert not {package: back for package, back in loops.items() if back}
+
+
 def external_imports(path: Path) -> set[str]:
     """The top-level names of the packages `path` imports anywhere (top level, functions, TYPE_CHECKING)."""
     found: set[str] = set()
@@ -76,6 +103,18 @@ def external_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.add(node.module.split(".")[0])
     return found
+
+
+def test_models_never_read_config():
+    """ssimctr.models, and everything it imports, sees neither Hydra / OmegaConf nor the config schemas: a
+    model takes its hyper-parameters as arguments (built by ssimctr.tasks.base.build_model)."""
+    graph = import_graph()
+    models = {module for module in graph if module.startswith("ssimctr.models")}
+    seen = models.union(*(reachable(graph, module) for module in models))
+    assert not {module for module in seen if module.startswith("ssimctr.config")}
+    paths = {module_of(path): path for path in ROOT.rglob("*.py")}
+    config_libraries = {module: sorted(external_imports(paths[module]) & {"omegaconf", "hydra"}) for module in seen}
+    assert not {module: names for module, names in config_libraries.items() if names}
 
 
 def test_only_the_tracking_package_imports_mlflow():
@@ -95,3 +134,19 @@ def test_help_lists_only_user_facing_options():
     assert "backbone: " in groups and "task: cold_start, multi_modal, multi_scenario" in groups
     assert "text_encoder: hashing, hf, minilm, none" in groups
     assert "schema" not in groups
+
+
+def test_version_is_the_package_version():
+    shown = _ssimctr("--version")
+    assert (shown.returncode, shown.stdout) == (0, f"ssimctr {ssimctr.__version__}\n")
+    assert importlib.metadata.version("ssimctr") == ssimctr.__version__  # pyproject.toml reads it (dynamic)
+
+
+def test_a_key_that_a_class_replaced_is_one_line_naming_the_new_spelling():
+    shown = _ssimctr("regime.training=separate")
+    assert shown.returncode == 2 and shown.stderr.count("\n") == 1
+    assert shown.stderr.startswith("error: regime.training is no longer an option") and "regime=st" in shown.stderr
+    for key, replacement in (("tracking.backend", "tracking=none"), ("dataset.source", "dataset=aliccp")):
+        assert str(unknown_key(key, None)).startswith(f"{key} is no longer an option: ") and replacement in str(
+            unknown_key(key, None)
+        )

@@ -17,6 +17,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from ssimctr.config.replaced import REPLACED
 from ssimctr.errors import UserError
 
 _COULD_NOT_OVERRIDE = re.compile(r"Could not (?:override|append to) '([^']+)'")
@@ -60,7 +61,10 @@ def closest_key(key: str, known: Sequence[str]) -> str | None:
 
 
 def unknown_key(key: str, cfg: DictConfig | None) -> UserError:
-    """`key` is not an option: one line with the closest real key (from `cfg`), or the options of its node."""
+    """`key` is not an option: one line with what replaced it (ssimctr.config.replaced), the closest real key
+    (from `cfg`), or the options of its node."""
+    if key in REPLACED:
+        return UserError(f"{key} is no longer an option: {REPLACED[key]}")
     known = [name for name in config_keys(cfg) if name != key] if cfg is not None else []
     close = closest_key(key, known)
     if close is not None:

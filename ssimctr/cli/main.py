@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 
+from ssimctr import __version__
 from ssimctr.cli.config_errors import composition_error, faulty_override
 from ssimctr.cli.folders import register_resolver
 from ssimctr.cli.resume import (
@@ -34,6 +35,7 @@ from ssimctr.cli.resume import (
 from ssimctr.cli.runner import CONFIG_DIR, JobInfo, run
 from ssimctr.config.schema import register
 from ssimctr.errors import Interrupted, UserError, cannot_write
+from ssimctr.tracking import keeps_runs
 from ssimctr.tracking.store import unwritable_store
 from ssimctr.train.checkpoint import read_run
 
@@ -127,7 +129,7 @@ def _write_problem(cfg: DictConfig, error: Exception) -> UserError | None:
         cache = Path(str(OmegaConf.select(cfg, "paths.cache", default="") or ".")).resolve()
         inside = error.filename is not None and Path(str(error.filename)).resolve().is_relative_to(cache)
         return cannot_write(error, "paths.cache" if inside else "paths.outputs")
-    if OmegaConf.select(cfg, "tracking.backend") == "mlflow":
+    if keeps_runs(cfg.tracking):
         return unwritable_store(error, str(cfg.tracking.uri))
     return None
 
@@ -189,9 +191,13 @@ app = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config
 
 
 def main() -> None:
-    """Console-script entry point. A config the command line got wrong (an unknown key or option, a value
-    of the wrong type) is one line and exit 2 (ssimctr.cli.config_errors); HYDRA_FULL_ERROR=1 keeps
+    """Console-script entry point. `--version` prints ssimctr's version (Hydra's own flag would print
+    Hydra's). A config the command line got wrong (an unknown key or option, a key a class replaced, a
+    value of the wrong type) is one line and exit 2 (ssimctr.cli.config_errors); HYDRA_FULL_ERROR=1 keeps
     Hydra's own report."""
+    if "--version" in sys.argv[1:]:
+        print(f"ssimctr {__version__}")
+        return
     signal.signal(signal.SIGTERM, _terminate)
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         app()

@@ -27,6 +27,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from ssimctr.errors import UserError
+from ssimctr.tracking import keeps_runs
 from ssimctr.tracking.callbacks import PARENT_RUN_FILE, RESUME_SWEEP_ENV
 from ssimctr.train.checkpoint import Checkpointer, read_run, resumable
 
@@ -53,7 +54,7 @@ def resume_target(target: str, tracking: DictConfig) -> Target:
     path = Path(target)
     if path.is_dir():
         return Target(path, multirun=(path / MULTIRUN_FILE).is_file())
-    if tracking.backend != "mlflow":
+    if not keeps_runs(tracking):  # tracking=none knows no run ids
         raise UserError(f"resume={target}: no such folder (give the run's folder, or its MLflow run id)")
     from ssimctr.tracking.runs import run_tags
 

@@ -17,13 +17,13 @@ from ssimctr.cli.config_errors import missing_values, unknown_key, unknown_keys
 from ssimctr.cli.console import describe_data, print_results, results_rows, split_summary, write_results_csv
 from ssimctr.cli.resume import RESULT_FREE
 from ssimctr.config.coldstart import COLDSTART_SCHEMAS
-from ssimctr.config.schema import SCHEMAS, RegimeConfig, TrainerConfig
+from ssimctr.config.schema import SCHEMAS, TrainerConfig
 from ssimctr.data.datasplit import open_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
 from ssimctr.tasks.base import Job, ModelFactory, Task, refuse_unsupported
 from ssimctr.text.build import with_encoded_fields
-from ssimctr.tracking import Tracker, flatten_params, make_tracker, parent_run_id_from_env
+from ssimctr.tracking import NullTracker, Tracker, flatten_params, make_tracker, parent_run_id_from_env
 from ssimctr.train import distributed
 from ssimctr.train.checkpoint import Checkpointer, checkpointing, read_run, resumable
 from ssimctr.train.loop import Outcome
@@ -33,7 +33,10 @@ from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)  # Hydra's job log, <run dir>/main.log: the key lines of the console
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # conf/ at the repository root
+PACKAGE = Path(__file__).resolve().parents[1]
+# conf/: shipped inside an installed wheel as ssimctr/conf (setup.py), else beside the package (the source tree,
+# an editable install)
+CONFIG_DIR = str(PACKAGE / "conf" if (PACKAGE / "conf").is_dir() else PACKAGE.parent / "conf")
 CHECKED_GROUPS = ("dataset", "scenario", "split", "ssim")  # besides trainer: schemas that check their values
 
 
@@ -67,10 +70,9 @@ def run(
         seed_everything(cfg.seed)
         configure_torch(settings.threads)
         tracking = cfg.tracking  # the store is opened (and checked) first; the run starts once the data is ready
-        backend = tracking.backend if distributed.is_main() else "none"
-        tracker = make_tracker(backend, tracking.uri, tracking.experiment, tracking.artifact_location)
+        tracker = make_tracker(tracking) if distributed.is_main() else NullTracker()
         with distributed.main_first():  # rank 0 prepares (and caches) the data, the others then read the cache
-            data = with_encoded_fields(_prepare(cfg, console), OmegaConf.to_object(cfg.text_encoder), console)
+            data = with_encoded_fields(_prepare(cfg, console), instantiate(cfg.text_encoder), console)
         return _tracked(cfg, info, settings, console, resume, rerun, task, data, tracker)
     finally:
         distributed.teardown()
@@ -91,8 +93,7 @@ def check_job(cfg: DictConfig, choices: dict[str, str], resume: bool = False) ->
     settings: TrainerConfig = OmegaConf.to_object(cfg.trainer)
     for group in CHECKED_GROUPS:  # their schemas' __post_init__
         OmegaConf.to_object(cfg[group])
-    regime: RegimeConfig = OmegaConf.to_object(cfg.regime)
-    Regime.from_config(regime)  # its values
+    regime: Regime = instantiate(cfg.regime)  # its class, and its values checked by its schema
     task: Task = instantiate(cfg.task)  # its options
     text = OmegaConf.to_object(cfg.text_encoder)
     if text.kind != "none" and not list(cfg.dataset.get("text") or []):
@@ -121,12 +122,12 @@ def _option_of(node: DictConfig, schemas: dict[str, type]) -> str:
     return next(named, target.rsplit(".", 1)[-1])
 
 
-def regime_options() -> dict[str, RegimeConfig]:
-    """conf/regime's options by name (to name the regimes that fit in an error)."""
+def regime_options() -> dict[str, Regime]:
+    """conf/regime's options by name, built (to name the regimes that fit in an error)."""
     options = {}
     for path in sorted((Path(CONFIG_DIR) / "regime").glob("*.yaml")):
         values = {key: value for key, value in OmegaConf.load(path).items() if key != "defaults"}
-        options[path.stem] = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RegimeConfig), values))
+        options[path.stem] = instantiate(OmegaConf.create(values))
     return options
 
 
@@ -155,7 +156,7 @@ def _tracked(
         tracker.resume(None)  # refused unless tracking=none
     else:
         tracker.start(
-            run_name=tracking.run_name or _run_name(cfg.seed, info),
+            run_name=_run_name(cfg.seed, info),  # unless tracking.run_name names it
             tags=_tags(cfg, info),
             parent_run_id=parent_run_id_from_env(),
         )
@@ -248,7 +249,7 @@ def _log_model(
 ) -> None:
     """The selected model as the run's logged model `model` (tracking.log_model), with what scores new
     rows: config.yaml, feature_map.json and the vocabularies (ssimctr.serving)."""
-    if not (cfg.tracking.get("log_model", True) and tracker.run_id):
+    if not tracker.run_id:
         return
     if outcome.model is None:
         task = str(cfg.task._target_).rsplit(".", 1)[-1]
@@ -258,7 +259,7 @@ def _log_model(
     files = [folder / "config.yaml", data.path / "feature_map.json", data.path / "vocab"]
     model_id = tracker.log_model(outcome.model, files, name="model")
     seconds = time.perf_counter() - started
-    if model_id is not None:  # None: a tracker that keeps no models
+    if model_id is not None:  # None: a tracker that keeps no models (tracking.log_model=false)
         console.print(
             f"logged model models:/{model_id} (runs:/{tracker.run_id}/model) in {seconds:.1f}s", soft_wrap=True
         )

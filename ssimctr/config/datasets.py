@@ -2,10 +2,11 @@
 _self_]`).
 
 `DatasetConfig` names the roles of a source's columns and is the schema of flat CSV / parquet files (kind
-`files`: dataset=tabular, douban, mind). A dataset whose files need their own reader sets `source` to its
-kind (ssimctr.data.sources.READERS) and adds that reader's options in a subclass: the synthetic generator,
-the Alibaba / Ant Group releases (Ali-CCP, AliMama, AntM2C) and the public academic ones (KuaiRand,
-MovieLens). Each option's default lives here only; the presets name what differs.
+`files`: dataset=tabular, douban, mind). A dataset whose files need their own reader adds that reader's
+options in a subclass: the synthetic generator, the Alibaba / Ant Group releases (Ali-CCP, AliMama, AntM2C)
+and the public academic ones (KuaiRand, MovieLens). Each schema's `_target_` names its reader
+(ssimctr.data.sources.<layout>), a subclass of the schema that reads the files, so a dataset YAML on a
+schema gets that schema's reader. Each option's default lives here only; the presets name what differs.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class VectorFileConfig:
 class DatasetConfig:
     """A dataset read from files: which columns play which role."""
 
+    _target_: str = "ssimctr.data.sources.files.FilesReader"  # the reader of the files' layout
     name: str = MISSING
-    source: str = "files"  # the reader of the files' layout (ssimctr.data.sources.READERS)
     path: str | None = None  # a file or a folder of files (train file for split=given)
     val_path: str | None = None  # split=given only
     test_path: str | None = None  # split=given only
@@ -72,7 +73,7 @@ class SyntheticConfig(DatasetConfig):
     """The built-in generator with a known hidden click model (ssimctr.data.synthetic); these are its
     parameters and their only defaults."""
 
-    source: str = "synthetic"
+    _target_: str = "ssimctr.data.sources.synthetic.SyntheticReader"
 
     rows: int = 500_000
     num_scenarios: int = 3
@@ -121,7 +122,7 @@ class AliCCPConfig(DatasetConfig):
     the test split. processed: the 33-column CSVs of torch-rechub / Scenario-Wise-Rec given as
     path / val_path / test_path. Use split=given with both."""
 
-    source: str = "aliccp"
+    _target_: str = "ssimctr.data.sources.aliccp.AliCCPReader"
     layout: str = "raw"  # raw | processed
     val_fraction: float = 0.1  # raw: share of the train pool that validates (SSIM: 10%)
     val_seed: int = 2020  # raw: seed of that draw (SSIM's AliCCP code: 2020)
@@ -135,7 +136,7 @@ class AliMamaConfig(DatasetConfig):
     SSIM split itself (train pool before `test_start`, a seeded `val_fraction` of it validates):
     use split=given."""
 
-    source: str = "alimama"
+    _target_: str = "ssimctr.data.sources.alimama.AliMamaReader"
     layout: str = "raw"  # raw | joined
     test_start: str = "2017-05-12T00:00:00+08:00"  # first test instant (SSIM: local China time)
     val_fraction: float = 0.1
@@ -146,7 +147,7 @@ class AliMamaConfig(DatasetConfig):
 class AntM2CConfig(DatasetConfig):
     """AntM2C (Alipay, ATEC): the 37-column event parts in the folder `path`, read together."""
 
-    source: str = "antm2c"
+    _target_: str = "ssimctr.data.sources.antm2c.AntM2CReader"
     parts: list[str] = field(default_factory=lambda: list(ANTM2C_PARTS))  # file names in `path`
     has_header: bool = True  # the first line of each part names the columns
 
@@ -155,7 +156,7 @@ class AntM2CConfig(DatasetConfig):
 class KuaiRandConfig(DatasetConfig):
     """KuaiRand (kuairand.com): the release's log + feature files, or Scenario-Wise-Rec's joined CSV."""
 
-    source: str = "kuairand"
+    _target_: str = "ssimctr.data.sources.kuairand.KuaiRandReader"
     layout: str = "raw"  # raw (folder of the release's CSVs) | joined (one CSV, 42 columns)
     version: str = "1k"  # raw: file suffix of the release: 1k | pure | 27k
     include_random: bool = False  # raw: also read log_random_* (randomly exposed videos)
@@ -165,7 +166,7 @@ class KuaiRandConfig(DatasetConfig):
 class MovieLensConfig(DatasetConfig):
     """MovieLens-1M (grouplens.org): the ::-separated .dat files, or one joined CSV."""
 
-    source: str = "movielens"
+    _target_: str = "ssimctr.data.sources.movielens.MovieLensReader"
     layout: str = "dat"  # dat (ratings/users/movies.dat folder) | csv (joined, with header)
     label_threshold: float | None = 4.0  # label = rating >= threshold
 
@@ -179,5 +180,4 @@ DATASET_SCHEMAS: dict[str, type] = {
     "kuairand": KuaiRandConfig,
     "movielens": MovieLensConfig,
 }
-"""The schema of each dataset kind, stored as `schema_dataset_<kind>`; a kind is also the `source` its reader
-is registered under."""
+"""The schema of each dataset kind, stored as `schema_dataset_<kind>`; its `_target_` names the kind's reader."""

@@ -4,7 +4,7 @@ Each dataclass holds its model's `_target_` and the default of every hyper-param
 conf/backbone/<name>.yaml is `defaults: [/schema_backbone_<name>@_here_, _self_]` plus comments
 (reference values from the papers), and the model classes take these keys as keyword arguments
 without defaults. `feature_map`, `num_towers` and `scenario_feature` are given at build time
-(ssimctr.models.build).
+(ssimctr.tasks.base.build_model).
 """
 
 from __future__ import annotations

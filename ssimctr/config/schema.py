@@ -105,33 +105,34 @@ class SplitConfig:
             raise UserError(f"split.cutoffs needs two values [val_start, test_start], got {list(self.cutoffs)}")
 
 
+REGIME_CHOICES = {"towers": ("per_scenario", "single"), "share": ("own", "all"), "loss_reduction": ("row", "scenario")}
+
+
 @dataclass
 class RegimeConfig:
-    """How a model meets the scenarios (ssimctr.train.regimes.Regime checks the values).
+    """How a model meets the scenarios. `_target_` names the training procedure, a class of
+    ssimctr.train.regimes that subclasses this schema: Joint (one model, all rows), Separate (one
+    model per scenario) or Finetune (joint, then a copy per scenario fine-tuned on its rows, at
+    finetune_lr). towers: per_scenario (K towers) | single; share: own (each row trains
+    its own tower) | all (every row trains every tower); scenario_feature: scenario id as an input
+    field; loss_reduction: row (mean over the batch's rows) | scenario (sum over scenarios of each
+    tower's mean loss, the official STAR/HMoE form; ssimctr.train.sharing)."""
 
-    training: joint (one model, all rows) | separate (one model per scenario) | finetune (joint,
-    then a copy per scenario fine-tuned on its rows); towers: per_scenario (K towers) | single;
-    share: own (each row trains its own tower) | all (every row trains every tower);
-    scenario_feature: scenario id as an input field; finetune_lr: null = trainer.lr;
-    loss_reduction: row (mean over the batch's rows) | scenario (sum over scenarios of each tower's
-    mean loss, the official STAR/HMoE form; ssimctr.train.sharing)."""
-
+    _target_: str = MISSING
     name: str = MISSING
-    training: str = MISSING
     towers: str = MISSING
     share: str = MISSING
     scenario_feature: bool = True
-    finetune_lr: float | None = None
+    finetune_lr: float | None = None  # regime=finetune only: the fine-tuning stage's (null: trainer.lr)
     loss_reduction: str = "row"
 
     def __post_init__(self) -> None:
-        """Refuse an option no part of the chosen regime reads (the values' names are checked by
-        ssimctr.train.regimes.Regime)."""
-        if self.finetune_lr is not None and self.training not in (MISSING, "finetune"):
-            raise UserError(
-                f"regime.finetune_lr is read by regime=finetune only; regime={self.name} would ignore it: "
-                "drop it, or choose regime=finetune"
-            )
+        """Refuse a value no regime knows (checked when the regime is built, before it trains; the
+        regime's class refuses finetune_lr unless it fine-tunes)."""
+        for key, allowed in REGIME_CHOICES.items():
+            value = getattr(self, key)
+            if value != MISSING and value not in allowed:
+                raise UserError(f"regime.{key}={value} is not known: use one of {', '.join(allowed)}")
         if self.finetune_lr is not None and not self.finetune_lr >= 0:
             raise UserError(f"regime.finetune_lr={self.finetune_lr}: must be 0 or positive (null: trainer.lr)")
 
@@ -256,7 +257,11 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    backend: str = MISSING  # mlflow | none
+    """`_target_` names the tracker class (conf/tracking/<name>.yaml: ssimctr.tracking.mlflow_tracker.MlflowTracker
+    or ssimctr.tracking.base.NullTracker), built with the other keys: the MLflow store and experiment the
+    job's run logs to (the NullTracker, which records nothing, takes and ignores them)."""
+
+    _target_: str = MISSING
     uri: str = "sqlite:///outputs/mlflow.db"
     experiment: str = "ssimctr"
     artifact_location: str | None = None

@@ -17,7 +17,7 @@ class Batch:
     label:    [B] float, 0.0 or 1.0
     row_id:   [B] long, the prepared dataset's stable row id
     text:     [B, T] long, per encoded text / image-vector field the row's index into its table
-              (0 = empty text or missing vector; ssimctr.text.fields), or None (ID-only)
+              (0 = empty text or missing vector; ssimctr.features.encoded), or None (ID-only)
     """
 
     cat: torch.Tensor

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import torch
 
 from ssimctr.data.batch import Batch
+from ssimctr.features.encoded import field_indexes
 from ssimctr.features.feature_map import FeatureMap
-from ssimctr.text.fields import field_indexes
 from ssimctr.utils.seed import GeneratorState
 
 

@@ -5,7 +5,7 @@ distinct keys, in file order (the first row of a repeated key wins), get the ind
 rows carry the index of their key in an Int32 column named after the field (0: no vector for the key,
 counted per split in the manifest), and the vectors are written to `vectors/<name>.parquet` in the
 prepared folder, row i - 1 for index i. The model reads them as a projected field whose index 0 is a
-learned "missing" vector (ssimctr.text.fusion).
+learned "missing" vector (ssimctr.models.layers.encoded).
 """
 
 from __future__ import annotations

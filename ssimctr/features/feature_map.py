@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ssimctr.text.fields import EncodedField
+from ssimctr.features.encoded import EncodedField
 
 
 @dataclass(frozen=True)

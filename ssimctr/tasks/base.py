@@ -16,15 +16,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ssimctr.config.schema import RegimeConfig, TrainerConfig
+from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.prepare import PreparedDataset
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.build import build_model
 from ssimctr.tracking import Tracker
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime, Splits
+from ssimctr.utils.instantiate import instantiate
+
+
+def build_model(
+    backbone: DictConfig, feature_map: FeatureMap, num_towers: int, scenario_feature: bool
+) -> MultiScenarioModel:
+    """The model of `backbone._target_` with `num_towers` towers (1: one tower for every scenario): the
+    only place where models meet config (ssimctr.models never imports it)."""
+    return instantiate(backbone, feature_map=feature_map, num_towers=num_towers, scenario_feature=scenario_feature)
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class Job:
         return tuple(self.data.feature_map.scenario_names)
 
 
-RegimeRule = Mapping[str, tuple[str, ...]]  # regime.<key> -> the values allowed ({}: any regime)
+RegimeRule = Mapping[str, tuple[str, ...]]  # a regime's attribute -> the values allowed ({}: any regime)
 OPTIONAL_GROUPS = {"coldstart": "none"}  # groups only some tasks read -> the option that leaves them off
 
 
@@ -113,11 +121,11 @@ def refuse_unsupported(
     task: str,
     supports: Supports,
     choices: Mapping[str, str],
-    regime: RegimeConfig,
+    regime: Regime,
     ssim_phase: str,
     ddp: bool,
     resume: bool,
-    regime_options: Mapping[str, RegimeConfig] | None = None,
+    regime_options: Mapping[str, Regime] | None = None,
 ) -> None:
     """One line (UserError) for the first thing of the job that task `task` (its option name) does not
     read or run: a group it does not read set away from its off option, a regime, an SSIM phase,
@@ -149,15 +157,23 @@ def refuse_unsupported(
         raise UserError(f"task={task} cannot resume a stopped job: start it again")
 
 
-def _check_regime(who: str, rule: RegimeRule, regime: RegimeConfig, options: Mapping[str, RegimeConfig] | None) -> None:
-    """UserError when `regime` breaks `rule`: names the regime, the key, what is needed and the regimes that fit."""
+def _check_regime(who: str, rule: RegimeRule, regime: Regime, options: Mapping[str, Regime] | None) -> None:
+    """UserError when `regime` breaks `rule`: names the regime, the key, what is needed and the regimes that fit.
+    The rule's `training` is the regime class's procedure (Regime.training), the other keys its options."""
     broken = [(key, getattr(regime, key)) for key, allowed in rule.items() if getattr(regime, key) not in allowed]
     if not broken:
         return
     key, value = broken[0]
-    needs = ", ".join(f"regime.{k}={'|'.join(v)}" for k, v in rule.items())
+    needs = ", ".join(_described(k, "|".join(v)) for k, v in rule.items())
     fitting = [
         name for name, option in (options or {}).items() if all(getattr(option, k) in v for k, v in rule.items())
     ]
     fix = " or ".join(f"regime={name}" for name in fitting) or "a regime that has them"
-    raise UserError(f"{who} does not support regime={regime.name} (regime.{key}={value}; it needs {needs}): use {fix}")
+    raise UserError(
+        f"{who} does not support regime={regime.name} ({_described(key, value)}; it needs {needs}): use {fix}"
+    )
+
+
+def _described(key: str, value: str) -> str:
+    """A regime's attribute in words: `regime.share=own`, or `joint training` for its procedure."""
+    return f"{value} training" if key == "training" else f"regime.{key}={value}"

@@ -20,7 +20,6 @@ from dataclasses import asdict
 
 import polars as pl
 import torch
-from omegaconf import OmegaConf
 from rich.text import Text
 
 from ssimctr.coldstart.base import ColdStartMethod, Entity, Episodes
@@ -61,7 +60,7 @@ class ColdStartTask:
 
     def run(self, job: Job) -> Outcome:
         """Train the method on warm rows, then evaluate cold (query) and warm rows of the test split."""
-        regime = Regime.from_config(OmegaConf.to_object(job.config.regime))  # checked against `supports`
+        regime: Regime = instantiate(job.config.regime)  # checked against `supports`
         feature_map = job.data.feature_map
         entity = self.entity(feature_map)
         key = f"{entity.kind}_key"

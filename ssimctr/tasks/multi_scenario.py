@@ -13,6 +13,7 @@ from ssimctr.ssim import phases
 from ssimctr.tasks.base import Job, Supports
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime
+from ssimctr.utils.instantiate import instantiate
 
 logger = logging.getLogger(__name__)  # the job's main.log (Hydra's job log)
 
@@ -28,7 +29,7 @@ class MultiScenarioTask:
 
     def run(self, job: Job) -> Outcome:
         """Train under the regime (or run the SSIM phase) and evaluate on val and test."""
-        regime = Regime.from_config(OmegaConf.to_object(job.config.regime))
+        regime: Regime = instantiate(job.config.regime)
         ssim = OmegaConf.to_object(job.config.ssim)
         model = job.models.build(regime)
         phase = "" if ssim.phase == "disabled" else f" / ssim {ssim.phase}"

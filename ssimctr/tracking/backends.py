@@ -1,19 +1,21 @@
-"""Choose the tracker for `tracking.backend`; mlflow is imported only for the mlflow backend."""
+"""The job's tracker: the class the `tracking` group's `_target_` names, built with the group's keys
+(tracking=none: `base.NullTracker`; tracking=mlflow: `mlflow_tracker.MlflowTracker`, whose module alone
+imports mlflow)."""
 
 from __future__ import annotations
 
-from ssimctr.errors import UserError
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
 from ssimctr.tracking.base import NullTracker, Tracker
+from ssimctr.utils.instantiate import instantiate
 
-BACKENDS = ("mlflow", "none")
+
+def make_tracker(tracking: DictConfig) -> Tracker:
+    """The tracker of the `tracking` config."""
+    return instantiate(tracking)
 
 
-def make_tracker(backend: str, uri: str, experiment: str, artifact_location: str | None) -> Tracker:
-    """Build the tracker for `tracking.backend` (mlflow | none); mlflow is imported only when used."""
-    if backend == "mlflow":
-        from ssimctr.tracking.mlflow_tracker import MlflowTracker  # imports mlflow (about a second)
-
-        return MlflowTracker(uri, experiment, artifact_location)
-    if backend == "none":
-        return NullTracker()
-    raise UserError(f"tracking.backend={backend!r} is not supported; use one of: {', '.join(BACKENDS)}")
+def keeps_runs(tracking: DictConfig) -> bool:
+    """Whether the `tracking` config's tracker keeps runs in a store (not the NullTracker of tracking=none)."""
+    return not issubclass(get_class(str(tracking._target_)), NullTracker)

@@ -56,7 +56,10 @@ class Tracker(Protocol):
 
 
 class NullTracker:
-    """A tracker that records nothing (`tracking.backend=none`)."""
+    """A tracker that records nothing (tracking=none)."""
+
+    def __init__(self, **store: object) -> None:
+        """The `tracking` group's store keys (uri, experiment, ...) are taken and unused: there is no store."""
 
     def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
         """Start nothing."""

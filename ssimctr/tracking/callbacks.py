@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ssimctr.errors import UserError
+from ssimctr.tracking.backends import keeps_runs
 from ssimctr.tracking.base import PARENT_RUN_ENV
 from ssimctr.tracking.store import PARENT_RUN_TAG, paginate
 
@@ -65,7 +66,7 @@ class MlflowParentRunCallback(Callback):
     def _start_parent(self, config: DictConfig) -> None:
         """Start the parent run named after the sweep dir (or, for a resumed multirun, reopen its parent)
         and export its id; record it in the sweep dir for a later `ssimctr resume=<sweep dir>`."""
-        if _select(config, "tracking.backend") != "mlflow":
+        if not keeps_runs(config.tracking):  # tracking=none: no store to group the runs in
             return
         from ssimctr.tracking.mlflow_tracker import MlflowTracker
 

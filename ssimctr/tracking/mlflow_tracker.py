@@ -43,10 +43,20 @@ _T = TypeVar("_T")
 
 
 class MlflowTracker:
-    """One MLflow run in experiment `experiment` of the store at `uri`."""
+    """One MLflow run in experiment `experiment` of the store at `uri` (tracking=mlflow). `run_name`
+    (tracking.run_name) names the run instead of the name `start` is given; `log_model=False`
+    (tracking.log_model) keeps `log_model` from logging."""
 
-    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        artifact_location: str | None = None,
+        run_name: str | None = None,
+        log_model: bool = True,
+    ) -> None:
         self.uri = uri
+        self.run_name, self.keeps_models = run_name, log_model
         self.client = connect(uri)
         location = experiment_artifacts(uri, artifact_location)
         # a tracking server's first contact: a refused login is one line here, before any run exists
@@ -64,12 +74,14 @@ class MlflowTracker:
         return self._run_id
 
     def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
-        """Create the run (linked to `parent_run_id` when given) and return its id. The run records
-        its host and pid, so a later start can tell it died (`fail_orphaned_runs`). UserError, and no run,
-        when a tracking server does not let the user write into the experiment."""
+        """Create the run (linked to `parent_run_id` when given; named `run_name` unless tracking.run_name
+        names it) and return its id. The run records its host and pid, so a later start can tell it died
+        (`fail_orphaned_runs`). UserError, and no run, when a tracking server does not let the user write
+        into the experiment."""
         run_tags = _tag_values({**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         if parent_run_id:
             run_tags[PARENT_RUN_TAG] = parent_run_id
+        run_name = self.run_name or run_name
         name = None if run_name is None else run_name[:RUN_NAME_LENGTH]
         with refusals(self.uri, self._writing):
             fail_orphaned_runs(self.client, self.experiment_id)
@@ -142,7 +154,10 @@ class MlflowTracker:
     def log_model(self, model: object, files: Sequence[Path], name: str = "model") -> str | None:
         """Log `model` with mlflow.pytorch as a logged model of the run (the UI's 'Logged models'), with
         `files` beside it: plain files as the flavor's extra files, folders copied under their own names.
-        Through the client: the run's experiment, never the fluent API's active run or experiment."""
+        Through the client: the run's experiment, never the fluent API's active run or experiment.
+        None, logging nothing, under tracking.log_model=false."""
+        if not self.keeps_models:
+            return None
         import mlflow.pytorch
         from mlflow.entities import LoggedModelOutput, LoggedModelStatus
         from mlflow.models import Model

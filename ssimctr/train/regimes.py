@@ -1,13 +1,15 @@
-"""Training regimes: how models meet scenarios. A `Regime` is one object that knows its towers,
-its sharing gate, how it trains and how it reports validation metrics (joint training logs val/*
-each epoch; a model per scenario logs its own metrics per epoch and val/* once, at the end).
+"""Training regimes: how models meet scenarios. A regime is one object, built from conf/regime/<name>.yaml
+by its `_target_` (a class here that subclasses the schema, ssimctr.config.schema.RegimeConfig, whose
+`__post_init__` checks the options), that knows its towers, its sharing gate, how it trains and how it
+reports validation metrics (joint training logs val/* each epoch; a model per scenario logs its own
+metrics per epoch and val/* once, at the end).
 
-joint     one model on all rows; the sharing gate decides which towers a row trains
+Joint     one model on all rows; the sharing gate decides which towers a row trains
           (mt: own tower, mt_s: every tower, single: the one tower), `loss_reduction` how the
           batch's loss is normalised (row | scenario, ssimctr.train.sharing).
-separate  ST-Backbone: one independent model per scenario, trained and early-stopped on that
+Separate  ST-Backbone: one independent model per scenario, trained and early-stopped on that
           scenario's rows only, evaluated on them (docs/methods.md §1.7, a reading).
-finetune  Finetune: one model trained on all rows, then a copy per scenario fine-tuned on its
+Finetune  Finetune: one model trained on all rows, then a copy per scenario fine-tuned on its
           rows and evaluated on them (docs/methods.md §1.7, a reading); the pretrained copy
           competes as epoch 0, so a scenario whose fine-tuning never improves validation keeps it.
           A model trained on one scenario's rows has the same loss under both reductions.
@@ -17,8 +19,10 @@ All three report the same metric names: per-scenario, pooled and mean AUC / logl
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import ClassVar
 
 import numpy as np
 
@@ -40,45 +44,25 @@ from ssimctr.train.loop import (
     train_loader,
     validator,
 )
-from ssimctr.train.sharing import REDUCTIONS, FixedSharing
+from ssimctr.train.sharing import FixedSharing
+from ssimctr.utils.instantiate import BuiltFromSchema
 
 Splits = dict[str, DataSplit]  # train / val / test
 ModelBuilder = Callable[[], MultiScenarioModel]
-TRAININGS = ("joint", "separate", "finetune")
-TOWERS = ("per_scenario", "single")
-SHARE_GATES = {"own": 0.0, "all": 1.0}
 
 
-@dataclass(frozen=True)
-class Regime:
-    """One regime option (conf/regime/<name>.yaml), checked once when it is made."""
+class Regime(BuiltFromSchema, RegimeConfig, ABC):
+    """A regime option; a subclass is one training procedure (`training` names it in messages)."""
 
-    name: str
-    training: str  # joint | separate | finetune
-    towers: str  # per_scenario | single
-    share: str  # own | all
-    scenario_feature: bool
-    finetune_lr: float | None = None
-    loss_reduction: str = "row"  # row | scenario
+    training: ClassVar[str]  # joint | separate | finetune
 
     def __post_init__(self) -> None:
-        choices = (("training", TRAININGS), ("towers", TOWERS), ("share", SHARE_GATES), ("loss_reduction", REDUCTIONS))
-        for key, allowed in choices:
-            if getattr(self, key) not in allowed:
-                raise UserError(f"regime.{key}={getattr(self, key)} is not known: use one of {', '.join(allowed)}")
-
-    @classmethod
-    def from_config(cls, config: RegimeConfig) -> Regime:
-        """The regime of a composed `regime` config."""
-        return cls(
-            config.name,
-            config.training,
-            config.towers,
-            config.share,
-            bool(config.scenario_feature),
-            config.finetune_lr,
-            config.loss_reduction,
-        )
+        super().__post_init__()  # the schema's checks
+        if self.finetune_lr is not None and self.training != "finetune":
+            raise UserError(
+                f"regime.finetune_lr is read by regime=finetune only; regime={self.name} would ignore it: "
+                "drop it, or choose regime=finetune"
+            )
 
     def num_towers(self, num_scenarios: int) -> int:
         """K towers (one per scenario) or a single tower broadcast to every scenario."""
@@ -87,7 +71,7 @@ class Regime:
     @property
     def gate(self) -> float:
         """The fixed sharing gate of joint training: 0 = own tower, 1 = every tower."""
-        return SHARE_GATES[self.share]
+        return 1.0 if self.share == "all" else 0.0
 
     @property
     def sharing(self) -> FixedSharing:
@@ -99,6 +83,7 @@ class Regime:
         """One model, a tower per scenario, trained on all rows: what SSIM's search and retrain need."""
         return self.training == "joint" and self.towers == "per_scenario"
 
+    @abstractmethod
     def train(
         self,
         model: MultiScenarioModel,
@@ -110,11 +95,57 @@ class Regime:
     ) -> Outcome:
         """Train and evaluate under this regime: `model` is the job's model (trained jointly, or
         pre-trained before fine-tuning); `build` makes a fresh one (one per scenario when separate)."""
-        if self.training == "separate":
-            return train_separately(build, splits, names, settings, log)
-        if self.training == "finetune":
-            return train_then_finetune(model, splits, names, settings, log, self.finetune_lr, self.loss_reduction)
+
+
+class Joint(Regime):
+    """regime=mt | mt_s | single: one model on all rows, the fixed sharing loss."""
+
+    training = "joint"
+
+    def train(
+        self,
+        model: MultiScenarioModel,
+        build: ModelBuilder,
+        splits: Splits,
+        names: Sequence[str],
+        settings: TrainerConfig,
+        log: Logger,
+    ) -> Outcome:
         return train_jointly(model, self.sharing, splits, names, settings, log)
+
+
+class Separate(Regime):
+    """regime=st: a fresh model per scenario, on its rows only."""
+
+    training = "separate"
+
+    def train(
+        self,
+        model: MultiScenarioModel,
+        build: ModelBuilder,
+        splits: Splits,
+        names: Sequence[str],
+        settings: TrainerConfig,
+        log: Logger,
+    ) -> Outcome:
+        return train_separately(build, splits, names, settings, log)
+
+
+class Finetune(Regime):
+    """regime=finetune: `model` pre-trained on all rows, then a copy per scenario fine-tuned (finetune_lr)."""
+
+    training = "finetune"
+
+    def train(
+        self,
+        model: MultiScenarioModel,
+        build: ModelBuilder,
+        splits: Splits,
+        names: Sequence[str],
+        settings: TrainerConfig,
+        log: Logger,
+    ) -> Outcome:
+        return train_then_finetune(model, splits, names, settings, log, self.finetune_lr, self.loss_reduction)
 
 
 def train_jointly(

@@ -21,10 +21,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ssimctr.config.schema import REGIME_CHOICES
 from ssimctr.data.batch import Batch
 from ssimctr.models.base import MultiScenarioModel, own_scenario
 
-REDUCTIONS = ("row", "scenario")
+REDUCTIONS = REGIME_CHOICES["loss_reduction"]  # regime.loss_reduction
 
 
 def sharing_loss(

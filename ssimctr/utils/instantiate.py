@@ -9,7 +9,18 @@ from omegaconf import DictConfig
 
 
 def instantiate(config: DictConfig, **runtime: Any) -> Any:
-    """Build the object named by `config._target_` with the config's keys (as plain Python values)
-    plus `runtime` kwargs, which are passed through untouched (Hydra would turn them into configs)."""
-    factory = hydra_instantiate(config, _partial_=True, _convert_="all")
+    """Build the object named by `config._target_` with the config's keys (as plain Python values; a
+    schema dataclass nested in it, e.g. dataset.vectors' VectorFileConfig, as that dataclass) plus
+    `runtime` kwargs, which are passed through untouched (Hydra would turn them into configs)."""
+    factory = hydra_instantiate(config, _partial_=True, _convert_="object")
     return factory(**runtime)
+
+
+class BuiltFromSchema:
+    """Mixin of a class that subclasses the schema it is built from, where one schema serves several classes
+    (the regimes, the frozen text encoders): after the schema's checks, `_target_` names the class built, so
+    the object says what it is (its repr, `asdict`), also when it is made directly."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # the schema's checks
+        self._target_ = f"{type(self).__module__}.{type(self).__qualname__}"

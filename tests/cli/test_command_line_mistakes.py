@@ -56,7 +56,7 @@ CASES = {
     ),
     "regime cold_start does not train": (
         ["task=cold_start", "regime=mt_s"],
-        "task=cold_start does not support regime=mt_s (regime.share=all; it needs regime.training=joint, "
+        "task=cold_start does not support regime=mt_s (regime.share=all; it needs joint training, "
         "regime.share=own, regime.loss_reduction=row): use regime=mt or regime=single",
     ),
     "regime option the regime ignores": (
@@ -66,7 +66,7 @@ CASES = {
     ),
     "ssim with one tower": (
         ["ssim=search", "regime=single"],
-        "ssim=search does not support regime=single (regime.towers=single; it needs regime.training=joint, "
+        "ssim=search does not support regime=single (regime.towers=single; it needs joint training, "
         "regime.towers=per_scenario): use regime=mt or regime=mt_s",
     ),
     "negative shots": (

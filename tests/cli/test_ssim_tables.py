@@ -23,6 +23,7 @@ from ssimctr.report.table import aggregate
 from ssimctr.ssim.cache import search_key
 from ssimctr.tracking.runs import RunRecord
 from ssimctr.train.regimes import Regime
+from ssimctr.utils.instantiate import instantiate
 
 CONF = Path(CONFIG_DIR)
 TABLES = ("table_ssim", "table_ssim_ablation", "table_ssim_transfer")
@@ -67,7 +68,7 @@ def rows(table: str, preset: str | None) -> list[tuple[tuple[str, ...], DictConf
 def test_every_row_composes_and_resolves(table, preset):
     for row, cfg, _ in rows(table, preset):
         OmegaConf.to_container(cfg, resolve=True)
-        regime = Regime.from_config(OmegaConf.to_object(cfg.regime))
+        regime: Regime = instantiate(cfg.regime)
         assert regime.name == cfg.regime.name, row
         if cfg.ssim.search_backbone is not None:
             backbone_config(OmegaConf.to_container(cfg.ssim.search_backbone, resolve=True))
@@ -97,7 +98,7 @@ def key_of(cfg: DictConfig) -> str:
     """The search key of a pipeline row (on stand-in data)."""
     ssim = OmegaConf.to_object(cfg.ssim)
     searcher = cfg.backbone if ssim.search_backbone is None else backbone_config(ssim.search_backbone)
-    regime = Regime.from_config(OmegaConf.to_object(cfg.regime))
+    regime: Regime = instantiate(cfg.regime)
     settings = OmegaConf.to_object(cfg.trainer)
     text = OmegaConf.to_container(cfg.text_encoder, resolve=True)
     return search_key(

@@ -6,13 +6,16 @@ import re
 
 import polars as pl
 import pytest
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from conftest import compose, synthetic_config
-from ssimctr.config.datasets import DATASET_SCHEMAS, DatasetConfig
+from ssimctr.config.datasets import DATASET_SCHEMAS, AliCCPConfig, DatasetConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import prepare
-from ssimctr.data.sources import READERS, load_source
+from ssimctr.data.sources import load_source
+from ssimctr.data.sources.aliccp import AliCCPReader
+from ssimctr.data.sources.files import FilesReader
 from ssimctr.errors import UserError
 
 ROWS = 40
@@ -331,15 +334,20 @@ def test_a_release_folder_that_is_missing_or_a_file_is_one_clear_error(tmp_path,
         _has(str(error.value), "dataset.path", *words)
 
 
-def test_a_source_given_another_kind_of_dataset_config_is_one_clear_error(tmp_path):
-    dataset = DatasetConfig(name="mine", source="aliccp", path=str(tmp_path), label="click")
-    with pytest.raises(UserError) as error:
-        load_source(dataset, SplitConfig(kind="given"))
-    _has(str(error.value), "dataset.source=aliccp", "AliCCPConfig", "DatasetConfig", "schema_dataset_aliccp")
+@pytest.mark.parametrize("kind", sorted(DATASET_SCHEMAS))
+def test_every_dataset_kind_names_a_reader_of_its_own_schema(kind):
+    schema = DATASET_SCHEMAS[kind]
+    reader = get_class(schema._target_)  # the schema's default: the reader a YAML on schema_dataset_<kind> gets
+    assert issubclass(reader, schema) and callable(reader.read)
 
 
-def test_every_dataset_kind_has_a_reader():
-    assert set(READERS) == set(DATASET_SCHEMAS)
+def test_a_dataset_is_read_by_the_reader_its_schema_names(monkeypatch):
+    seen = []
+    for reader in (FilesReader, AliCCPReader):
+        monkeypatch.setattr(reader, "read", lambda self, rule: seen.append((type(self).__name__, self.name)) or "rows")
+    assert load_source(DatasetConfig(name="flat", path="x", label="click"), SplitConfig(kind="random")) == "rows"
+    assert load_source(AliCCPConfig(name="ali", path="x", label="click"), SplitConfig(kind="given")) == "rows"
+    assert seen == [("FilesReader", "flat"), ("AliCCPReader", "ali")]
 
 
 def test_a_header_only_file_has_no_data_rows(tmp_path):

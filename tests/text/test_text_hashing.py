@@ -6,7 +6,7 @@ import zlib
 
 import torch
 
-from ssimctr.text.fusion import HashedBag
+from ssimctr.models.layers.encoded import HashedBag
 from ssimctr.text.hashing import hashed_tokens, tokens
 
 

@@ -11,9 +11,9 @@ from rich.console import Console
 from conftest import make_model, train_briefly
 from ssimctr.config.datasets import DatasetConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
-from ssimctr.config.text import HashingConfig, TextEncoderConfig
 from ssimctr.data.prepare import prepare
-from ssimctr.text.build import with_encoded_fields
+from ssimctr.text.build import NoText, with_encoded_fields
+from ssimctr.text.hashing import Hashing
 
 ROWS, ITEMS, WORDS = 16_000, 8_000, 60
 
@@ -52,7 +52,7 @@ def titled(tmp_path_factory):
 
 def test_id_and_text_beats_id_only_when_the_label_depends_on_the_title(titled):
     auc = {}
-    for name, encoder in {"id": TextEncoderConfig(kind="none"), "text": HashingConfig(buckets=1000)}.items():
+    for name, encoder in {"id": NoText(), "text": Hashing(buckets=1000)}.items():
         data = with_encoded_fields(titled, encoder, Console(quiet=True))
         model = make_model("dnn", data.feature_map, embedding_dim=8, hidden=[32, 16])
         auc[name] = train_briefly(model, data, epochs=3)["test/auc/mean"]

@@ -11,13 +11,12 @@ from rich.console import Console
 from conftest import make_model
 from ssimctr.config.datasets import DatasetConfig, VectorFileConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
-from ssimctr.config.text import TextEncoderConfig
 from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
-from ssimctr.text.build import with_encoded_fields
-from ssimctr.text.fields import VectorField
-from ssimctr.text.fusion import ProjectedVectors
+from ssimctr.features.encoded import VectorField
+from ssimctr.models.layers.encoded import ProjectedVectors
+from ssimctr.text.build import NoText, with_encoded_fields
 
 VECTORS = {"i0": [1.0, 2.0], "i1": [3.0, 4.0], "i2": [5.0, 6.0], "i3": [7.0, 8.0]}  # i4 has none
 
@@ -48,7 +47,7 @@ def test_vectors_join_by_key_and_missing_keys_are_counted(tmp_path):
     data = _prepare(tmp_path, VECTORS)
     assert data.feature_map.vectors == ("img",)
     assert sum(data.manifest["vectors_missing"]["img"].values()) == 10  # the rows of i4
-    data = with_encoded_fields(data, TextEncoderConfig(kind="none"), Console(quiet=True))  # ID + image vectors
+    data = with_encoded_fields(data, NoText(), Console(quiet=True))  # ID + image vectors
     (field,) = data.feature_map.encoded
     assert isinstance(field, VectorField) and field.learned_missing
     assert field.vectors.tolist() == [[0.0, 0.0], *VECTORS.values()]

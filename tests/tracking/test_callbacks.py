@@ -29,18 +29,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PARENT_RUN_ENV, raising=False)
 
 
-def sweep_config(root: Path, backend: str = "mlflow") -> DictConfig:
+def sweep_config(root: Path, tracking: str = "mlflow") -> DictConfig:
     """A multirun config whose tracking keys are interpolations and whose paths are not
-    resolvable outside a Hydra job."""
+    resolvable outside a Hydra job; tracking=none: the NullTracker's (no store)."""
+    store = {
+        "_target_": "ssimctr.tracking.mlflow_tracker.MlflowTracker",
+        "uri": "sqlite:///${paths.root}/mlflow.db",
+        "experiment": "sweeps",
+        "artifact_location": "${paths.root}/artifacts",
+    }
     return OmegaConf.create(
         {
             "paths": {"root": str(root), "output_dir": "${hydra:runtime.output_dir}"},
-            "tracking": {
-                "backend": backend,
-                "uri": "sqlite:///${paths.root}/mlflow.db",
-                "experiment": "sweeps",
-                "artifact_location": "${paths.root}/artifacts",
-            },
+            "tracking": store if tracking == "mlflow" else {"_target_": "ssimctr.tracking.base.NullTracker"},
             "optimized_metric": METRIC,
             "hydra": {
                 "sweep": {"dir": f"{root}/multirun/2025-01-01/12-00-00"},
@@ -97,8 +98,8 @@ def test_parent_run_without_children_still_finishes(root: Path) -> None:
     assert "failed_children" not in parent.data.tags
 
 
-def test_backend_none_does_nothing(tmp_path: Path) -> None:
-    config = sweep_config(tmp_path, backend="none")
+def test_tracking_none_does_nothing(tmp_path: Path) -> None:
+    config = sweep_config(tmp_path, tracking="none")
     callback = MlflowParentRunCallback()
     callback.on_multirun_start(config)
     assert PARENT_RUN_ENV not in os.environ

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking import MlflowClient
@@ -15,12 +16,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 from servers import run_at_once
 
+from conftest import compose
 from ssimctr.errors import UserError
 from ssimctr.tracking import (
     PARENT_RUN_ENV,
     NullTracker,
     Tracker,
     flatten_params,
+    keeps_runs,
     make_tracker,
     mlflow_tracker,
     parent_run_id_from_env,
@@ -240,8 +243,10 @@ def test_sqlite_file_of_uri() -> None:
 
 
 def test_null_tracker_does_nothing(tmp_path: Path) -> None:
-    tracker = make_tracker("none", "unused://", "unused", None)
+    tracking = compose("tracking=none", "tracking.uri=sqlite:///unused.db").tracking  # store keys: taken, unused
+    tracker = make_tracker(tracking)
     assert isinstance(tracker, NullTracker) and isinstance(tracker, Tracker)
+    assert not keeps_runs(tracking) and keeps_runs(compose("tracking=mlflow").tracking)
     assert tracker.start("x", {"a": "b"}, parent_run_id="p") is None
     assert tracker.run_id is None
     tracker.log_params({"a": 1})
@@ -262,14 +267,23 @@ def test_null_tracker_cannot_download_artifacts(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_make_tracker_builds_mlflow_tracker(store: tuple[str, Path]) -> None:
-    tracker = make_tracker("mlflow", store[0], EXPERIMENT, str(store[1]))
+def test_tracking_mlflow_builds_the_mlflow_tracker_with_its_options(store: tuple[str, Path]) -> None:
+    options = (
+        f"tracking.uri={store[0]}",
+        f"tracking.experiment={EXPERIMENT}",
+        f"tracking.artifact_location={store[1]}",
+    )
+    tracker = make_tracker(compose("tracking=mlflow", *options).tracking)
     assert isinstance(tracker, MlflowTracker) and isinstance(tracker, Tracker)
-
-
-def test_make_tracker_rejects_unknown_backend() -> None:
-    with pytest.raises(UserError, match=r"tracking\.backend='wandb'.*mlflow, none"):
-        make_tracker("wandb", "sqlite:///x.db", "e", None)
+    assert tracker.uri == store[0] and tracker.keeps_models
+    named = make_tracker(
+        compose("tracking=mlflow", *options, "tracking.run_name=mine", "tracking.log_model=false").tracking
+    )
+    run_id = named.start("the runner's name", {})
+    assert MlflowClient(store[0]).get_run(run_id).info.run_name == "mine"  # tracking.run_name wins
+    assert named.log_model(torch.nn.Linear(1, 1), []) is None  # tracking.log_model=false: nothing logged
+    assert MlflowClient(store[0]).search_logged_models([named.experiment_id]) == []
+    named.end()
 
 
 def test_paginate_yields_every_item_of_every_page() -> None:

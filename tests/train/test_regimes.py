@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import compose, make_batch
@@ -18,8 +17,17 @@ from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train import regimes
 from ssimctr.train.loop import fit
-from ssimctr.train.regimes import Regime, train_jointly, train_separately, train_then_finetune
+from ssimctr.train.regimes import (
+    Finetune,
+    Joint,
+    Regime,
+    Separate,
+    train_jointly,
+    train_separately,
+    train_then_finetune,
+)
 from ssimctr.train.sharing import FixedSharing, sharing_loss
+from ssimctr.utils.instantiate import instantiate
 
 SETTINGS = TrainerConfig(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, progress=False, seed=0)
 
@@ -255,18 +263,34 @@ def test_fit_prints_a_line_per_epoch_with_the_monitored_metric_only_with_progres
     assert "epoch" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("key", ["training", "towers", "share", "loss_reduction"])
+@pytest.mark.parametrize("key", ["towers", "share", "loss_reduction"])
 def test_a_regime_with_an_unknown_value_is_one_clear_error(key):
-    values = {"name": "mt", "training": "joint", "towers": "per_scenario", "share": "own", key: "bogus"}
     with pytest.raises(UserError, match=rf"regime\.{key}=bogus is not known: use one of") as error:
-        Regime(**values, scenario_feature=True)
+        instantiate(compose("regime=mt", f"regime.{key}=bogus").regime)
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("training", ["joint", "finetune"])
-def test_the_regime_loss_reduction_reaches_the_training_loss(training, splits, tiny_feature_map, monkeypatch):
-    config = compose("regime=mt", "regime.loss_reduction=scenario", f"regime.training={training}")
-    regime = Regime.from_config(OmegaConf.to_object(config.regime))
+@pytest.mark.parametrize(
+    ("option", "procedure"),
+    [("mt", Joint), ("mt_s", Joint), ("single", Joint), ("st", Separate), ("finetune", Finetune)],
+)
+def test_each_regime_option_builds_its_training_procedure(option, procedure):
+    regime = instantiate(compose(f"regime={option}").regime)
+    assert type(regime) is procedure and regime.name == option
+
+
+def test_finetune_lr_belongs_to_the_finetune_regime():
+    assert instantiate(compose("regime=finetune", "regime.finetune_lr=0.01").regime).finetune_lr == 0.01
+    with pytest.raises(UserError, match="regime.finetune_lr is read by regime=finetune only; regime=mt would ignore"):
+        instantiate(compose("regime=mt", "regime.finetune_lr=0.01").regime)  # not silently ignored
+    with pytest.raises(UserError, match=r"regime.finetune_lr=-0.1: must be 0 or positive"):
+        instantiate(compose("regime=finetune", "regime.finetune_lr=-0.1").regime)
+
+
+@pytest.mark.parametrize("option", ["mt", "finetune"])
+def test_the_regime_loss_reduction_reaches_the_training_loss(option, splits, tiny_feature_map, monkeypatch):
+    config = compose(f"regime={option}", "regime.loss_reduction=scenario", "regime.towers=per_scenario")
+    regime: Regime = instantiate(config.regime)
     losses, real = [], regimes.fit
 
     def recording(model, loss, *args, **kwargs):
@@ -286,6 +310,7 @@ def test_the_regime_loss_reduction_reaches_the_training_loss(training, splits, t
 
 
 def test_a_regime_knows_its_towers_and_gate():
-    mt, single = Regime("mt", "joint", "per_scenario", "own", True), Regime("single", "joint", "single", "all", True)
+    mt = Joint(name="mt", towers="per_scenario", share="own")
+    single = Joint(name="single", towers="single", share="all")
     assert (mt.num_towers(3), mt.gate, mt.is_multi_tower_joint) == (3, 0.0, True)
     assert (single.num_towers(3), single.gate, single.is_multi_tower_joint) == (1, 1.0, False)

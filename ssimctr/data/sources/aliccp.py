@@ -66,6 +66,14 @@ def read_aliccp(dataset: AliCCPConfig, rule: SplitConfig) -> Source:
     return _read_raw(dataset)
 
 
+class AliCCPReader(AliCCPConfig):
+    """dataset=aliccp, aliccp_full: the Ali-CCP release (raw or processed); `_target_` of schema_dataset_aliccp."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows of this dataset (`read_aliccp`)."""
+        return read_aliccp(self, rule)
+
+
 def drop_unclicked_purchases(frame: pl.LazyFrame) -> pl.LazyFrame:
     """click=0 & purchase=1 -> both labels missing (dropped and counted as label_missing)."""
     if not {"click", "purchase"} <= set(frame.collect_schema().names()):

@@ -161,6 +161,14 @@ def read_alimama(dataset: AliMamaConfig, rule: SplitConfig) -> Source:
     )
 
 
+class AliMamaReader(AliMamaConfig):
+    """dataset=alimama: the AliMama release (raw or joined); `_target_` of schema_dataset_alimama."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows of this dataset (`read_alimama`)."""
+        return read_alimama(self, rule)
+
+
 def _raw_files(folder: Path) -> dict[str, Path]:
     release_folder(
         folder,

@@ -52,6 +52,14 @@ def read_antm2c(dataset: AntM2CConfig, rule: SplitConfig) -> Source:
     return Source(load=load, fingerprint={"files": fingerprint(files)}, origin=str(Path(dataset.path)))
 
 
+class AntM2CReader(AntM2CConfig):
+    """dataset=antm2c: the AntM2C event parts; `_target_` of schema_dataset_antm2c."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows of this dataset (`read_antm2c`)."""
+        return read_antm2c(self, rule)
+
+
 def part_files(dataset: AntM2CConfig) -> list[Path]:
     """The part files, in the order of dataset.parts; a clear error naming a missing one."""
     parts = list(dataset.parts)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import polars as pl
 
+from ssimctr.config.schema import SplitConfig
 from ssimctr.errors import UserError
 
 SPLIT_COLUMN = "_split"
@@ -27,6 +29,13 @@ class Source:
     load: Callable[[], pl.LazyFrame]
     fingerprint: dict
     origin: str
+
+
+class Reader(Protocol):
+    """A dataset's options with the reading of its files: what a dataset schema's `_target_` builds."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows, not yet read; with split=given (`rule`), marked by the file they came from."""
 
 
 def release_folder(folder: Path, holds: str, otherwise: str) -> Path:

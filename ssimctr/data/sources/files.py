@@ -64,6 +64,14 @@ def read_files(dataset: DatasetConfig, rule: SplitConfig) -> Source:
     return Source(load=load, fingerprint={"files": fingerprint(paths)}, origin=", ".join(map(str, paths)))
 
 
+class FilesReader(DatasetConfig):
+    """dataset=tabular, douban, mind (any YAML on schema_dataset_files): flat CSV / parquet files."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows of this dataset (`read_files`)."""
+        return read_files(self, rule)
+
+
 def scan(path: Path, dataset: DatasetConfig, option: str) -> pl.LazyFrame:
     """A lazy scan of one file, or of every file of the format in a folder."""
     files = data_files(path, dataset.format, option)

@@ -103,6 +103,14 @@ def read_kuairand(dataset: KuaiRandConfig, rule: SplitConfig) -> Source:
     return Source(load=load, fingerprint={"files": fingerprint(used)}, origin=str(folder))
 
 
+class KuaiRandReader(KuaiRandConfig):
+    """dataset=kuairand: the KuaiRand release (raw or joined); `_target_` of schema_dataset_kuairand."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows of this dataset (`read_kuairand`)."""
+        return read_kuairand(self, rule)
+
+
 def _read_joined(dataset: KuaiRandConfig, rule: SplitConfig) -> Source:
     if dataset.path and Path(dataset.path).is_dir() and any(Path(dataset.path).glob("log_standard_*.csv")):
         raise UserError(

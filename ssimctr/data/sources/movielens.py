@@ -84,6 +84,14 @@ def read_movielens(dataset: MovieLensConfig, rule: SplitConfig) -> Source:
     return Source(load=lambda: _derive(_join_dat(files)), fingerprint={"files": fingerprint(files)}, origin=str(path))
 
 
+class MovieLensReader(MovieLensConfig):
+    """dataset=movielens: MovieLens-1M (dat or csv); `_target_` of schema_dataset_movielens."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows of this dataset (`read_movielens`)."""
+        return read_movielens(self, rule)
+
+
 def _dat_files(folder: Path) -> list[Path]:
     release_folder(
         folder,

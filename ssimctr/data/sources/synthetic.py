@@ -22,3 +22,11 @@ def read_synthetic(dataset: SyntheticConfig, rule: SplitConfig) -> Source:
         return synthetic.generate(dataset).lazy()
 
     return Source(load=load, fingerprint={"generator": asdict(dataset)}, origin="the synthetic generator")
+
+
+class SyntheticReader(SyntheticConfig):
+    """dataset=synthetic: the built-in generator; `_target_` of schema_dataset_synthetic."""
+
+    def read(self, rule: SplitConfig) -> Source:
+        """The rows of this dataset (`read_synthetic`)."""
+        return read_synthetic(self, rule)

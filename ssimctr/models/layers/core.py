@@ -10,7 +10,7 @@ from torch import nn
 
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
-from ssimctr.text.fusion import EncodedFieldEmbedding
+from ssimctr.models.layers.encoded import EncodedFieldEmbedding
 
 
 class FeatureEmbedding(nn.Module):

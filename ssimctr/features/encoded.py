@@ -2,8 +2,9 @@
 
 Each row's value is an index into a table of the field: index i >= 1 is the i-th distinct text (or the
 i-th key of a vector file), index 0 the empty text (or a missing vector). The loaders put the indexes of
-every encoded field into `Batch.text` [B, T]; `ssimctr.text.fusion` turns them into T field embeddings.
-The fields are made at job time (`ssimctr.text.build`) and travel on the job's `FeatureMap.encoded`.
+every encoded field into `Batch.text` [B, T]; `ssimctr.models.layers.encoded` turns them into T field
+embeddings. The fields are made at job time (`ssimctr.text`, the encode-and-cache step) and travel on the
+job's `FeatureMap.encoded`; this module is below both, so data, features and models never import `text`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fusion: the encoded fields of a batch as field embeddings [B, T, D], appended by FeatureEmbedding
+"""The encoded fields of a batch as field embeddings [B, T, D], appended by FeatureEmbedding
 after the id and numeric fields, so every model reads text (and image vectors) with no code of its own.
 
 A `VectorField` looks its rows up in a frozen table (a buffer, not saved in checkpoints: it is data, made
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ssimctr.text.fields import EncodedField, VectorField
+from ssimctr.features.encoded import EncodedField, VectorField
 
 
 class ProjectedVectors(nn.Module):
