@@ -71,7 +71,7 @@ def _criterion(ssim: SsimConfig) -> Criterion:
 
 
 def _search(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
-    """ssim=search on the job's model; ends by printing the command that retrains on it."""
+    """ssim=search on the job's model; its outcome's next step is the command that retrains on it."""
     folder = job.folder / "ssim"
     summary = _summary(job, OmegaConf.to_container(job.config.backbone, resolve=True))
     outcome = phases.search(
@@ -89,11 +89,9 @@ def _search(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Jo
     job.tracker.log_artifact(folder)
     job.tracker.set_tags({"ssim.phase": "search"})
     source = f"ssim.from_run={job.tracker.run_id}" if job.tracker.run_id else f"ssim.from_path={folder}"
-    job.console.print(
+    outcome.next_step = (
         f"SSIM search saved in {folder}. Next, retrain on it: ssimctr ssim=retrain {source} "
-        "(with this job's dataset, scenario and split options)",
-        markup=False,
-        soft_wrap=True,
+        "(with this job's dataset, scenario and split options)"
     )
     return outcome
 
