@@ -69,6 +69,7 @@ class _SsimGate(ABC):
             selector,
             gate=self,
             epsilon=ssim.epsilon,
+            lambda_kl=ssim.lambda_kl,
             final_temperature=ssim.final_temperature,
             **_common(ssim, run),
         )
@@ -90,7 +91,7 @@ class SoftGate(_SsimGate):
 
 
 class ExcessLoss:
-    """The excess loss: MT-Backbone's towers, and a selector that regresses λe − (ℓ_sh − ℓ_own)."""
+    """The excess loss: MT-Backbone's towers, and a selector that regresses −(ℓ_sh − ℓ_own)."""
 
     def search_loss(self, selector: Selector, ssim: SsimConfig, run: SearchRun) -> ExcessSearchLoss:
         return ExcessSearchLoss(selector, **_common(ssim, run))
@@ -99,7 +100,6 @@ class ExcessLoss:
 def _common(ssim: SsimConfig, run: SearchRun) -> dict:
     """The keyword arguments every search loss takes."""
     return {
-        "lambda_kl": ssim.lambda_kl,
         "total_steps": run.total_steps,
         "scenario_names": run.scenario_names,
         "log": run.log,

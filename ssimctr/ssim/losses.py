@@ -6,7 +6,7 @@ Search (SSIM, SearchLoss):
          hard g = STE(relu(p − ε)) with the gradient-free w = 1(g = 0), as in the official code, so a
          shared row's selector gradient is (1/B)[mean_k BCE_k − λe]; soft (SSIM-P) g = p, w = 1 − p.
 Search (excess loss, ExcessSearchLoss):
-         L = MT-Backbone's loss + mean_i (m_i − t_i)²,  t_i = sg(λe − (mean_k BCE_ik − BCE_i,own)),
+         L = MT-Backbone's loss + mean_i (m_i − t_i)²,  t_i = sg(−(mean_k BCE_ik − BCE_i,own)),
          the selector reading sg(e(x)): the towers train as MT, the selector learns the loss sharing adds.
 Retrain: the sharing loss without the KL term, g from a frozen selection (ssimctr.ssim.selection).
 `reduction` (regime.loss_reduction) normalises the sharing part per row (above) or per scenario
@@ -38,21 +38,20 @@ class SearchGate(Protocol):
 
 
 class _SelectorSearch:
-    """What both search losses share: the selector, λ, the regime's loss reduction, the step count, and
+    """What both search losses share: the selector, the regime's loss reduction, the step count, and
     statistics every `log_every` steps."""
 
     def __init__(
         self,
         selector: Selector,
         *,
-        lambda_kl: float,
         total_steps: int,
         scenario_names: Sequence[str],
         log: Logger,
         log_every: int,
         reduction: str = "row",
     ) -> None:
-        self.selector, self.lambda_kl, self.reduction, self.total_steps = selector, lambda_kl, reduction, total_steps
+        self.selector, self.reduction, self.total_steps = selector, reduction, total_steps
         self.names, self.log, self.log_every = list(scenario_names), log, log_every
         self.step = 0
 
@@ -97,14 +96,13 @@ class SearchLoss(_SelectorSearch):
     ) -> None:
         super().__init__(
             selector,
-            lambda_kl=lambda_kl,
             total_steps=total_steps,
             scenario_names=scenario_names,
             log=log,
             log_every=log_every,
             reduction=reduction,
         )
-        self.gate, self.epsilon, self.final_temperature = gate, epsilon, final_temperature
+        self.gate, self.epsilon, self.lambda_kl, self.final_temperature = gate, epsilon, lambda_kl, final_temperature
 
     @property
     def temperature(self) -> float:
@@ -134,19 +132,19 @@ class SearchLoss(_SelectorSearch):
 class ExcessSearchLoss(_SelectorSearch):
     """The excess-loss search (docs/methods.md §1.10): the towers train as MT-Backbone (each row its own
     tower, the regime's reduction), and the selector, reading the embedding without passing gradient to
-    it, regresses t_i = λe − (ℓ_sh(i) − ℓ_own(i)) of the current towers, ℓ_sh(i) = mean_k BCE_ik: its
-    score m estimates by how much the loss that sharing the row adds stays below λe."""
+    it, regresses t_i = −(ℓ_sh(i) − ℓ_own(i)) of the current towers, ℓ_sh(i) = mean_k BCE_ik: its score m
+    estimates minus the loss that sharing a row like x adds."""
 
     def summary(self) -> dict:
-        """What the search's summary.json records about this loss."""
-        return {"lambda_kl": self.lambda_kl}
+        """What the search's summary.json records about this loss: nothing beyond the criterion."""
+        return {}
 
     def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
         towers = model.towers(batch)
         every = F.binary_cross_entropy_with_logits(towers, batch.label.unsqueeze(1).expand_as(towers), reduction="none")
         excess = (every.mean(1) - own_scenario(every, batch.scenario)).detach()
         scores = self.selector(model.embedding(batch).flatten(1).detach(), batch.scenario)
-        error = F.mse_loss(scores, self.lambda_kl * math.e - excess)
+        error = F.mse_loss(scores, -excess)
         self._advance(
             lambda: {**self._by_scenario("excess", excess, batch.scenario), "ssim/search/score_error": error.item()}
         )
