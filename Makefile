@@ -43,18 +43,29 @@ ui: $(STAMP)  ## MLflow UI on the local store: http://127.0.0.1:5000
 # make server: one MLflow tracking server for parallel jobs (hydra/launcher=joblib, submitit, ray) and other
 # machines, which log over HTTP with MLFLOW_TRACKING_URI=http://$(SERVER_HOST):$(SERVER_PORT). SQLite by
 # default; a PostgreSQL database with SERVER_DB=postgresql://user:password@host:5432/mlflow (pip install
-# -e '.[postgres]'). Other machines: SERVER_HOST=0.0.0.0 SERVER_ALLOWED=<this host's name>:$(SERVER_PORT).
+# -e '.[postgres]'). Other machines: SERVER_HOST=0.0.0.0 SERVER_ALLOWED=<this host's name>:$(SERVER_PORT); off
+# the loopback address the server runs MLflow's basic authentication (SERVER_AUTH=1: on 127.0.0.1 too), its users
+# in SERVER_AUTH_DB, its admin SERVER_ADMIN with the password of SSIMCTR_SERVER_ADMIN_PASSWORD or of the file
+# SSIMCTR_SERVER_ADMIN_PASSWORD_FILE names (never on this command line); SERVER_DEFAULT_PERMISSION: what a user
+# may do in the experiments of others (NO_PERMISSIONS, READ, EDIT, MANAGE); SERVER_AUTH_CACHE: seconds a worker
+# trusts a login it checked (0: hash the password at every request). docs/tracking-server.md
 SERVER_DB ?= sqlite:///outputs/server/mlflow.db
 SERVER_ARTIFACTS ?= outputs/server/artifacts
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5000
 SERVER_WORKERS ?= 4
 SERVER_ALLOWED ?=
+SERVER_AUTH ?=
+SERVER_ADMIN ?= admin
+SERVER_AUTH_DB ?= sqlite:///outputs/server/basic_auth.db
+SERVER_DEFAULT_PERMISSION ?= READ
+SERVER_AUTH_CACHE ?= 60
 
-server: $(STAMP)  ## shared MLflow tracking server (SQLite, or SERVER_DB=postgresql://...); jobs: MLFLOW_TRACKING_URI=http://127.0.0.1:5000
-	mkdir -p outputs/server $(SERVER_ARTIFACTS)
-	$(BIN)/mlflow server --backend-store-uri '$(SERVER_DB)' --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts \
-		--host $(SERVER_HOST) --port $(SERVER_PORT) --workers $(SERVER_WORKERS) $(if $(SERVER_ALLOWED),--allowed-hosts '$(SERVER_ALLOWED)')
+server: $(STAMP)  ## shared MLflow tracking server (SQLite, or SERVER_DB=postgresql://...); users and passwords off 127.0.0.1 (docs/tracking-server.md)
+	$(BIN)/python -m ssimctr.tracking.server --db '$(SERVER_DB)' --artifacts '$(SERVER_ARTIFACTS)' --host '$(SERVER_HOST)' \
+		--port $(SERVER_PORT) --workers $(SERVER_WORKERS) $(if $(SERVER_ALLOWED),--allowed-hosts '$(SERVER_ALLOWED)') \
+		--admin '$(SERVER_ADMIN)' --auth-db '$(SERVER_AUTH_DB)' --default-permission '$(SERVER_DEFAULT_PERMISSION)' \
+		--auth-cache-seconds $(SERVER_AUTH_CACHE) --state outputs/server $(if $(filter 1 yes true on,$(SERVER_AUTH)),--auth)
 
 bench: $(STAMP)  ## preparation time, training rows/s per model and per vocabulary size (sparse vs dense Adam), SSIM search cost, cold-start methods' epoch cost, text encoding and text fields' cost, data-parallel scaling, peak memory
 	$(BIN)/python bench/train_speed.py --regimes single,mt

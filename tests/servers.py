@@ -1,5 +1,5 @@
 """Helpers of the tests that start real processes: a free loopback port, an HTTP server's health,
-stopping a process group, and N copies of one Python script run at once."""
+stopping a process group, N copies of one Python script run at once, and `make server`'s tracking server."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 
@@ -54,3 +55,28 @@ def run_at_once(script: str, arguments: list[list[str]], timeout: float = 300.0)
     ]
     errors = [job.communicate(timeout=timeout)[1] for job in jobs]
     assert [job.returncode for job in jobs] == [0] * len(jobs), errors
+
+
+@contextlib.contextmanager
+def tracking_server(
+    root: Path, store: str, *options: str, env: Mapping[str, str] | None = None, workers: int = 2
+) -> Iterator[str]:
+    """`make server`'s MLflow server (python -m ssimctr.tracking.server) on a free loopback port, its
+    artifacts, basic-auth ini and users under `root`, with `options` (e.g. --auth) and environment `env`
+    (default: this one); yields its URL, stops it on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable, "-m", "ssimctr.tracking.server", "--db", store, "--artifacts", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--state", str(root),
+        "--auth-db", f"sqlite:///{root}/basic_auth.db", *options,
+    ]  # fmt: skip
+    # no MLflow job runner (GenAI scorers, prompt optimisation): one process less to start and stop
+    env = {**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with (root / "server.log").open("w") as log:  # a pipe nobody reads would fill up
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        try:
+            wait_healthy(url, process, root / "server.log")
+            yield url
+        finally:
+            stop_group(process)

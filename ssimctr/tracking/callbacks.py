@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.markup import escape
 
+from ssimctr.errors import UserError
 from ssimctr.tracking.base import PARENT_RUN_ENV
 from ssimctr.tracking.store import PARENT_RUN_TAG, paginate
 
@@ -48,6 +52,15 @@ class MlflowParentRunCallback(Callback):
             os.environ[PARENT_RUN_ENV] = self.parent_run_id
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Start the parent run; a UserError (a tracking server's refused login or permission, a deleted
+        experiment) is one line and exit 2 before any job: Hydra would only warn and launch the jobs."""
+        try:
+            self._start_parent(config)
+        except UserError as error:
+            Console(stderr=True).print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
+            sys.exit(2)
+
+    def _start_parent(self, config: DictConfig) -> None:
         """Start the parent run named after the sweep dir and export its id."""
         if _select(config, "tracking.backend") != "mlflow":
             return

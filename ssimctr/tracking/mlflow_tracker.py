@@ -31,7 +31,7 @@ from mlflow.utils.validation import (
 
 from ssimctr.errors import UserError
 from ssimctr.tracking.base import check_status, flatten_params
-from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file, unwritable_store
+from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, refusals, refused, sqlite_file, unwritable_store
 from ssimctr.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_NAME, save_runs_view
 
 HOST_TAG, PID_TAG = "ssimctr.host", "ssimctr.pid"
@@ -50,8 +50,14 @@ class MlflowTracker:
         self.uri = uri
         self.client = connect(uri)
         location = experiment_artifacts(uri, artifact_location)
-        self.experiment_id = get_or_create_experiment(self.client, experiment, location)
+        # a tracking server's first contact: a refused login is one line here, before any run exists
+        with refusals(uri, f"use experiment {experiment!r}: ask the server's admin for READ on it"):
+            self.experiment_id = get_or_create_experiment(self.client, experiment, location)
         self._run_id: str | None = None
+        self._writing = (
+            f"log runs into experiment {experiment!r}: ask its owner or the server's admin for EDIT on it, "
+            "or choose another tracking.experiment"
+        )
 
     @property
     def run_id(self) -> str | None:
@@ -60,13 +66,15 @@ class MlflowTracker:
 
     def start(self, run_name: str | None, tags: dict[str, str], parent_run_id: str | None = None) -> str | None:
         """Create the run (linked to `parent_run_id` when given) and return its id. The run records
-        its host and pid, so a later start can tell it died (`fail_orphaned_runs`)."""
-        fail_orphaned_runs(self.client, self.experiment_id)
+        its host and pid, so a later start can tell it died (`fail_orphaned_runs`). UserError, and no run,
+        when a tracking server does not let the user write into the experiment."""
         run_tags = _tag_values({**tags, HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())})
         if parent_run_id:
             run_tags[PARENT_RUN_TAG] = parent_run_id
         name = None if run_name is None else run_name[:RUN_NAME_LENGTH]
-        run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=name)
+        with refusals(self.uri, self._writing):
+            fail_orphaned_runs(self.client, self.experiment_id)
+            run = self.client.create_run(self.experiment_id, tags=run_tags, run_name=name)
         self._run_id = run.info.run_id
         return self._run_id
 
@@ -76,11 +84,15 @@ class MlflowTracker:
         or when its process is still alive."""
         if run_id is None:
             raise UserError(f"resume: the run was not tracked, but tracking.uri={self.uri} is set: use tracking=none")
+        writing = f"resume run {run_id}: ask its experiment's owner or the server's admin for EDIT on it"
         try:
             run = self.client.get_run(run_id)
-        except MlflowException:
-            raise UserError(f"resume: no run {run_id} in {self.uri} (use the tracking.uri the run logged to)") from None
-        fail_orphaned_runs(self.client, run.info.experiment_id)
+        except MlflowException as error:
+            raise refused(error, self.uri, writing) or (
+                UserError(f"resume: no run {run_id} in {self.uri} (use the tracking.uri the run logged to)")
+            ) from None
+        with refusals(self.uri, writing):
+            fail_orphaned_runs(self.client, run.info.experiment_id)
         status = self.client.get_run(run_id).info.status
         if status == "FINISHED":
             raise UserError(f"resume: run {run_id} FINISHED already; there is nothing to resume")
@@ -90,7 +102,8 @@ class MlflowTracker:
                 f"resume: run {run_id} is still running (process {tags.get(PID_TAG, '?')} on "
                 f"{tags.get(HOST_TAG, '?')}): stop it first"
             )
-        self.client.update_run(run_id, status="RUNNING")
+        with refusals(self.uri, writing):
+            self.client.update_run(run_id, status="RUNNING")
         self._run_id = run_id
         self.set_tags({HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), SINCE_TAG: str(time.time())})
         if "error" in run.data.tags:
@@ -189,10 +202,12 @@ class MlflowTracker:
         """
         try:
             self.client.get_run(run_id)
-        except MlflowException:
-            raise UserError(
-                f"ssim.from_run={run_id}: no such run in {self.uri} (copy the run id from the search "
-                "run's output or the MLflow UI, and use the same tracking.uri)"
+        except MlflowException as error:
+            raise refused(error, self.uri, f"read run {run_id}: ask the server's admin for READ on its experiment") or (
+                UserError(
+                    f"ssim.from_run={run_id}: no such run in {self.uri} (copy the run id from the search "
+                    "run's output or the MLflow UI, and use the same tracking.uri)"
+                )
             ) from None
         destination.mkdir(parents=True, exist_ok=True)
         try:

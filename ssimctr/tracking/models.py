@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssimctr.errors import UserError
-from ssimctr.tracking.store import sqlite_file
+from ssimctr.tracking.store import refused, sqlite_file
 
 
 def download_logged_model(uri: str, tracking_uri: str, destination: Path) -> Path:
@@ -26,6 +26,9 @@ def download_logged_model(uri: str, tracking_uri: str, destination: Path) -> Pat
             )
         )
     except (MlflowException, OSError) as error:
+        problem = refused(error, tracking_uri, f"read {uri}: ask the server's admin for READ on its experiment")
+        if problem is not None:
+            raise problem from None
         detail = (str(getattr(error, "message", error)).strip().splitlines() or [""])[0]
         raise UserError(
             f"--model {uri}: no logged model there in {tracking_uri} ({detail}); give runs:/<run id>/model "

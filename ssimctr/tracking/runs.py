@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from ssimctr.errors import UserError
-from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, sqlite_file
+from ssimctr.tracking.store import PARENT_RUN_TAG, paginate, refused, sqlite_file
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment, Run
@@ -101,7 +101,7 @@ def log_report_artifacts(
     if missing:
         raise UserError(f"cannot log {', '.join(missing)} to run {run_id}: no such file")
     client = open_store(uri)
-    with _user_errors(uri):
+    with _user_errors(uri, f"log files into run {run_id}: ask the server's admin for EDIT on its experiment"):
         run = _get_run(client, run_id, uri)
         for path in files:
             client.log_artifact(run_id, str(path), artifact_path)
@@ -197,11 +197,12 @@ def _record(run: Run, experiment: str) -> RunRecord:
 
 
 @contextmanager
-def _user_errors(uri: str) -> Iterator[None]:
-    """Turn an MlflowException raised inside the block into a UserError naming the store."""
+def _user_errors(uri: str, wanted: str = "read its runs: ask the server's admin for READ") -> Iterator[None]:
+    """Turn an MlflowException raised inside the block into a UserError naming the store (a tracking
+    server's refused login, or its refusal of the permission to `wanted`: `store.refused`)."""
     from mlflow.exceptions import MlflowException
 
     try:
         yield
     except MlflowException as exc:
-        raise UserError(f"MLflow store {uri}: {exc.message}") from exc
+        raise refused(exc, uri, wanted) or UserError(f"MLflow store {uri}: {exc.message}") from exc

@@ -6,6 +6,7 @@ mlflow-free: `runs` imports this at module level and must stay importable withou
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -51,6 +52,45 @@ def unwritable_store(error: BaseException, uri: str) -> UserError | None:
             return UserError(f"cannot write {sqlite_file(uri) or uri}: {cause}; {fix} tracking.uri")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+# MlflowException.error_code of a tracking server's HTTP 401 (no or wrong login) and 403 (no permission)
+LOGIN_REFUSED = ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED")
+PERMISSION_REFUSED = "PERMISSION_DENIED"
+USERNAME_ENV, PASSWORD_ENV = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"  # MLflow's client reads them
+
+
+def refused(error: BaseException, uri: str, wanted: str) -> UserError | None:
+    """The one line for a tracking server's refusal, None for any other error: of the login (HTTP 401),
+    naming the variable to set or correct, or of the user's permission to `wanted` (HTTP 403; `wanted`
+    says what was refused and how to get it, e.g. "log runs into experiment 'x': ask ... for EDIT")."""
+    code = getattr(error, "error_code", None)
+    if code not in (*LOGIN_REFUSED, PERMISSION_REFUSED):
+        return None
+    from mlflow.utils.credentials import read_mlflow_creds  # the environment's, else ~/.mlflow/credentials'
+
+    user, password = read_mlflow_creds()
+    if code == PERMISSION_REFUSED:
+        return UserError(f"the tracking server {uri} does not let user {user!r} {wanted}")
+    if user and not password:
+        return UserError(f"the tracking server {uri} needs the password of user {user!r}: set {PASSWORD_ENV}")
+    if not user:
+        need = USERNAME_ENV if password else f"{USERNAME_ENV} and {PASSWORD_ENV}"
+        return UserError(f"the tracking server {uri} lets in only its users: set {need} (an account its admin made)")
+    return UserError(f"the tracking server {uri} refused user {user!r}: wrong {PASSWORD_ENV} (or {USERNAME_ENV})")
+
+
+@contextmanager
+def refusals(uri: str, wanted: str) -> Iterator[None]:
+    """Inside the block, a tracking server's refusal of the login or of the permission to `wanted` is
+    re-raised as its one line (`refused`)."""
+    try:
+        yield
+    except Exception as error:
+        problem = refused(error, uri, wanted)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def paginate(fetch_page: Callable[[str | None], PagedList[_Item]]) -> Iterator[_Item]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from servers import free_port, run_at_once, stop_group, wait_healthy
+from servers import free_port, run_at_once, tracking_server
 
 from conftest import assert_every_metric
 from ssimctr.tracking import PARENT_RUN_ENV
@@ -68,26 +68,13 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """`mlflow server` as `make server` starts it, on a free port: its URL and artifact folder."""
+    """`make server`'s tracking server (open on the loopback address) on a free port: its URL and artifact folder."""
     root = tmp_path_factory.mktemp(f"server-{request.param}")
     with contextlib.ExitStack() as stack:
         store = f"sqlite:///{root}/mlflow.db"
         if request.param == "postgresql":
             store = stack.enter_context(postgres_database())
-        port, artifacts = free_port(), root / "artifacts"
-        url = f"http://127.0.0.1:{port}"
-        command = [
-            str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", store,
-            "--artifacts-destination", str(artifacts), "--serve-artifacts",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-        ]  # fmt: skip
-        log = stack.enter_context((root / "server.log").open("w"))  # a pipe nobody reads would fill up
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_healthy(url, process, root / "server.log")
-            yield url, artifacts
-        finally:
-            stop_group(process)
+        yield stack.enter_context(tracking_server(root, store)), root / "artifacts"
 
 
 def test_a_job_logs_to_the_server_named_by_mlflow_tracking_uri(server: tuple[str, Path], tmp_path: Path) -> None:
