@@ -28,6 +28,7 @@ from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
+from ssimctr.ssim.criteria import HardGate
 from ssimctr.ssim.losses import SearchLoss
 from ssimctr.ssim.selector import Selector, selector_hidden
 from ssimctr.tasks.base import ModelFactory
@@ -87,11 +88,11 @@ def _search_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
     selector = Selector(model.embedding.output_dim, hidden, fm.num_scenarios).to(device)
     loss = SearchLoss(
         selector,
+        gate=HardGate(),
         epsilon=cfg.ssim.epsilon,
         lambda_kl=cfg.ssim.lambda_kl,
         final_temperature=cfg.ssim.final_temperature,
         total_steps=len(train),
-        gate="hard",
         scenario_names=fm.scenario_names,
         log=lambda metrics, step: None,
         log_every=len(train),

@@ -241,6 +241,8 @@ def _run(
             title=f"{split}, {outcome.description}, best epoch {outcome.best_epoch:g}",
             footer=footer if split == list(tables)[-1] else None,
         )
+    if outcome.next_step:
+        console.print(outcome.next_step, markup=False, soft_wrap=True)
     return results
 
 

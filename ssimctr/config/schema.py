@@ -16,6 +16,7 @@ from omegaconf import II, MISSING
 from ssimctr.config.coldstart import COLDSTART_SCHEMAS, ColdStartTaskConfig
 from ssimctr.config.datasets import DATASET_SCHEMAS
 from ssimctr.config.models import MODEL_SCHEMAS
+from ssimctr.config.ssim import SSIM_CRITERION_SCHEMAS, SSIM_SELECTION_SCHEMAS
 from ssimctr.config.text import TEXT_ENCODER_SCHEMAS
 from ssimctr.errors import UserError
 
@@ -145,12 +146,7 @@ class TaskConfig:
 
 
 SSIM_PHASES = ("disabled", "search", "retrain", "pipeline")
-SSIM_CHOICES = {
-    "heads": ("per_scenario", "shared"),
-    "gate": ("hard", "soft"),
-    "selection": ("batch_topk", "global"),
-    "selector": ("learned", "random"),
-}
+SSIM_CHOICES = {"heads": ("per_scenario", "shared")}
 
 
 @dataclass
@@ -167,10 +163,12 @@ class SsimConfig:
     selector_lr: float = 1e-5
     selector_dropout: float = 0.0
     heads: str = "per_scenario"  # per_scenario | shared (SSIM-ND)
-    gate: str = "hard"  # hard | soft (SSIM-P: p as continuous weights)
     ratio: float = 0.95  # r: share of rows selected as shared
-    selection: str = "batch_topk"  # retrain: batch_topk (top r of each batch) | global (saved top r)
-    selector: str = "learned"  # retrain: learned | random (SSIM-R)
+    # search: what trains the selector, the group ssim/criterion: hard (SSIM) | soft (SSIM-P) | excess
+    criterion: Any = MISSING
+    # retrain: which rows are shared, the group ssim/selection: batch_topk (top r of each batch, SSIM) |
+    # global (saved top r) | soft (SSIM-P) | random (SSIM-R) | planted (the planted truth column)
+    selection: Any = MISSING
     retrain_dropout: float | None = None  # retrain (also in pipeline): backbone.dropout override (AliMama: 0.3)
     search_backbone: Any = None  # pipeline: the backbone config to search with (null = the job's)
     reuse_search: bool = True  # pipeline: retrain on a finished search of the same key (ssimctr/ssim/cache.py)
@@ -206,6 +204,10 @@ class SsimConfig:
                 raise UserError(f"ssim.{key}={getattr(self, key)}: {rule}")
         if self.from_run and self.from_path:
             raise UserError("set one of ssim.from_run and ssim.from_path, not both")
+        for key, options in (("criterion", SSIM_CRITERION_SCHEMAS), ("selection", SSIM_SELECTION_SCHEMAS)):
+            value = getattr(self, key)
+            if isinstance(value, str) and value != MISSING:  # a value where a group's option belongs
+                raise UserError(f"ssim.{key}={value}: choose it with ssim/{key}=<{' | '.join(options)}>")
 
 
 @dataclass
@@ -298,6 +300,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "coldstart": COLDSTART_SCHEMAS,
     "text_encoder": TEXT_ENCODER_SCHEMAS,
     "ssim": {"": SsimConfig},
+    "ssim_criterion": SSIM_CRITERION_SCHEMAS,  # the groups ssim/criterion and ssim/selection
+    "ssim_selection": SSIM_SELECTION_SCHEMAS,
     "trainer": {"": TrainerConfig},
     "tracking": {"": TrackingConfig},
 }

@@ -4,8 +4,10 @@ initial_state.pt    the backbone's weights before search (retrain starts from th
 selector.pt         the selector's weights and shape
 embedding.pt        the frozen search-phase embedding the selector reads in retrain
 selection.parquet   every train row: row_id, scenario, score m, shared (global top r)
-summary.json        data key, scenario names, ratio, shared fraction per scenario, search settings, and on
-                    data with a planted answer (dataset.truth) the selection AUC per scenario and overall
+summary.json        data key and what made it (`data`: the dataset, scenario and split options, the input's
+                    fingerprint, the preparation code), scenario names, ratio, shared fraction per scenario,
+                    the criterion and its settings, and on data with a planted answer (dataset.truth) the
+                    selection AUC per scenario and overall
 score_histogram.png selector scores per scenario
 """
 
@@ -54,8 +56,20 @@ def save_search(
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
-def check_search_folder(folder: Path, data_key: str) -> dict:
-    """The summary of a search folder, after checking it is complete and made on the same data."""
+def data_provenance(manifest: dict) -> dict:
+    """What made a prepared dataset, from its manifest: the options, the input's fingerprint, the code (as
+    summary.json holds them: JSON values)."""
+    provenance = {
+        "options": manifest["config"],
+        "source": manifest["source"],
+        "preparation_code": manifest["versions"]["preparation_code"],
+    }
+    return json.loads(json.dumps(provenance, default=str))
+
+
+def check_search_folder(folder: Path, manifest: dict) -> dict:
+    """The summary of a search folder, after checking it is complete and made on the data of `manifest`
+    (the job's prepared data); a search on other data is refused by the options that differ."""
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise UserError(
@@ -63,12 +77,42 @@ def check_search_folder(folder: Path, data_key: str) -> dict:
             "ssim.from_path at the ssim/ folder of a search run, or use ssim.from_run=<run id>"
         )
     summary = json.loads((folder / "summary.json").read_text())
-    if summary["data_key"] != data_key:
+    if summary["data_key"] != manifest["cache_key"]:
+        searched = summary.get("data")
+        what = (
+            data_difference(searched, data_provenance(manifest))
+            if searched
+            else f"{summary['dataset']}, prepared data key {summary['data_key'][:12]}"
+        )
         raise UserError(
-            f"the search in {folder} was made on other prepared data ({summary['dataset']}, "
-            f"key {summary['data_key'][:12]}); retrain with the same dataset, scenario and split options"
+            f"the search in {folder} was made on other data ({what}); retrain with the search's dataset, "
+            "scenario and split options"
         )
     return summary
+
+
+def data_difference(searched: dict, here: dict) -> str:
+    """The first options that differ between the search's data and this job's (`data_provenance` of each),
+    as `dataset.rows=100000 in the search, 200000 here`; else the input files or the preparation code."""
+    before, after = _flat(searched["options"]), _flat(here["options"])
+    differ = [key for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key)]
+    if differ:
+        shown = [f"{key}={before.get(key)} in the search, {after.get(key)} here" for key in differ[:3]]
+        return "; ".join(shown) + (f"; and {len(differ) - 3} more options" if len(differ) > 3 else "")
+    if searched["source"] != here["source"]:
+        return "the same options, other input files"
+    return "the same options and input files, another version of the preparation code"
+
+
+def _flat(options: dict, prefix: str = "") -> dict:
+    """Nested options as {dotted key: value}."""
+    flat = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def load_frozen_selector(folder: Path, feature_map: FeatureMap, device: torch.device) -> FrozenSelector:

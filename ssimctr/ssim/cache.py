@@ -4,8 +4,8 @@ selection of the DNN row's search instead of searching again.
 
 A search's key hashes everything the search depends on: the prepared data (its cache key), the
 searcher's backbone config (resolved, completed with its schema's defaults) and regime, the seed, the
-ssim options a search reads, the trainer options that change its batches or steps, the source of
-ssimctr's model, training and SSIM code, and the torch version. A finished search lives in
+ssim options a search reads (its criterion included), the trainer options that change its batches or
+steps, the source of ssimctr's model, training and SSIM code, and the torch version. A finished search lives in
 `<paths.cache>/ssim_search/<key>/`: `ssim/` (the search folder, ssimctr.ssim.artifacts) and
 `origin.json` (the key's content and the run that searched). It is written to a temporary folder and
 renamed into place, so a reader sees a whole search or none; of two jobs that finish the same search,
@@ -30,7 +30,6 @@ from ssimctr.utils.digest import json_digest, source_digest
 NOT_SEARCH_SSIM = (  # read by the retrain, or not at all by the search (search_backbone is the key's backbone)
     "phase",
     "selection",
-    "selector",
     "retrain_dropout",
     "search_backbone",
     "from_run",

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from rich.text import Text
 
 from ssimctr.config.schema import SSIM_PHASES
-from ssimctr.ssim import phases
+from ssimctr.tasks import ssim_phases
 from ssimctr.tasks.base import Job, Supports
 from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime
@@ -40,7 +40,7 @@ class MultiScenarioTask:
         job.console.print(line)
         logger.info(Text.from_markup(line).plain)
         if ssim.phase != "disabled":
-            outcome = phases.run_phase(ssim, regime, model, job)
+            outcome = ssim_phases.run_phase(ssim, regime, model, job)
         else:
             build = lambda: job.models.build(regime)  # noqa: E731
             outcome = regime.train(model, build, job.splits, job.scenario_names, job.settings, job.tracker.log_metrics)

@@ -37,6 +37,7 @@ from ssimctr.utils.process import alive_since
 HOST_TAG, PID_TAG = "ssimctr.host", "ssimctr.pid"
 SINCE_TAG = "ssimctr.pid_since"  # when the recorded process took the run over (a resumed run; seconds)
 
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # read by MLflow at each download
 RUN_NAME_LENGTH = 200  # MLflow's runs.name column is VARCHAR(250): PostgreSQL and MySQL refuse longer (SQLite not)
 
 _T = TypeVar("_T")
@@ -225,7 +226,8 @@ class MlflowTracker:
             ) from None
         destination.mkdir(parents=True, exist_ok=True)
         try:
-            return Path(self.client.download_artifacts(run_id, artifact_path, str(destination)))
+            with quiet_downloads():
+                return Path(self.client.download_artifacts(run_id, artifact_path, str(destination)))
         except (MlflowException, OSError):
             raise UserError(f"run {run_id} has no '{artifact_path}' artifacts: is it an ssim=search run?") from None
 
@@ -234,6 +236,21 @@ class MlflowTracker:
         if self._run_id is None:
             raise RuntimeError("MlflowTracker: call start() before logging")
         return self._run_id
+
+
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """MLflow's "Downloading artifacts" progress bar off inside the block (a tqdm bar that a job's log or a
+    narrow terminal shows as one long line); the variable is put back after it."""
+    saved = os.environ.get(PROGRESS_BAR_VARIABLE)
+    os.environ[PROGRESS_BAR_VARIABLE] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[PROGRESS_BAR_VARIABLE]
+        else:
+            os.environ[PROGRESS_BAR_VARIABLE] = saved
 
 
 def _requirements() -> list[str]:

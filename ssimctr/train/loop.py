@@ -74,6 +74,7 @@ class Outcome:
     summaries: dict[str, list[dict]] | None = None
     description: str = ""  # what was trained, in a few words (the printed tables' titles)
     model: MultiScenarioModel | None = None  # the selected model, scoring every scenario (None: the task keeps none)
+    next_step: str = ""  # what to run next, printed after the results (e.g. ssim=search: the retrain command)
 
     @property
     def best_epoch(self) -> float:

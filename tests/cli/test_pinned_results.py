@@ -38,12 +38,12 @@ CASES = {
     "finetune": ("regime=finetune",),
     "ssim_search": ("ssim=search",),
     "ssim_retrain": ("ssim=retrain", "ssim.from_path={search}"),
-    "ssim_retrain_random": ("ssim=retrain", "ssim.selector=random"),
+    "ssim_retrain_random": ("ssim=retrain", "ssim/selection=random"),
     "ssim_pipeline": ("ssim=pipeline", "ssim.retrain_dropout=0.1"),
     "ssim_pipeline_transfer": (
         "ssim=pipeline",
         "backbone=star",
-        "ssim.selection=global",
+        "ssim/selection=global",
         "ssim.search_backbone={_target_: ssimctr.models.backbones.dnn.DNN}",
     ),
 }

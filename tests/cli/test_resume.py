@@ -161,7 +161,7 @@ def test_a_job_stopped_after_epoch_1_resumes_in_its_run_and_ends_as_if_not_stopp
         # the stopped job stores its search, the resumed one reuses it: the retrain still finds its checkpoint
         (("ssim=pipeline", "ssim.reuse_search=true", "tracking=none"), 3, [1, 1], [2, 3]),
         # SSIM-R: the random gate's generator
-        (("ssim=retrain", "ssim.selector=random", "ssim.ratio=0.5", "tracking=none"), 1, [1], [2, 3]),
+        (("ssim=retrain", "ssim/selection=random", "ssim.ratio=0.5", "tracking=none"), 1, [1], [2, 3]),
         # early stopping: stopped after epoch 2, one epoch without improvement, patience 2: epoch 3 ends it
         (("trainer.epochs=6", "trainer.patience=2", "tracking=none"), 2, [1, 2], [3]),
         # dropout: torch's global random stream

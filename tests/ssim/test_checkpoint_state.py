@@ -8,6 +8,7 @@ import io
 import torch
 
 from conftest import make_batch
+from ssimctr.ssim.criteria import HardGate
 from ssimctr.ssim.losses import RetrainLoss, SearchLoss
 from ssimctr.ssim.selection import RandomSelection
 from ssimctr.ssim.selector import Selector
@@ -25,11 +26,11 @@ def search_loss(seed: int) -> SearchLoss:
     torch.manual_seed(seed)
     return SearchLoss(
         Selector(8, [4], 3),
+        gate=HardGate(),
         epsilon=0.5,
         lambda_kl=0.4,
         final_temperature=1000.0,
         total_steps=40,
-        gate="hard",
         scenario_names=["s0", "s1", "s2"],
         log=lambda metrics, step: None,
         log_every=100,

@@ -18,8 +18,9 @@ from ssimctr.cli import runner
 from ssimctr.cli.runner import JobInfo, run
 from ssimctr.data.batch import Batch
 from ssimctr.errors import UserError
-from ssimctr.ssim import artifacts, losses, phases
-from ssimctr.ssim.selection import random_selection, soft_weights
+from ssimctr.ssim import artifacts, criteria, losses, phases
+from ssimctr.ssim.criteria import HardGate, SoftGate
+from ssimctr.ssim.selection import RandomSelection, soft_weights
 from ssimctr.ssim.selector import Selector, hard_gate, temperature
 from ssimctr.tasks import base as tasks_base
 from ssimctr.tracking.base import NullTracker
@@ -123,7 +124,7 @@ def test_a_retrain_job_downloads_the_search_of_from_run(jobs):
 
 
 def test_a_retrain_job_without_a_search_needs_the_random_selector(jobs):
-    tracker = jobs.run("random", "ssim=retrain", "ssim.selector=random", "ssim.ratio=0.5")
+    tracker = jobs.run("random", "ssim=retrain", "ssim/selection=random", "ssim.ratio=0.5")
     assert tracker.tags == {"ssim.phase": "retrain", "ssim.initial_weights": "fresh", "ssim.selection": "random r=0.5"}
     with pytest.raises(UserError, match="needs a search"):
         jobs.run("none", "ssim=retrain")
@@ -137,7 +138,7 @@ def test_a_retrain_job_builds_its_model_with_retrain_dropout(jobs, monkeypatch):
         return real(backbone, *args, **kwargs)
 
     monkeypatch.setattr(tasks_base, "build_model", recording)
-    jobs.run("random", "ssim=retrain", "ssim.selector=random", "ssim.retrain_dropout=0.25")
+    jobs.run("random", "ssim=retrain", "ssim/selection=random", "ssim.retrain_dropout=0.25")
     assert built == [0.0, 0.25]  # the job's model as configured, the retrained one with retrain_dropout
 
 
@@ -148,7 +149,7 @@ def test_a_search_job_passes_the_regime_loss_reduction(jobs, monkeypatch):
         reductions.append(kwargs.get("reduction"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(phases, "SearchLoss", recording)
+    monkeypatch.setattr(criteria, "SearchLoss", recording)
     jobs.run("search", "ssim=search", "ssim.selector_hidden=[8]", "regime.loss_reduction=scenario")
     assert reductions == ["scenario"]
 
@@ -178,7 +179,7 @@ def _meta_batch(rows: int) -> Batch:
 
 
 def test_random_selection_gates_live_on_the_batch_device():
-    assert random_selection(0.5, seed=0)(_meta_batch(10)).device.type == "meta"
+    assert RandomSelection(0.5, seed=0)(_meta_batch(10)).device.type == "meta"
 
 
 def test_shared_by_row_is_a_table_of_every_row_id_on_the_device(tmp_path):
@@ -257,7 +258,7 @@ def test_temperature_at_the_edges_of_the_schedule():
 def _search_loss(scores: torch.Tensor, **options) -> tuple[losses.SearchLoss, list]:
     """A SearchLoss whose selector gives the fixed `scores` [B] (so the gates are known); its log."""
     logged = []
-    defaults = dict(epsilon=0.5, lambda_kl=0.4, final_temperature=1000.0, total_steps=5, gate="hard", log_every=10)
+    defaults = dict(epsilon=0.5, lambda_kl=0.4, final_temperature=1000.0, total_steps=5, gate=HardGate(), log_every=10)
     loss = losses.SearchLoss(
         lambda embedding, scenario: scores,
         scenario_names=["s0", "s1", "s2"],
@@ -267,10 +268,13 @@ def _search_loss(scores: torch.Tensor, **options) -> tuple[losses.SearchLoss, li
     return loss, logged
 
 
-def test_search_loss_accepts_exactly_the_hard_and_soft_gates():
-    _search_loss(torch.zeros(4), gate="soft")
-    with pytest.raises(ValueError, match="gate must be hard or soft, got medium"):
-        _search_loss(torch.zeros(4), gate="medium")
+def test_the_hard_gate_shares_above_epsilon_and_masks_the_own_tower_the_soft_gate_weighs_by_p():
+    p = torch.tensor([0.2, 0.5, 0.7, 0.9])
+    g, own = HardGate().gates(p, 0.5)
+    assert g.tolist() == [0.0, 0.0, 1.0, 1.0] and own.tolist() == [1.0, 1.0, 0.0, 0.0]
+    g, own = SoftGate().gates(p, 0.5)
+    torch.testing.assert_close(g, p)
+    torch.testing.assert_close(own, 1 - p)
 
 
 def test_the_hard_gate_own_tower_mask_carries_no_gradient(tiny_feature_map):
@@ -292,7 +296,7 @@ def test_the_soft_gate_trains_own_towers_with_one_minus_p(tiny_feature_map):
     torch.manual_seed(0)
     model, batch = make_model("dnn", tiny_feature_map, hidden=[8]), make_batch(tiny_feature_map, rows=6)
     scores = torch.tensor([0.002, -0.001, 0.0, 0.003, -0.004, 0.001])
-    loss, _ = _search_loss(scores, gate="soft", total_steps=1)
+    loss, _ = _search_loss(scores, gate=SoftGate(), total_steps=1)
     p = torch.sigmoid(1000.0 * scores)
     towers = model.towers(batch)
     expected = sharing_loss(towers, batch.label, batch.scenario, p, own_weight=1 - p) + 0.4 * math.e * (1 - p.mean())

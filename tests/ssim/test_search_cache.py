@@ -14,7 +14,7 @@ from rich.console import Console
 from conftest import compose
 from ssimctr.cli import runner
 from ssimctr.cli.runner import JobInfo, run
-from ssimctr.ssim import losses, phases
+from ssimctr.ssim import criteria, losses, phases
 from ssimctr.tracking.base import NullTracker
 
 SMALL = (
@@ -135,7 +135,7 @@ def test_a_pipelines_search_is_the_search_of_an_ssim_search_run(tmp_path, monkey
 @pytest.mark.parametrize("reduction", ["row", "scenario"])
 def test_the_regime_loss_reduction_reaches_the_search_and_the_retrain(tmp_path, monkeypatch, reduction):
     seen = {"search": set(), "retrain": set()}
-    for name, phase in (("SearchLoss", "search"), ("RetrainLoss", "retrain")):
+    for module, name, phase in ((criteria, "SearchLoss", "search"), (phases, "RetrainLoss", "retrain")):
         real = getattr(losses, name)
 
         def recording(*args, _real=real, _phase=phase, **kwargs):
@@ -143,7 +143,7 @@ def test_the_regime_loss_reduction_reaches_the_search_and_the_retrain(tmp_path, 
             seen[_phase].add(loss.reduction)
             return loss
 
-        monkeypatch.setattr(phases, name, recording)
+        monkeypatch.setattr(module, name, recording)
     Pipelines(tmp_path, monkeypatch).run(f"regime.loss_reduction={reduction}")
     assert seen == {"search": {reduction}, "retrain": {reduction}}
 

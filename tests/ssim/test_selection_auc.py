@@ -17,6 +17,7 @@ from ssimctr.data.datasplit import MemorySplit, open_split
 from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.ssim import artifacts, phases
+from ssimctr.ssim.criteria import HardGate
 
 NAMES = ("s0", "s1", "s2")
 SETTINGS = TrainerConfig(batch_size=256, eval_batch_size=4096, epochs=1, progress=False, seed=0)
@@ -86,7 +87,9 @@ def _search(data, folder) -> list[dict]:
     torch.manual_seed(0)
     model = make_model("dnn", data.feature_map, hidden=[16])
     summary = {"dataset": "synthetic", "data_key": data.manifest["cache_key"]}
-    phases.search(model, _splits(data), NAMES, SETTINGS, SSIM, lambda m, s: logged.append(m), folder, summary)
+    phases.search(
+        model, _splits(data), NAMES, SETTINGS, SSIM, HardGate(), lambda m, s: logged.append(m), folder, summary
+    )
     return logged
 
 

@@ -18,8 +18,9 @@ from ssimctr.data.datasplit import MemorySplit, StreamedSplit
 from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.ssim import artifacts, phases
+from ssimctr.ssim.criteria import HardGate
 from ssimctr.ssim.losses import RetrainLoss, SearchLoss
-from ssimctr.ssim.selection import batch_top_ratio, random_selection, soft_weights
+from ssimctr.ssim.selection import BatchTopRatio, Given, GlobalTopRatio, RandomSelection, SoftWeights, soft_weights
 from ssimctr.ssim.selector import Selector, hard_gate, temperature, top_ratio_gate
 from ssimctr.tasks import base as tasks_base
 from ssimctr.train.loop import make_optimizer
@@ -61,11 +62,11 @@ def search_setup(tiny_feature_map):
     logged = []
     loss = SearchLoss(
         selector,
+        gate=HardGate(),
         epsilon=0.5,
         lambda_kl=0.4,
         final_temperature=1000.0,
         total_steps=4,
-        gate="hard",
         scenario_names=tiny_feature_map.scenario_names,
         log=lambda m, s: logged.append((s, m)),
         log_every=10,
@@ -138,6 +139,13 @@ def prepared(request, tmp_path_factory):
     )
 
 
+def given(data, folder: Path | None, ratio: float, device="cpu") -> Given:
+    """What a retrain gives its selection: the search in `folder`, the prepared train split."""
+    summary = json.loads((folder / "summary.json").read_text()) if folder else {}
+    train = load_splits(data, device)["train"]
+    return Given(ratio, 0, data.feature_map, train, torch.device(device), folder, summary)
+
+
 def load_splits(data, device):
     return {
         s: MemorySplit(read_split(data.split_path(s), data.feature_map).to(device)) for s in ("train", "val", "test")
@@ -154,6 +162,7 @@ def run_search(data, folder: Path, device="cpu"):
         data.feature_map.scenario_names,
         SETTINGS,
         SsimConfig(phase="search", **SMALL_SSIM),
+        HardGate(),
         lambda m, s: None,
         folder,
         {"dataset": "synthetic", "data_key": data.manifest["cache_key"]},
@@ -170,7 +179,7 @@ def test_search_then_retrain_for_any_number_of_scenarios(prepared, tmp_path):
     train_rows = read_split(prepared.split_path("train"), prepared.feature_map)
     assert selection["row_id"].to_list() == train_rows.row_id.tolist()
     assert selection["shared"].sum() == math.floor(0.5 * len(selection))
-    summary = artifacts.check_search_folder(folder, prepared.manifest["cache_key"])
+    summary = artifacts.check_search_folder(folder, prepared.manifest)
     assert set(summary["shared_fraction"]) == set(names)
     assert (folder / "score_histogram.png").stat().st_size > 0
 
@@ -189,9 +198,10 @@ def test_search_then_retrain_for_any_number_of_scenarios(prepared, tmp_path):
         prepared.feature_map,
         SETTINGS,
         SsimConfig(phase="retrain", **SMALL_SSIM),
+        BatchTopRatio(),
         lambda m, s: None,
         folder,
-        prepared.manifest["cache_key"],
+        prepared.manifest,
     )
     assert info.initial_weights == "search"
     assert {f"test/auc/{n}" for n in names} <= set(retrained.test)
@@ -208,7 +218,7 @@ def test_retrain_never_updates_the_frozen_selector(prepared, tmp_path):
     run_search(prepared, folder)
     frozen = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
-    gate_of = batch_top_ratio(frozen, 0.5)
+    gate_of, _ = BatchTopRatio().gate(given(prepared, folder, 0.5))
     model = make_model("dnn", prepared.feature_map, hidden=[8])
     optimizer = make_optimizer(model.parameters(), 0.1, 0.0)  # the id table's gradients are sparse
     batch = read_split(prepared.split_path("train"), prepared.feature_map).slice(0, 256)
@@ -233,10 +243,11 @@ def test_a_saved_selection_retrains_a_different_model_globally(tmp_path, prepare
         load_splits(prepared_synthetic, "cpu"),
         prepared_synthetic.feature_map,
         SETTINGS,
-        SsimConfig(phase="retrain", selection="global", **SMALL_SSIM),
+        SsimConfig(phase="retrain", **SMALL_SSIM),
+        GlobalTopRatio(),
         lambda m, s: None,
         folder,
-        prepared_synthetic.manifest["cache_key"],
+        prepared_synthetic.manifest,
     )
     assert info.initial_weights == "fresh" and info.selection.startswith("global")
     assert outcome.test["test/auc/mean"] > 0.5
@@ -248,8 +259,8 @@ def test_retrain_refuses_a_search_made_on_other_data(tmp_path, prepared_syntheti
     run_search(prepared_synthetic, folder)
     from ssimctr.errors import UserError
 
-    with pytest.raises(UserError, match="other prepared data"):
-        artifacts.check_search_folder(folder, "another-key")
+    with pytest.raises(UserError, match="made on other data"):
+        artifacts.check_search_folder(folder, {**prepared_synthetic.manifest, "cache_key": "another-key"})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -277,14 +288,7 @@ def test_ssim_p_uses_the_final_soft_gate_whose_weights_spread(prepared, tmp_path
     run_search(prepared, folder)
     final = json.loads((folder / "summary.json").read_text())["final_temperature"]
     assert final == pytest.approx(1000.0)
-    gate, description = phases._retrain_gate(
-        SsimConfig(phase="retrain", gate="soft", **SMALL_SSIM),
-        folder,
-        json.loads((folder / "summary.json").read_text()),
-        prepared.feature_map,
-        SETTINGS,
-        torch.device("cpu"),
-    )
+    gate, description = SoftWeights().gate(given(prepared, folder, 0.5))
     batch = read_split(prepared.split_path("train"), prepared.feature_map)
     frozen = artifacts.load_frozen_selector(folder, prepared.feature_map, torch.device("cpu"))
     weights = gate(batch)
@@ -329,12 +333,12 @@ def test_pipeline_retrains_with_retrain_dropout(tmp_path, monkeypatch):
 
 
 def test_ssim_r_shares_exactly_floor_r_b_random_rows_of_each_batch(tiny_feature_map):
-    gate = random_selection(0.3, seed=4)
+    gate = RandomSelection(0.3, seed=4)
     batch = make_batch(tiny_feature_map, rows=50)
     first, second = gate(batch), gate(batch)
     assert int(first.sum()) == int(second.sum()) == 15
     assert not torch.equal(first, second)  # a fresh draw per batch, not a fixed set of rows
-    assert torch.equal(first, random_selection(0.3, seed=4)(batch))  # seeded
+    assert torch.equal(first, RandomSelection(0.3, seed=4)(batch))  # seeded
 
 
 def test_the_kl_term_sends_gradient_to_the_selector(search_setup):
@@ -345,11 +349,11 @@ def test_the_kl_term_sends_gradient_to_the_selector(search_setup):
         selector.zero_grad()
         loss = SearchLoss(
             selector,
+            gate=HardGate(),
             epsilon=0.5,
             lambda_kl=lambda_kl,
             final_temperature=1000.0,
             total_steps=4,
-            gate="hard",
             scenario_names=("s0", "s1", "s2"),
             log=lambda m, s: None,
             log_every=10,
@@ -389,6 +393,7 @@ def test_a_search_ends_at_the_final_temperature_and_keeps_the_head_setting(prepa
         prepared.feature_map.scenario_names,
         SETTINGS,
         SsimConfig(phase="search", heads="shared", **SMALL_SSIM),
+        HardGate(),
         lambda m, s: None,
         shared,
         {"dataset": "synthetic", "data_key": prepared.manifest["cache_key"]},
