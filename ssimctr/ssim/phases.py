@@ -26,7 +26,6 @@ from ssimctr.config.schema import SsimConfig, TrainerConfig
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import FeatureEmbedding
 from ssimctr.ssim import artifacts, cache
 from ssimctr.ssim.losses import RetrainLoss, SearchLoss
 from ssimctr.ssim.selection import Gate, batch_top_ratio, global_selection, random_selection, soft_weights
@@ -179,13 +178,7 @@ def search(
 ) -> Outcome:
     """The search phase; writes the artifacts into `folder` and returns the search model's metrics.
     `reduction`: the regime's loss reduction (row | scenario)."""
-    embedding = getattr(model, "embedding", None)
-    if not isinstance(embedding, FeatureEmbedding):
-        raise UserError(
-            f"ssim=search needs a backbone whose towers share one FeatureEmbedding "
-            f"(`.embedding`); {type(model).__name__} has none: search with backbone=dnn and "
-            "retrain the other model on its selection (ssim=retrain ssim.from_run=<id> backbone=...)"
-        )
+    embedding = model.embedding
     initial_state = copy.deepcopy(model.state_dict())
     device = splits["train"].device
     shape = {
