@@ -42,7 +42,7 @@ class GroupedLinear(nn.Module):
             if self.bias is None:
                 return torch.bmm(x, self.weight)
             return torch.baddbmm(self.bias, x, self.weight)
-        per = self.maps_per_input(inputs)
+        per = maps_per_input(self.groups, inputs)
         _, in_dim, out_dim = self.weight.shape
         weight = self.weight.view(inputs, per, in_dim, out_dim).permute(0, 2, 1, 3).reshape(inputs, in_dim, -1)
         out = (
@@ -54,7 +54,7 @@ class GroupedLinear(nn.Module):
         """Part p through its own maps only: with P = len(parts) dividing G, part p ([n_p, in], or
         [G/P, n_p, in] when each map has its own input) feeds maps p·G/P ... (p+1)·G/P − 1 -> [G/P, n_p, out];
         with P = G (one map per part) a part [n_p, in] gives [n_p, out] (one matrix product per part)."""
-        per = self.maps_per_input(len(parts))
+        per = maps_per_input(self.groups, len(parts))
         if per == 1 and all(x.dim() == 2 for x in parts):
             if self.bias is None:
                 return [x @ w for x, w in zip(parts, self.weight)]
@@ -64,11 +64,12 @@ class GroupedLinear(nn.Module):
             return [torch.matmul(x, w) for x, w in zip(parts, weights)]
         return [torch.matmul(x, w) + b for x, w, b in zip(parts, weights, self.bias.split(per))]
 
-    def maps_per_input(self, inputs: int) -> int:
-        """G / `inputs`: how many consecutive maps each input group feeds."""
-        if self.groups % inputs:
-            raise ValueError(f"{inputs} input groups do not divide {self.groups} maps")
-        return self.groups // inputs
+
+def maps_per_input(groups: int, inputs: int) -> int:
+    """`groups` / `inputs`: how many consecutive maps (or experts) each input group feeds."""
+    if groups % inputs:
+        raise ValueError(f"{inputs} input groups do not divide {groups} maps")
+    return groups // inputs
 
 
 class Experts(nn.Module):
@@ -109,7 +110,7 @@ class Experts(nn.Module):
         """The routed path: part p ([n_p, H] or [M/P, n_p, H], P = len(parts) dividing M) through experts
         p·M/P ... (p+1)·M/P − 1 only -> [M/P, n_p, W] ([n_p, W] when P = M). With batch norm, in training,
         expert j's features are normalized with the statistics of its own part's rows (`segment_norm`)."""
-        per = self.hidden[0].maps_per_input(len(parts)) if self.hidden else self.num_experts // len(parts)
+        per = maps_per_input(self.num_experts, len(parts))
         if self.norms is not None and self.training:
             for norm in self.norms:
                 norm.num_batches_tracked.add_(1)  # once per forward, as the full path counts
