@@ -76,8 +76,7 @@ server: $(STAMP)  ## shared MLflow tracking server (SQLite, or SERVER_DB=postgre
 		--auth-cache-seconds $(SERVER_AUTH_CACHE) --state outputs/server $(if $(filter 1 yes true on,$(SERVER_AUTH)),--auth)
 
 bench: $(STAMP)  ## preparation time, training rows/s per model and per vocabulary size (sparse vs dense Adam), SSIM search cost, cold-start methods' epoch cost, text encoding and text fields' cost, data-parallel scaling, peak memory
-	$(BIN)/python bench/train_speed.py --regimes single,mt
-	$(BIN)/python bench/train_speed.py --backbones all --regimes mt --ssim --out outputs/bench/models.json
+	$(BIN)/python bench/train_speed.py --backbones all --regimes single,mt --scenarios 3,10 --repeats 2 --ssim  # single vs mt per model at K = 3 and 10, SSIM search vs mt
 	$(BIN)/python bench/vocab_sweep.py  # 10k -> 10M ids: rows/s and peak RSS, sparse_adam vs adam
 	$(BIN)/python bench/coldstart_speed.py
 	$(BIN)/python bench/text_speed.py  # minilm: texts/s where the text extra is installed

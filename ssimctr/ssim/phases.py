@@ -22,7 +22,6 @@ from ssimctr.config.schema import SsimConfig, TrainerConfig
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import FeatureEmbedding
 from ssimctr.ssim import artifacts
 from ssimctr.ssim.criteria import Criterion, SearchRun
 from ssimctr.ssim.losses import RetrainLoss
@@ -55,13 +54,7 @@ def search(
     """The search phase with `criterion`'s loss (the ssim/criterion option); writes the artifacts into
     `folder` and returns the search model's metrics. `summary`: what summary.json records about the job;
     `reduction`: the regime's loss reduction (row | scenario)."""
-    embedding = getattr(model, "embedding", None)
-    if not isinstance(embedding, FeatureEmbedding):
-        raise UserError(
-            f"ssim=search needs a backbone whose towers share one FeatureEmbedding "
-            f"(`.embedding`); {type(model).__name__} has none: search with backbone=dnn and "
-            "retrain the other model on its selection (ssim=retrain ssim.from_run=<id> backbone=...)"
-        )
+    embedding = model.embedding
     initial_state = copy.deepcopy(model.state_dict())
     device = splits["train"].device
     shape = {

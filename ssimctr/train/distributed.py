@@ -4,9 +4,10 @@ loop calls them unconditionally.
 
 - the group: gloo on the CPU, nccl on CUDA (one process per GPU, `cuda:LOCAL_RANK`), from torchrun's
   environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT);
-- training: the model's `towers(batch)` runs through DistributedDataParallel (`synced`), which averages
-  the gradients of every rank at each backward. The id tables give dense gradients (`dense_gradients`),
-  all-reduced like every other parameter's, and take Adam's dense step: nccl has no sparse all-reduce,
+- training: the model's `towers(batch)` and `model(batch)` (the routed own-tower path) run through
+  DistributedDataParallel (`synced`), which averages the gradients of every rank at each backward. The id
+  tables give dense gradients (`dense_gradients`), all-reduced like every other parameter's, and take
+  Adam's dense step: nccl has no sparse all-reduce,
   and gloo's, which has one, aborted a rank now and then in our 2-process tests on a busy CPU (its
   sparse all-reduce exchanges buffers whose sizes differ from rank to rank and step to step). Under
   trainer=ddp, trainer.embedding_optimizer therefore acts as `adam`;
@@ -151,28 +152,29 @@ def sync_buffers(model: nn.Module) -> None:
             dist.broadcast(buffer.data, 0)
 
 
-class _Towers(nn.Module):
-    """`model.towers(batch)` as a module's forward, for DistributedDataParallel to wrap."""
+class _Scores(nn.Module):
+    """The model's two ways to score a batch as one module's forward, for DistributedDataParallel to wrap:
+    every tower (`model.towers(batch)`) or each row's own (`model(batch)`, the routed path)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, batch):
-        return self.model.towers(batch)
+    def forward(self, batch, every_tower: bool):
+        return self.model.towers(batch) if every_tower else self.model(batch)
 
 
 class _ThroughDDP:
-    """The model as a loss function sees it, with `towers` going through DDP (gradient sync)."""
+    """The model as a loss function sees it, with `towers` and `__call__` going through DDP (gradient sync)."""
 
     def __init__(self, model: nn.Module, ddp: nn.Module) -> None:
         self._model, self._ddp = model, ddp
 
     def towers(self, batch):
-        return self._ddp(batch)
+        return self._ddp(batch, every_tower=True)
 
     def __call__(self, batch):
-        return self._model.forward(batch)
+        return self._ddp(batch, every_tower=False)
 
     def __getattr__(self, name: str):
         return getattr(self._model, name)
@@ -190,10 +192,11 @@ def synced(model: nn.Module, loss_fn: Callable) -> Iterator[Callable]:
     cuda = _device().type == "cuda"
     with dense_gradients(model):  # dense all-reduce of the id tables (see the module docstring)
         ddp = nn.parallel.DistributedDataParallel(
-            _Towers(model),
+            _Scores(model),
             device_ids=[_device()] if cuda else None,
-            # every backbone's towers() uses every parameter in every batch (whatever its scenarios), so
-            # DDP need not search the graph for unused ones each step
+            # both paths use every parameter in every batch, whatever its scenarios (the routed path runs a
+            # scenario without rows through its tower on no rows: zero gradients), so DDP need not search
+            # the graph for unused ones each step
             find_unused_parameters=False,
         )
         proxy = _ThroughDDP(model, ddp)

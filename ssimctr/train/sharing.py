@@ -14,6 +14,10 @@ scenario  the sum over scenarios of each tower's mean loss (the official STAR/HM
           rows in the batch adds 0. A shared row is not averaged over the K towers here.
 regime=mt: g = 0 (each row trains its own scenario's tower); regime=mt_s: g = 1 (every tower);
 SSIM: g from the selector. With one tower (broadcast) both terms coincide.
+
+A loss with g = 0 reads each row's own tower only, so `FixedSharing(0)` (regimes mt, single, st,
+finetune) scores the rows with `model(batch)`, the routed path that computes no other tower
+(docs/methods.md §3.12); g > 0 reads every tower, `model.towers(batch)`.
 """
 
 from __future__ import annotations
@@ -44,12 +48,27 @@ def sharing_loss(
     if reduction != "row":
         raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction}")
     if isinstance(gate, float) and gate == 0.0:
-        return F.binary_cross_entropy_with_logits(own_scenario(tower_logits, scenario), label)
+        return own_tower_loss(own_scenario(tower_logits, scenario), label, scenario, tower_logits.shape[1])
     every = _tower_losses(tower_logits, label).mean(1)
     if isinstance(gate, float) and gate == 1.0:
         return every.mean()
     own = F.binary_cross_entropy_with_logits(own_scenario(tower_logits, scenario), label, reduction="none")
     return ((1 - gate if own_weight is None else own_weight) * own + gate * every).mean()
+
+
+def own_tower_loss(
+    logits: torch.Tensor, label: torch.Tensor, scenario: torch.Tensor, num_scenarios: int, reduction: str = "row"
+) -> torch.Tensor:
+    """The loss with g = 0 from each row's own-tower logit [B] (module docstring): the mean BCE over rows, or
+    the sum over scenarios of each scenario's mean BCE (a scenario without rows adds 0)."""
+    if reduction == "row":
+        return F.binary_cross_entropy_with_logits(logits, label)
+    if reduction != "scenario":
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction}")
+    losses = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
+    weights = F.one_hot(scenario, num_scenarios).to(losses.dtype)
+    rows = weights.sum(0)
+    return ((weights * losses.unsqueeze(1)).sum(0) / torch.where(rows > 0, rows, torch.ones_like(rows))).sum()
 
 
 def _tower_losses(tower_logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -76,11 +95,14 @@ def _scenario_sum(
 
 
 class FixedSharing:
-    """Loss callable for a fixed gate: 0.0 (own tower only) or 1.0 (every tower), reduced per row or scenario."""
+    """Loss callable for a fixed gate: 0.0 (own tower only, scored by the routed `model(batch)`) or 1.0
+    (every tower, `model.towers(batch)`), reduced per row or scenario."""
 
     def __init__(self, gate: float, reduction: str = "row") -> None:
         self.gate = float(gate)
         self.reduction = reduction
 
     def __call__(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
+        if self.gate == 0.0:
+            return own_tower_loss(model(batch), batch.label, batch.scenario, model.num_scenarios, self.reduction)
         return sharing_loss(model.towers(batch), batch.label, batch.scenario, self.gate, reduction=self.reduction)

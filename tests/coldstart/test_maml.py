@@ -30,7 +30,6 @@ from ssimctr.errors import UserError
 from ssimctr.features.feature_map import CategoricalField, FeatureMap
 from ssimctr.metrics import auc
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import FeatureEmbedding
 
 ENTITY = Entity("user", 0, "a", (0, 1))  # tiny_feature_map: fields a and b are the ids, c the attribute
 
@@ -173,8 +172,7 @@ class Scalar(MultiScenarioModel):
     """z = w·(e_a + e_scenario) + b with 1-d embeddings: every gradient is short enough to write out."""
 
     def __init__(self, feature_map: FeatureMap) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, 1)
+        super().__init__(feature_map, 1, 1, True)
         self.w = nn.Parameter(torch.tensor(0.7, dtype=torch.double))
         self.b = nn.Parameter(torch.tensor(-0.2, dtype=torch.double))
 

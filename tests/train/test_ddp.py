@@ -162,45 +162,64 @@ def test_gathered_unequal_lengths_on_two_gloo_processes():
         assert pooled == (pytest.approx((1.0 * 3 + 2.0 * 4) / 7), 7, 2.0)
 
 
-def _one_step(model, batch, optimizer, loss_fn) -> dict[str, torch.Tensor]:
-    optimizer.zero_grad(set_to_none=True)
-    loss_fn(model, batch).backward()
-    optimizer.step()
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+def _two_steps(model, batch, optimizer, loss_fn) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The gradients of the first step (dense) and the weights after the second."""
+    for step in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model, batch).backward()
+        if step == 0:
+            gradients = {name: p.grad.to_dense().clone() for name, p in model.named_parameters()}
+        optimizer.step()
+    return gradients, {key: value.detach().clone() for key, value in model.state_dict().items()}
 
 
-def _ddp_step(rank: int, world: int, port: int, feature_map, results) -> None:
-    """One sparse_adam step through `synced` on this rank's half of the batch."""
+def _ddp_step(rank: int, world: int, port: int, feature_map, batch, gate: float, results) -> None:
+    """Two sparse_adam steps through `synced` on this rank's half of the batch."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         torch.manual_seed(rank)  # different weights: DDP starts every rank from rank 0's
         model = make_model("dnn", feature_map).eval()  # no dropout: the step depends on the rows alone
-        half = make_batch(feature_map, rows=32, seed=1).slice(16 * rank, 16 * (rank + 1))
+        half = batch.slice(16 * rank, 16 * (rank + 1))
         optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
-        with distributed.synced(model, FixedSharing(0.0)) as loss_fn:
-            results[rank] = _one_step(model, half, optimizer, loss_fn)
+        with distributed.synced(model, FixedSharing(gate)) as loss_fn:
+            results[rank] = _two_steps(model, half, optimizer, loss_fn)
             results[f"sparse{rank}"] = (model.embedding.table.sparse, model.embedding.table.weight.grad.is_sparse)
         results[f"sparse_after{rank}"] = model.embedding.table.sparse
     finally:
         dist.destroy_process_group()
 
 
-def test_a_ddp_step_equals_one_process_on_both_halves(tiny_feature_map):
-    """gloo all-reduces every gradient (the id table's made dense): both ranks step like one process on
-    the whole batch (a first Adam step: lazy and dense Adam agree)."""
+@pytest.mark.parametrize(
+    ("gate", "by_scenario"),
+    [(1.0, False), (0.0, True)],
+    ids=["mt_s", "mt-a-scenario-absent-on-each-rank"],
+)
+def test_ddp_steps_equal_one_process_on_both_halves(gate, by_scenario, tiny_feature_map):
+    """gloo all-reduces every gradient (the id table's made dense): both ranks get one process's gradient
+    of the whole batch and step like it, through the routed path (mt) and every tower (mt_s) alike; sorted
+    by scenario, rank 0's half has no row of scenario 2 and rank 1's none of scenario 0, so each rank's
+    routed path runs a tower on no rows, and DDP (which expects every parameter's gradient) still steps.
+    The weights after two Adam steps agree to 1e-5 (a thousandth of a step: Adam's g/(|g|+ε) turns a
+    rounding-level gradient where the exact one is 0 into a step of up to lr·1e-4)."""
+    batch = make_batch(tiny_feature_map, rows=32, seed=1)
+    if by_scenario:
+        batch = batch.take(torch.argsort(batch.scenario, stable=True))
     results = mp.Manager().dict()
-    mp.spawn(_ddp_step, args=(2, _free_port(), tiny_feature_map, results), nprocs=2)
+    mp.spawn(_ddp_step, args=(2, _free_port(), tiny_feature_map, batch, gate, results), nprocs=2)
     torch.manual_seed(0)
     model = make_model("dnn", tiny_feature_map).eval()
     optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
-    alone = _one_step(model, make_batch(tiny_feature_map, rows=32, seed=1), optimizer, FixedSharing(0.0))
+    gradients, alone = _two_steps(model, batch, optimizer, FixedSharing(gate))
     for rank in (0, 1):
         assert results[f"sparse{rank}"] == (False, False)  # dense gradients all-reduced (see synced)
         assert results[f"sparse_after{rank}"]  # the table is sparse again after training
-        assert results[rank].keys() == alone.keys()
+        rank_gradients, weights = results[rank]
+        assert rank_gradients.keys() == gradients.keys() and weights.keys() == alone.keys()
+        for key, value in gradients.items():
+            torch.testing.assert_close(rank_gradients[key], value, atol=1e-8, rtol=1e-5, msg=key)
         for key, value in alone.items():
-            torch.testing.assert_close(results[rank][key], value, atol=1e-6, rtol=1e-5, msg=key)
+            torch.testing.assert_close(weights[key], value, atol=1e-5, rtol=1e-5, msg=key)
 
 
 def test_shares_cover_every_row_once(tiny_feature_map, tmp_path):

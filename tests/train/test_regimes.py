@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import replace
 
@@ -9,12 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose, make_batch
+from conftest import compose, make_batch, make_model
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit
 from ssimctr.errors import UserError
-from ssimctr.models.base import MultiScenarioModel
+from ssimctr.features.feature_map import FeatureMap
+from ssimctr.models.base import MultiScenarioModel, own_scenario
 from ssimctr.train import regimes
 from ssimctr.train.loop import fit
 from ssimctr.train.regimes import (
@@ -26,17 +28,18 @@ from ssimctr.train.regimes import (
     train_separately,
     train_then_finetune,
 )
-from ssimctr.train.sharing import FixedSharing, sharing_loss
+from ssimctr.train.sharing import FixedSharing, own_tower_loss, sharing_loss
 from ssimctr.utils.instantiate import instantiate
 
 SETTINGS = TrainerConfig(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, progress=False, seed=0)
 
 
 class RecordingModel(MultiScenarioModel):
-    """K bias-only towers; remembers the scenarios of the rows it was trained on."""
+    """K bias-only towers (its embedding unused); remembers the scenarios of the rows it was trained on."""
 
     def __init__(self, num_scenarios: int) -> None:
-        super().__init__(num_scenarios)
+        names = tuple(f"s{k}" for k in range(num_scenarios))
+        super().__init__(FeatureMap(categorical=(), scenario_names=names), num_scenarios, 1, True)
         self.bias = nn.Parameter(torch.zeros(num_scenarios))
         self.weight = nn.Parameter(torch.zeros(1))
         self.seen: set[int] = set()
@@ -314,3 +317,47 @@ def test_a_regime_knows_its_towers_and_gate():
     single = Joint(name="single", towers="single", share="all")
     assert (mt.num_towers(3), mt.gate, mt.is_multi_tower_joint) == (3, 0.0, True)
     assert (single.num_towers(3), single.gate, single.is_multi_tower_joint) == (1, 1.0, False)
+
+
+class TowersRefused(RuntimeError):
+    """Raised by a model whose towers() must not be called."""
+
+
+def without_towers(model: MultiScenarioModel) -> MultiScenarioModel:
+    """`model` whose `towers()` raises: only the routed path `model(batch)` may score its rows."""
+
+    def refuse(batch: Batch) -> torch.Tensor:
+        raise TowersRefused
+
+    model.towers = refuse
+    return model
+
+
+@pytest.mark.parametrize("reduction", ["row", "scenario"])
+def test_gate_0_trains_and_evaluation_scores_through_the_routed_path_only(reduction, splits, tiny_feature_map):
+    """regime mt (and single, st, finetune): the loss and the evaluation never compute other towers; the
+    loss equals the gate-0 sharing loss of the full path's logits; MT-S (gate 1) reads every tower."""
+    torch.manual_seed(0)
+    full = make_model("dnn", tiny_feature_map, hidden=[16])
+    batch = splits["train"].batch
+    expected = sharing_loss(full.towers(batch), batch.label, batch.scenario, 0.0, reduction=reduction)
+    routed = without_towers(copy.deepcopy(full))
+    torch.testing.assert_close(FixedSharing(0.0, reduction)(routed, batch), expected)
+    with pytest.raises(TowersRefused):
+        FixedSharing(1.0, reduction)(routed, batch)
+    outcome = train_jointly(
+        routed, FixedSharing(0.0, reduction), splits, tiny_feature_map.scenario_names, SETTINGS, lambda m, e: None
+    )
+    assert {"test/auc/s0", "val/auc/mean"} <= set(outcome.test) | set(outcome.val)
+
+
+def test_the_own_tower_loss_is_the_gate_0_sharing_loss_bit_for_bit():
+    """Per scenario too: own_tower_loss on each row's own logit gives the full [B, K] computation's bits."""
+    g = torch.Generator().manual_seed(0)
+    logits, label = torch.randn(64, 3, generator=g), (torch.rand(64, generator=g) < 0.3).float()
+    scenario = torch.randint(0, 2, (64,), generator=g)  # scenario 2 absent
+    for reduction in ("row", "scenario"):
+        gate = torch.zeros(64) if reduction == "scenario" else 0.0
+        full = sharing_loss(logits, label, scenario, gate, reduction=reduction)
+        own = own_tower_loss(own_scenario(logits, scenario), label, scenario, 3, reduction)
+        assert torch.equal(own, full), reduction

@@ -9,7 +9,8 @@ import torch
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import CrossNetV1, Experts, FeatureEmbedding, TowerHead
+from ssimctr.models.layers import CrossNetV1, Experts, TowerHead
+from ssimctr.models.routing import Routes
 
 
 class DCN(MultiScenarioModel):
@@ -33,8 +34,7 @@ class DCN(MultiScenarioModel):
         cross_layers: int,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.cross = CrossNetV1(in_dim, cross_layers, num_towers)
         self.mlp = Experts(in_dim, hidden, num_towers, dropout, batch_norm)
@@ -44,3 +44,7 @@ class DCN(MultiScenarioModel):
         e = self.embedding(batch).flatten(1)
         logits = self.head(self.cross(e), self.mlp(e))
         return logits.expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        parts = routes.group(self.embedding(batch).flatten(1))
+        return routes.ungroup(self.head.routed(self.cross.routed(parts), self.mlp.routed(parts)))

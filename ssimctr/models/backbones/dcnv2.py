@@ -10,7 +10,8 @@ from ssimctr.data.batch import Batch
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import CrossNetV2, Experts, FeatureEmbedding, TowerHead
+from ssimctr.models.layers import CrossNetV2, Experts, TowerHead
+from ssimctr.models.routing import Routes
 
 STRUCTURES = ("parallel", "stacked")
 
@@ -39,12 +40,11 @@ class DCNv2(MultiScenarioModel):
         rank: int | None,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         if structure not in STRUCTURES:
             raise UserError(f"backbone.structure={structure} is not known: use one of {', '.join(STRUCTURES)}")
         if rank is not None and rank < 1:
             raise UserError(f"backbone.rank={rank} must be a positive integer, or null for full rank")
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.parallel = structure == "parallel"
         self.cross = CrossNetV2(in_dim, cross_layers, num_towers, rank)
@@ -58,3 +58,11 @@ class DCNv2(MultiScenarioModel):
         else:
             parts = (self.mlp(self.cross(e)),)
         return self.head(*parts).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        e = routes.group(self.embedding(batch).flatten(1))
+        if self.parallel:
+            parts = (self.cross.routed(e), self.mlp.routed(e))
+        else:
+            parts = (self.mlp.routed(self.cross.routed(e)),)
+        return routes.ungroup(self.head.routed(*parts))

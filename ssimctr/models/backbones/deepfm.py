@@ -10,6 +10,7 @@ from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers import FactorizationMachine, FeatureEmbedding, GroupedTowers
+from ssimctr.models.routing import Routes
 
 
 class DeepFM(MultiScenarioModel):
@@ -34,15 +35,23 @@ class DeepFM(MultiScenarioModel):
         first_order: bool,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         self.fm = FactorizationMachine()
         self.mlp = GroupedTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)
         self.linear = FeatureEmbedding(feature_map, 1, scenario_feature) if first_order else None
 
     def towers(self, batch: Batch) -> torch.Tensor:
         fields = self.embedding(batch)
-        logits = self.mlp(fields.flatten(1)) + self.fm(fields)
+        return self._shared_terms(batch, fields, self.mlp(fields.flatten(1))).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        fields = self.embedding(batch)
+        mlp = routes.ungroup(self.mlp.routed(routes.group(fields.flatten(1)))).unsqueeze(1)
+        return self._shared_terms(batch, fields, mlp).squeeze(1)
+
+    def _shared_terms(self, batch: Batch, fields: torch.Tensor, mlp: torch.Tensor) -> torch.Tensor:
+        """The towers' MLP logits [B, T] plus the FM term and, with `first_order`, the first-order term."""
+        logits = mlp + self.fm(fields)
         if self.linear is not None:
             logits = logits + self.linear(batch).sum(dim=1)
-        return logits.expand(-1, self.num_scenarios)
+        return logits

@@ -9,7 +9,8 @@ import torch
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import FeatureEmbedding, GroupedTowers
+from ssimctr.models.layers import GroupedTowers
+from ssimctr.models.routing import Routes
 
 
 class DNN(MultiScenarioModel):
@@ -29,10 +30,12 @@ class DNN(MultiScenarioModel):
         batch_norm: bool,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         self.mlp = GroupedTowers(self.embedding.output_dim, hidden, num_towers, dropout, batch_norm)
 
     def towers(self, batch: Batch) -> torch.Tensor:
         logits = self.mlp(self.embedding(batch).flatten(1))
         return logits.expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        return routes.ungroup(self.mlp.routed(routes.group(self.embedding(batch).flatten(1))))

@@ -3,6 +3,9 @@
 Every layer here holds G independent maps as one weight with a leading G dimension and runs them
 as one batched matrix product (docs/methods.md §3.4, §3.6). Map g's parameters are slice g of each
 weight, so a loss that never reaches map g leaves slice g's gradient at exactly zero.
+
+`routed(parts)` is the routed path (docs/methods.md §3.12): parts are the segments of a batch grouped
+by scenario (ssimctr.models.routing), and part p goes through its own maps only.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ssimctr.models.routing import Routes
 
 
 class GroupedLinear(nn.Module):
@@ -36,15 +42,34 @@ class GroupedLinear(nn.Module):
             if self.bias is None:
                 return torch.bmm(x, self.weight)
             return torch.baddbmm(self.bias, x, self.weight)
-        if self.groups % inputs:
-            raise ValueError(f"{inputs} input groups do not divide {self.groups} maps")
-        per = self.groups // inputs
+        per = maps_per_input(self.groups, inputs)
         _, in_dim, out_dim = self.weight.shape
         weight = self.weight.view(inputs, per, in_dim, out_dim).permute(0, 2, 1, 3).reshape(inputs, in_dim, -1)
         out = (
             torch.bmm(x, weight).view(inputs, batch, per, out_dim).transpose(1, 2).reshape(self.groups, batch, out_dim)
         )
         return out if self.bias is None else out + self.bias
+
+    def routed(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Part p through its own maps only: with P = len(parts) dividing G, part p ([n_p, in], or
+        [G/P, n_p, in] when each map has its own input) feeds maps p·G/P ... (p+1)·G/P − 1 -> [G/P, n_p, out];
+        with P = G (one map per part) a part [n_p, in] gives [n_p, out] (one matrix product per part)."""
+        per = maps_per_input(self.groups, len(parts))
+        if per == 1 and all(x.dim() == 2 for x in parts):
+            if self.bias is None:
+                return [x @ w for x, w in zip(parts, self.weight)]
+            return [torch.addmm(b, x, w) for x, w, b in zip(parts, self.weight, self.bias)]
+        weights = self.weight.split(per)
+        if self.bias is None:
+            return [torch.matmul(x, w) for x, w in zip(parts, weights)]
+        return [torch.matmul(x, w) + b for x, w, b in zip(parts, weights, self.bias.split(per))]
+
+
+def maps_per_input(groups: int, inputs: int) -> int:
+    """`groups` / `inputs`: how many consecutive maps (or experts) each input group feeds."""
+    if groups % inputs:
+        raise ValueError(f"{inputs} input groups do not divide {groups} maps")
+    return groups // inputs
 
 
 class Experts(nn.Module):
@@ -81,12 +106,54 @@ class Experts(nn.Module):
             return self.output(x)
         return x if x.dim() == 3 else x.expand(self.num_experts, *x.shape)
 
-    def _activate(self, h: torch.Tensor, layer: int) -> torch.Tensor:
+    def routed(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The routed path: part p ([n_p, H] or [M/P, n_p, H], P = len(parts) dividing M) through experts
+        p·M/P ... (p+1)·M/P − 1 only -> [M/P, n_p, W] ([n_p, W] when P = M). With batch norm, in training,
+        expert j's features are normalized with the statistics of its own part's rows (`segment_norm`)."""
+        per = maps_per_input(self.num_experts, len(parts))
+        if self.norms is not None and self.training:
+            for norm in self.norms:
+                norm.num_batches_tracked.add_(1)  # once per forward, as the full path counts
+        for i, layer in enumerate(self.hidden):
+            parts = [self._activate(h, i, p * per) for p, h in enumerate(layer.routed(parts))]
+        if self.output is not None:
+            return self.output.routed(parts)
+        return [x if x.dim() == 3 or per == 1 else x.expand(per, *x.shape) for x in parts]
+
+    def _activate(self, h: torch.Tensor, layer: int, first: int | None = None) -> torch.Tensor:
+        """ReLU, dropout and the layer's batch norm (if any) of h [m, n, W] (or [n, W], one expert), the
+        outputs of experts first ... first + m − 1 (None: all M on the batch's rows, the full path)."""
         if self.norms is not None:
-            m, batch, width = h.shape
-            h = self.norms[layer](h.transpose(0, 1).reshape(batch, m * width))
-            h = h.view(batch, m, width).transpose(0, 1)
+            norm = self.norms[layer]
+            if h.dim() == 2:
+                width = h.shape[1]
+                h = segment_norm(norm, h, slice(first * width, (first + 1) * width))
+            else:
+                m, batch, width = h.shape
+                flat = h.transpose(0, 1).reshape(batch, m * width)
+                if first is None:
+                    flat = norm(flat)
+                else:
+                    flat = segment_norm(norm, flat, slice(first * width, (first + m) * width))
+                h = flat.view(batch, m, width).transpose(0, 1)
         return self.dropout(torch.relu(h))
+
+
+def segment_norm(norm: nn.BatchNorm1d, x: torch.Tensor, features: slice) -> torch.Tensor:
+    """`norm` on one part's rows x [n, f] with its features `features` (the routed path): in training the
+    statistics of these rows only, which update those features' running statistics; a part of fewer than
+    two rows has no batch variance and is normalized with the running statistics, left unchanged (as
+    STAR's partitioned norm does). In evaluation, the running statistics, as the full path."""
+    return F.batch_norm(
+        x,
+        norm.running_mean[features],
+        norm.running_var[features],
+        norm.weight[features],
+        norm.bias[features],
+        norm.training and x.shape[0] > 1,
+        norm.momentum,
+        norm.eps,
+    )
 
 
 class GroupedTowers(nn.Module):
@@ -105,6 +172,10 @@ class GroupedTowers(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.mlp(h).squeeze(2).transpose(0, 1)
 
+    def routed(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The routed path: tower k on part k [n_k, H] only -> K logits [n_k]."""
+        return [logits.reshape(-1) for logits in self.mlp.routed(parts)]
+
 
 class Gates(nn.Module):
     """G softmax gates over M experts: G_g(x) = softmax(W_g x [+ b_g]); x [B, H] or [G, B, H] -> [G, B, M]."""
@@ -115,6 +186,10 @@ class Gates(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.linear(x), dim=-1)
+
+    def routed(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The routed path: gate g on part g [n_g, H] only -> [n_g, M] each."""
+        return [torch.softmax(logits, dim=-1) for logits in self.linear.routed(parts)]
 
 
 def mix(gates: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -164,3 +239,17 @@ class CGCLevel(nn.Module):
             return h, None
         h_shared = mix(self.shared_gate(x_shared), torch.cat([specific, shared], dim=0)).squeeze(0)
         return h, h_shared
+
+    def routed(self, x_specific: Sequence[torch.Tensor], x_shared: torch.Tensor, routes: Routes) -> list[torch.Tensor]:
+        """The routed path of a last level (no shared gate, which reads every scenario's experts): scenario
+        k's specific experts and gate on its own rows x_specific[k] [n_k, H] only; the shared experts on
+        every row x_shared [B, H] (batch order) -> h_k [n_k, W] for each scenario k."""
+        if self.shared_gate is not None:
+            raise ValueError("only a level without a shared gate (PLE's last) can be routed")
+        s = self.specific
+        specific = self.specific_experts.routed(x_specific)  # [S, n_k, W] each
+        shared = routes.group(self.shared_experts(x_shared), dim=1)  # [S_h, n_k, W] each
+        return [
+            torch.einsum("bs,sbw->bw", g[:, :s], f) + torch.einsum("bs,sbw->bw", g[:, s:], f_shared)
+            for g, f, f_shared in zip(self.gates.routed(x_specific), specific, shared)
+        ]

@@ -3,7 +3,8 @@
 Per-scenario layers keep every tower's parameters in one tensor with a leading K dimension and
 run all towers together (batched matrix products), tower-major: activations are [K, B, H].
 Tower k's parameters are slice k of each tensor, so a loss that reads only tower k leaves
-the other slices' gradients at exactly zero. docs/methods.md §3.2, §3.3.
+the other slices' gradients at exactly zero. docs/methods.md §3.2, §3.3. `routed(parts)` is the
+routed path (§3.12): part k, scenario k's rows of the batch, goes through tower k only.
 """
 
 from __future__ import annotations
@@ -57,12 +58,25 @@ class CrossNetV1(nn.Module):
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         shared = "bh" if x0.dim() == 2 else "kbh"
         projections = torch.einsum(f"{shared},lkh->lkb", x0, self.weights)  # x0ᵀ w_l: [L, K, B]
+        return self._cross(x0, projections, self._shifts(), self.biases.sum(0).unsqueeze(1))
+
+    def routed(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The routed path: tower k's cross network on part k [n_k, H] only -> [n_k, H] each."""
+        per_tower = zip(parts, self.weights.unbind(1), self._shifts().unbind(1), self.biases.sum(0).unsqueeze(1))
+        return [self._cross(x0, torch.einsum("bh,lh->lb", x0, w), shifts, b) for x0, w, shifts, b in per_tower]
+
+    def _shifts(self) -> torch.Tensor:
+        """β_lᵀ w_l with β_l = Σ_{j<l} b_j: [L, K, 1]."""
         offsets = self.biases.cumsum(0) - self.biases  # β_l: [L, K, H]
-        shifts = (offsets * self.weights).sum(2, keepdim=True)  # β_lᵀ w_l: [L, K, 1]
-        alpha = projections.new_ones(projections.shape[1:])  # α_0 = 1: [K, B]
+        return (offsets * self.weights).sum(2, keepdim=True)
+
+    @staticmethod
+    def _cross(x0: torch.Tensor, projections: torch.Tensor, shifts: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """x_L = α_L x0 + Σ_l b_l from the projections x0ᵀw_l [L, (K,) B] and shifts [L, (K,) 1]."""
+        alpha = projections.new_ones(projections.shape[1:])  # α_0 = 1
         for projection, shift in zip(projections, shifts):
             alpha = alpha * (1 + projection) + shift
-        return torch.addcmul(self.biases.sum(0).unsqueeze(1), x0, alpha.unsqueeze(2))
+        return torch.addcmul(bias, x0, alpha.unsqueeze(-1))
 
 
 class CrossNetV2(nn.Module):
@@ -94,6 +108,21 @@ class CrossNetV2(nn.Module):
             x = torch.addcmul(x, x0, projected)
         return x
 
+    def routed(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The routed path: tower k's cross network on part k [n_k, H] only -> [n_k, H] each."""
+        if self.rank is None:  # tower k: (W_lᵀ,) per layer
+            maps = [list(zip(w.unbind(0))) for w in self.weights.unbind(1)]
+        else:  # tower k: (V_l, U_lᵀ) per layer
+            maps = [list(zip(v.unbind(0), u.unbind(0))) for v, u in zip(self.v.unbind(1), self.u.unbind(1))]
+        outputs = []
+        for x0, layers, biases in zip(parts, maps, self.biases.unbind(1)):
+            x = x0
+            for factors, b in zip(layers, biases.unbind(0)):
+                hidden = x if self.rank is None else x @ factors[0]
+                x = torch.addcmul(x, x0, torch.addmm(b, hidden, factors[-1]))
+            outputs.append(x)
+        return outputs
+
 
 class TowerHead(nn.Module):
     """Per-tower linear read-out without bias: z_k = w_kᵀ [h_k^1 ; h_k^2 ; ...], [K, B, H_i]... -> [B, K].
@@ -109,3 +138,9 @@ class TowerHead(nn.Module):
         weights = self.weight.split([part.shape[2] for part in parts], dim=1)
         logits = sum(torch.bmm(part, w) for part, w in zip(parts, weights))
         return logits.squeeze(2).transpose(0, 1)
+
+    def routed(self, *parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The routed path: each argument one input part's K segments [n_k, H_i];
+        z_k on segment k only -> K logits [n_k]."""
+        weights = [w.unbind(0) for w in self.weight.split([part[0].shape[-1] for part in parts], dim=1)]
+        return [sum(x @ w[k] for x, w in zip(segments, weights)).reshape(-1) for k, segments in enumerate(zip(*parts))]

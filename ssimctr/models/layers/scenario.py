@@ -3,16 +3,20 @@
 
 Every layer holds one slice per partition (scenario) or generates parameters per conditioning
 vector, and can evaluate every partition for every row at once ("all" mode, [P, B, ...]), which is
-what the [B, K] tower contract needs. Partition p's private slice only receives gradient from
-losses that reach partition p's output.
+what the [B, K] tower contract needs, or route each row through its own partition only (`routed`,
+the segments of a batch grouped by scenario, §3.12). Partition p's private slice only receives
+gradient from losses that reach partition p's output.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from ssimctr.models.routing import Routes
 
 
 class PartitionedNorm(nn.Module):
@@ -53,6 +57,16 @@ class PartitionedNorm(nn.Module):
         mean, var = self.statistics(z, partition)
         normalized = (z - mean.unsqueeze(1)) * torch.rsqrt(var + self.eps).unsqueeze(1)
         return normalized * (self.gamma * self.gamma_p).unsqueeze(1) + (self.beta + self.beta_p).unsqueeze(1)
+
+    def routed(self, z: torch.Tensor, partition: torch.Tensor, routes: Routes) -> list[torch.Tensor]:
+        """Each row normalized as its own partition only, the rows grouped by partition (`routes`):
+        z [B, dim], partition [B] (batch order) -> [n_p, dim] per partition p. The statistics and their
+        running updates are `forward_all`'s (partition p's come from its own rows either way)."""
+        mean, var = self.statistics(z, partition)
+        per_partition = zip(
+            routes.group(z), mean, torch.rsqrt(var + self.eps), self.gamma * self.gamma_p, self.beta + self.beta_p
+        )
+        return [(z_p - m) * inverse * scale + shift for z_p, m, inverse, scale, shift in per_partition]
 
     def statistics(self, z: torch.Tensor, partition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, variance) per partition, [P, dim] each; updates the running statistics in training."""
@@ -112,6 +126,11 @@ class StarLinear(nn.Module):
             return torch.matmul(x, weight) + bias
         return torch.baddbmm(bias, x, weight)
 
+    def routed(self, parts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Partition p's layer on part p [n_p, in] only -> [n_p, out] per partition."""
+        weight, bias = self.combined()
+        return [x @ w + b for x, w, b in zip(parts, weight, bias)]
+
 
 class GeneratedLinear(nn.Module):
     """A linear map (or G = `groups` maps) whose weight and bias a hyper-network generates from c.
@@ -142,3 +161,9 @@ class GeneratedLinear(nn.Module):
         G groups: x [G, B, in] or [N, G, B, in] -> [N, G, B, out] (map g reads x[..., g, :, :])."""
         weight, bias = self.generate(cond)
         return torch.matmul(x, weight) + bias
+
+    def routed(self, parts: Sequence[torch.Tensor], cond: torch.Tensor) -> list[torch.Tensor]:
+        """Map n (generated from cond[n]) on part n only: part n [n_rows, in] (or [G, n_rows, in] with
+        groups) -> [n_rows, out] (or [G, n_rows, out]); cond [N, c] with N = len(parts)."""
+        weights, biases = self.generate(cond)
+        return [torch.matmul(x, w) + b for x, w, b in zip(parts, weights, biases)]

@@ -11,7 +11,8 @@ from torch import nn
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import MLP, FeatureEmbedding, GeneratedLinear
+from ssimctr.models.layers import MLP, GeneratedLinear
+from ssimctr.models.routing import Routes
 
 
 class DFFM(MultiScenarioModel):
@@ -40,8 +41,7 @@ class DFFM(MultiScenarioModel):
         dropout: float,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         fields = self.embedding.num_fields
         left, right = torch.triu_indices(fields, fields, offset=1)
         self.register_buffer("left", left, persistent=False)
@@ -63,3 +63,13 @@ class DFFM(MultiScenarioModel):
         e = fields.flatten(1).expand(towers, -1, -1)
         logits = self.mlp(torch.cat([e, interactions], dim=2).flatten(0, 1)).view(towers, -1)
         return logits.transpose(0, 1).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        """Each row's field-pair interactions with its own domain's generated parameters only; the shared
+        MLP once on every row."""
+        fields = routes.sort(self.embedding(batch))
+        pairs = routes.split(torch.cat([fields[:, self.left], fields[:, self.right]], dim=2).transpose(0, 1), dim=1)
+        domain = self.domain.weight
+        hidden = [torch.relu(h) for h in self.pair_hidden.routed(pairs, domain)]  # [P, n_k, ·] each
+        interactions = torch.cat([v.squeeze(2).transpose(0, 1) for v in self.pair_output.routed(hidden, domain)])
+        return routes.unsort(self.mlp(torch.cat([fields.flatten(1), interactions], dim=1)).squeeze(1))

@@ -9,7 +9,8 @@ import torch
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import MLP, Experts, FeatureEmbedding, Gates, GroupedTowers, mix
+from ssimctr.models.layers import MLP, Experts, Gates, GroupedTowers, mix
+from ssimctr.models.routing import Routes
 
 EPS = 1e-7
 
@@ -23,6 +24,9 @@ class HMoE(MultiScenarioModel):
     t's loss trains tower t and V_t but no other tower. ŷ_t is a probability; to keep the logit
     contract `towers` returns logit(clamp(ŷ_t, 1e-7, 1 - 1e-7)), whose BCE-with-logits equals the
     BCE of ŷ_t. With one tower the mixture is the single score itself.
+    The routed path (`own_towers`, §3.12) still computes every stage-1 tower for every row: a row's ŷ_t
+    reads every scenario's score s_k by definition. Only the mixture weights are routed (V_t on scenario
+    t's rows only).
     """
 
     def __init__(
@@ -39,8 +43,7 @@ class HMoE(MultiScenarioModel):
         batch_norm: bool,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         self.bottom = MLP(self.embedding.output_dim, bottom, dropout, batch_norm)
         h_dim = self.bottom.output_dim
         self.experts = Experts(h_dim, expert, num_experts, dropout, batch_norm)
@@ -48,14 +51,29 @@ class HMoE(MultiScenarioModel):
         self.tower = GroupedTowers(self.experts.output_dim, tower, num_towers, dropout, batch_norm)
         self.mixture = Gates(h_dim, num_towers, num_towers, bias=False)
 
-    def scores(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage-1 scores s [B, T] (probabilities) and stage-2 weights w [B, T, T] (row t = w_t)."""
+    def stage_one(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bottom's output h [B, H] and the stage-1 scores s [B, T] (probabilities) of every tower."""
         h = self.bottom(self.embedding(batch).flatten(1))
-        s = torch.sigmoid(self.tower(mix(self.gates(h), self.experts(h))))
-        return s, self.mixture(h).transpose(0, 1)
+        return h, torch.sigmoid(self.tower(mix(self.gates(h), self.experts(h))))
 
     def towers(self, batch: Batch) -> torch.Tensor:
-        s, w = self.scores(batch)
+        h, s = self.stage_one(batch)
+        w = self.mixture(h).transpose(0, 1)  # [B, T, T], row t = w_t
         fixed = s.detach()
         y = torch.einsum("btk,bk->bt", w, fixed) + w.diagonal(dim1=1, dim2=2) * (s - fixed)
-        return torch.logit(y.clamp(EPS, 1 - EPS)).expand(-1, self.num_scenarios)
+        return _logit(y).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        """ŷ_t of each row's own t: every stage-1 score, and w_t on scenario t's rows only."""
+        h, s = self.stage_one(batch)
+        weights = self.mixture.routed(routes.group(h))  # [n_t, T] each
+        y = [
+            (w * sg).sum(1) + w[:, t] * (own[:, t] - sg[:, t])
+            for t, (w, own, sg) in enumerate(zip(weights, routes.group(s), routes.group(s.detach())))
+        ]
+        return _logit(routes.ungroup(y))
+
+
+def _logit(y: torch.Tensor) -> torch.Tensor:
+    """logit(clamp(ŷ, 1e-7, 1 − 1e-7)): the logit whose BCE-with-logits is the BCE of the probability ŷ."""
+    return torch.logit(y.clamp(EPS, 1 - EPS))

@@ -12,7 +12,8 @@ from torch import nn
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import MLP, Experts, FeatureEmbedding, GeneratedLinear
+from ssimctr.models.layers import MLP, Experts, GeneratedLinear
+from ssimctr.models.routing import Routes
 
 
 class M2M(MultiScenarioModel):
@@ -46,8 +47,7 @@ class M2M(MultiScenarioModel):
         dropout: float,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         self.experts = Experts(self.embedding.output_dim, expert_hidden, num_experts, dropout)
         width = self.experts.output_dim
         self.scenario = nn.Embedding(num_towers, embedding_dim)
@@ -70,3 +70,16 @@ class M2M(MultiScenarioModel):
         for layer in self.meta:
             h = h + self.dropout(torch.relu(layer(h, knowledge)))
         return self.meta_output(h, knowledge).squeeze(2).transpose(0, 1).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        """The experts on every row (shared); scenario k's meta attention and meta tower on its rows only."""
+        experts = routes.group(self.experts(self.embedding(batch).flatten(1)), dim=1)  # [M, n_k, H] each
+        knowledge = self.knowledge(self.scenario.weight)
+        hidden = self.attention.routed([f.flatten(0, 1) for f in experts], knowledge)  # [M·n_k, A] each
+        h = []
+        for f, a in zip(experts, hidden):
+            weights = torch.softmax(self.attention_vector(torch.relu(a)).view(f.shape[0], f.shape[1]), dim=0)
+            h.append(torch.einsum("mb,mbh->bh", weights, f))
+        for layer in self.meta:
+            h = [x + self.dropout(torch.relu(y)) for x, y in zip(h, layer.routed(h, knowledge))]
+        return routes.ungroup([logits.squeeze(1) for logits in self.meta_output.routed(h, knowledge)])

@@ -9,7 +9,8 @@ import torch
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import Experts, FeatureEmbedding, Gates, GroupedTowers, mix
+from ssimctr.models.layers import Experts, Gates, GroupedTowers, mix
+from ssimctr.models.routing import Routes
 
 
 class MMoE(MultiScenarioModel):
@@ -33,8 +34,7 @@ class MMoE(MultiScenarioModel):
         batch_norm: bool,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.experts = Experts(in_dim, expert, num_experts, dropout, batch_norm)
         self.gates = Gates(in_dim, num_experts, num_towers, gate_bias)
@@ -44,3 +44,10 @@ class MMoE(MultiScenarioModel):
         e = self.embedding(batch).flatten(1)
         logits = self.tower(mix(self.gates(e), self.experts(e)))
         return logits.expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        """The experts on every row (they are shared); gate k and tower k on scenario k's rows only."""
+        e = self.embedding(batch).flatten(1)
+        experts = routes.group(self.experts(e), dim=1)
+        mixed = [torch.einsum("bm,mbw->bw", g, f) for g, f in zip(self.gates.routed(routes.group(e)), experts)]
+        return routes.ungroup(self.tower.routed(mixed))

@@ -12,7 +12,8 @@ from torch import nn
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import FeatureEmbedding, GroupedLinear
+from ssimctr.models.layers import GroupedLinear
+from ssimctr.models.routing import Routes
 
 
 class GateNU(nn.Module):
@@ -29,6 +30,11 @@ class GateNU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * torch.sigmoid(self.output(torch.relu(self.hidden(x))))
+
+    def routed(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Gate g on part g [n_g, H] only -> [n_g, O] each."""
+        hidden = [torch.relu(h) for h in self.hidden.routed(parts)]
+        return [self.scale * torch.sigmoid(o) for o in self.output.routed(hidden)]
 
 
 class PEPNet(MultiScenarioModel):
@@ -60,8 +66,7 @@ class PEPNet(MultiScenarioModel):
         dropout: float,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         names = feature_map.categorical_names
         ids = [names.index(name) for name in (feature_map.user, feature_map.item) if name is not None]
         self.register_buffer("id_fields", torch.tensor(ids, dtype=torch.long), persistent=False)
@@ -89,3 +94,15 @@ class PEPNet(MultiScenarioModel):
         for layer, gate in zip(self.layers, self.gates):
             h = gate(personal) * self.dropout(torch.relu(layer(h)))
         return self.output(h).squeeze(2).transpose(0, 1).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        """Each row with its own scenario's prior p_k, EPNet gate and PPNet tower only."""
+        fields = routes.sort(self.embedding(batch))
+        prior = self.prior.weight.index_select(0, routes.tower)  # [B, D] in sorted order
+        field_gates = self.epnet(torch.cat([prior, fields.flatten(1).detach()], dim=1)).squeeze(0)
+        h = (fields * field_gates.unsqueeze(2)).flatten(1)
+        personal = routes.split(torch.cat([fields[:, self.id_fields].flatten(1), prior, h.detach()], dim=1))
+        h = routes.split(h)
+        for layer, gate in zip(self.layers, self.gates):
+            h = [g * self.dropout(torch.relu(x)) for g, x in zip(gate.routed(personal), layer.routed(h))]
+        return routes.ungroup([logits.reshape(-1) for logits in self.output.routed(h)])

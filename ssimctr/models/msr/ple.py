@@ -10,7 +10,8 @@ from torch import nn
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import CGCLevel, FeatureEmbedding, GroupedTowers
+from ssimctr.models.layers import CGCLevel, GroupedTowers
+from ssimctr.models.routing import Routes
 
 
 class PLE(MultiScenarioModel):
@@ -37,8 +38,7 @@ class PLE(MultiScenarioModel):
         batch_norm: bool,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.levels = nn.ModuleList()
         for level in range(num_levels):
@@ -62,3 +62,12 @@ class PLE(MultiScenarioModel):
         for level in self.levels:
             h, shared = level(h, shared)
         return self.tower(h).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        """Every level but the last on every row (its shared gate mixes every scenario's specific experts);
+        the last level's specific experts and gates, and the towers, on each scenario's own rows only."""
+        h = shared = self.embedding(batch).flatten(1)
+        for level in self.levels[:-1]:
+            h, shared = level(h, shared)
+        own = routes.group(h) if h.dim() == 2 else routes.own(h)
+        return routes.ungroup(self.tower.routed(self.levels[-1].routed(own, shared, routes)))

@@ -9,7 +9,8 @@ import torch
 from ssimctr.data.batch import Batch
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import MLP, FeatureEmbedding, GroupedTowers
+from ssimctr.models.layers import MLP, GroupedTowers
+from ssimctr.models.routing import Routes
 
 
 class SharedBottom(MultiScenarioModel):
@@ -30,11 +31,14 @@ class SharedBottom(MultiScenarioModel):
         batch_norm: bool,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         self.bottom = MLP(self.embedding.output_dim, bottom, dropout, batch_norm)
         self.tower = GroupedTowers(self.bottom.output_dim, tower, num_towers, dropout, batch_norm)
 
     def towers(self, batch: Batch) -> torch.Tensor:
         logits = self.tower(self.bottom(self.embedding(batch).flatten(1)))
         return logits.expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        h = self.bottom(self.embedding(batch).flatten(1))
+        return routes.ungroup(self.tower.routed(routes.group(h)))

@@ -12,8 +12,9 @@ from ssimctr.data.batch import Batch
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.models.layers import MLP, FeatureEmbedding, PartitionedNorm, StarLinear
+from ssimctr.models.layers import MLP, PartitionedNorm, StarLinear
 from ssimctr.models.layers.scenario import PARTITION_INITS
+from ssimctr.models.routing import Routes
 
 
 class STAR(MultiScenarioModel):
@@ -51,13 +52,11 @@ class STAR(MultiScenarioModel):
         partition_init: str,
         scenario_feature: bool = True,
     ) -> None:
-        super().__init__(feature_map.num_scenarios)
+        super().__init__(feature_map, num_towers, embedding_dim, scenario_feature)
         if partition_init not in PARTITION_INITS:
             raise UserError(
                 f"backbone.partition_init={partition_init} is not known: use one of {', '.join(PARTITION_INITS)}"
             )
-        self.num_towers = num_towers
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, scenario_feature)
         in_dim = self.embedding.output_dim
         self.norm = PartitionedNorm(in_dim, num_towers)
         widths = [in_dim, *hidden, 1]
@@ -78,3 +77,11 @@ class STAR(MultiScenarioModel):
         main = self.layers[-1].forward_all(h).squeeze(2)
         logits = main + self.aux(self.scenario.weight)
         return logits.transpose(0, 1).expand(-1, self.num_scenarios)
+
+    def own_towers(self, batch: Batch, routes: Routes) -> torch.Tensor:
+        """Partition k (norm, star layers, aux) on scenario k's rows only."""
+        h = self.norm.routed(self.embedding(batch).flatten(1), batch.scenario, routes)
+        for layer in self.layers[:-1]:
+            h = [self.dropout(torch.relu(x)) for x in layer.routed(h)]
+        aux = self.aux(self.scenario.weight)  # [K, 1]
+        return routes.ungroup([main.squeeze(1) + a for main, a in zip(self.layers[-1].routed(h), aux)])
