@@ -17,12 +17,12 @@ import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import compose, make_batch, make_model
+from conftest import compose, make_batch, make_model, optimizer_for
 from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, read_split
 from ssimctr.errors import UserError
 from ssimctr.serving.model import load_logged_model
 from ssimctr.train import distributed
-from ssimctr.train.loop import evaluate, make_optimizer
+from ssimctr.train.loop import evaluate
 from ssimctr.train.sharing import FixedSharing
 
 TINY = [
@@ -175,7 +175,7 @@ def _ddp_step(rank: int, world: int, port: int, feature_map, results) -> None:
         torch.manual_seed(rank)  # different weights: DDP starts every rank from rank 0's
         model = make_model("dnn", feature_map).eval()  # no dropout: the step depends on the rows alone
         half = make_batch(feature_map, rows=32, seed=1).slice(16 * rank, 16 * (rank + 1))
-        optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
+        optimizer = optimizer_for(model.parameters(), 0.01)
         with distributed.synced(model, FixedSharing(0.0)) as loss_fn:
             results[rank] = _one_step(model, half, optimizer, loss_fn)
             results[f"sparse{rank}"] = (model.embedding.table.sparse, model.embedding.table.weight.grad.is_sparse)
@@ -191,7 +191,7 @@ def test_a_ddp_step_equals_one_process_on_both_halves(tiny_feature_map):
     mp.spawn(_ddp_step, args=(2, _free_port(), tiny_feature_map, results), nprocs=2)
     torch.manual_seed(0)
     model = make_model("dnn", tiny_feature_map).eval()
-    optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
+    optimizer = optimizer_for(model.parameters(), 0.01)
     alone = _one_step(model, make_batch(tiny_feature_map, rows=32, seed=1), optimizer, FixedSharing(0.0))
     for rank in (0, 1):
         assert results[f"sparse{rank}"] == (False, False)  # dense gradients all-reduced (see synced)
