@@ -100,6 +100,19 @@ class RowwiseAdagradConfig(RowRuleConfig):
 
 
 @dataclass
+class RowSGDConfig(RowRuleConfig):
+    """sgd: plain gradient descent on the touched rows: a row moves in proportion to how often it is looked
+    up (a mean loss's gradient per lookup is of order 1/B, hence the large rate)."""
+
+    _target_: str = "ssimctr.train.optim.RowSGD"
+    lr: float | None = 1.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_rule(self)
+
+
+@dataclass
 class DenseTablesConfig(RowRuleConfig):
     """adam (dense): the tables' gradients made dense and stepped by trainer.optimizer, O(vocabulary) a step."""
 
@@ -170,6 +183,7 @@ OPTIM_SCHEMAS: dict[str, dict[str, type]] = {
     "trainer_embedding_optimizer": {
         "sparse_adam": LazyAdamConfig,
         "rowwise_adagrad": RowwiseAdagradConfig,
+        "sgd": RowSGDConfig,
         "adam": DenseTablesConfig,
     },
     "trainer_lr_schedule": {"constant": ConstantLrConfig, "plateau": PlateauConfig},

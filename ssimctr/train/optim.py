@@ -9,8 +9,8 @@ gradient is a sparse COO tensor of the rows a batch looks up (B·F rows, not the
   and scenario embeddings, selectors, and an id table whose row rule densifies (`adam`).
 - `trainer/embedding_optimizer` (default `sparse_adam`): a `RowRule` that updates a table's touched rows
   from their summed sparse gradient, O(B·F·D) per step whatever the vocabulary: `LazyAdam`,
-  `RowwiseAdagrad` (torchrec's and FBGEMM's default for id tables), or `DenseTables` (the gradient made
-  dense and left to the dense optimizer: O(vocabulary·D) per step).
+  `RowwiseAdagrad` (torchrec's and FBGEMM's default for id tables), `RowSGD`, or `DenseTables` (the
+  gradient made dense and left to the dense optimizer: O(vocabulary·D) per step).
 
 A rule's `lr` (null: the group's) is scaled like the group's learning rate, so a schedule that lowers
 the learning rate (trainer/lr_schedule) lowers both. One `state_dict` holds both parts (checkpoints).
@@ -42,6 +42,11 @@ class RowRule(ABC):
     @abstractmethod
     def update(self, p: torch.Tensor, state: dict, index: torch.Tensor, g: torch.Tensor, lr: float) -> None:
         """Move rows `index` of `p` (no grad mode) and update `state`."""
+
+    def apply(self, p: torch.Tensor, state: dict, grad: torch.Tensor, lr: float) -> None:
+        """One step from the table's sparse gradient: `update` on its distinct rows, their gradients summed."""
+        index, g = summed_rows(grad, p.dtype)
+        self.update(p, state, index, g, lr)
 
 
 @dataclass
@@ -101,6 +106,33 @@ class RowwiseAdagrad(RowRule):
 
 
 @dataclass
+class RowSGD(RowRule):
+    """`sgd`: plain gradient descent on the touched rows, w_i ← w_i − lr · (g_i + λ·w_i).
+
+    The gradient of a mean loss reaches a row in proportion to how often the batch looks it up, so a
+    rare id moves little and a frequent one a lot: unlike Adam's and Adagrad's normalized first steps,
+    a rare id's few rows cannot pull its embedding far from where it started. A mean loss makes each
+    lookup's gradient small (1/B), so its rate is large (of order 1 to 10 at B = 2048).
+    """
+
+    lr: float | None = None
+    weight_decay: float = 0.0
+
+    def update(self, p: torch.Tensor, state: dict, index: torch.Tensor, g: torch.Tensor, lr: float) -> None:
+        if self.weight_decay:
+            g = g.add(p.index_select(0, index), alpha=self.weight_decay)
+        p.index_add_(0, index, g, alpha=-lr)
+
+    def apply(self, p: torch.Tensor, state: dict, grad: torch.Tensor, lr: float) -> None:
+        """Without weight decay the step is linear in the gradient: the lookups' rows are added as they
+        come (a row looked up n times gets its n gradients), with no sort or sum of distinct rows."""
+        if self.weight_decay or grad.sparse_dim() != 1:
+            super().apply(p, state, grad, lr)
+            return
+        p.index_add_(0, grad._indices()[0], grad._values().to(p.dtype), alpha=-lr)
+
+
+@dataclass
 class DenseTables(RowRule):
     """`adam` (dense): the table's sparse gradient is made dense and the dense optimizer steps the whole
     table, untouched rows included (momentum drift, weight decay): O(vocabulary·D) per step."""
@@ -151,8 +183,7 @@ class TrainingOptimizer:
             for _, p, grad in hidden:
                 p.grad = grad
         for group, p, grad in hidden:
-            index, g = summed_rows(grad, p.dtype)
-            self.rows.update(p, self.row_state.setdefault(p, {}), index, g, self.row_lr(group))
+            self.rows.apply(p, self.row_state.setdefault(p, {}), grad, self.row_lr(group))
 
     def row_lr(self, group: dict) -> float:
         """The rule's learning rate in `group`: its own (or the group's), scaled as a schedule scaled the

@@ -12,12 +12,12 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose, make_batch, make_model, optimizer_for, trainer
-from ssimctr.config.optim import LazyAdamConfig, RowwiseAdagradConfig
+from ssimctr.config.optim import LazyAdamConfig, RowSGDConfig, RowwiseAdagradConfig
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.errors import UserError
 from ssimctr.models.layers.core import dense_gradients
 from ssimctr.train.loop import make_optimizer
-from ssimctr.train.optim import LazyAdam, RowwiseAdagrad, TrainingOptimizer
+from ssimctr.train.optim import LazyAdam, RowSGD, RowwiseAdagrad, TrainingOptimizer
 from ssimctr.train.sharing import sharing_loss
 
 BACKBONES = sorted(path.stem for path in (REPO / "conf" / "backbone").glob("*.yaml"))
@@ -52,6 +52,7 @@ def rules_optimizer(model, rule: str, lr: float = 0.01, weight_decay: float = 0.
     tables = {
         "sparse_adam": LazyAdamConfig(weight_decay=weight_decay),
         "rowwise_adagrad": RowwiseAdagradConfig(lr=lr, weight_decay=weight_decay),
+        "sgd": RowSGDConfig(lr=50 * lr, weight_decay=weight_decay),
     }
     settings = trainer(lr, weight_decay=weight_decay, rows="adam" if rule == "adam" else "sparse_adam")
     if rule in tables:
@@ -59,7 +60,7 @@ def rules_optimizer(model, rule: str, lr: float = 0.01, weight_decay: float = 0.
     return make_optimizer(settings, model.parameters())
 
 
-@pytest.mark.parametrize("rule", ["sparse_adam", "rowwise_adagrad"])
+@pytest.mark.parametrize("rule", ["sparse_adam", "rowwise_adagrad", "sgd"])
 def test_a_sparse_rule_moves_only_the_touched_rows(tiny_feature_map, rule):
     torch.manual_seed(0)
     model = make_model("dnn", tiny_feature_map, hidden=[8])
@@ -122,12 +123,14 @@ class ReferenceRows:
                 m_hat = self.m[r] / (1 - beta1**self.step)
                 v_hat = self.v[r] / (1 - beta2**self.step)
                 self.w[r] -= self.lr * m_hat / (v_hat.sqrt() + eps)  # ε after the bias-corrected root
-            else:
+            elif self.rule == "rowwise_adagrad":
                 self.sum[r] += (g * g).mean()
                 self.w[r] -= self.lr * g / (math.sqrt(self.sum[r]) + eps)
+            else:
+                self.w[r] -= self.lr * g
 
 
-@pytest.mark.parametrize("rule", ["sparse_adam", "rowwise_adagrad"])
+@pytest.mark.parametrize("rule", ["sparse_adam", "rowwise_adagrad", "sgd"])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.05])
 def test_a_row_rule_follows_its_reference_over_many_steps(tiny_feature_map, rule, weight_decay):
     """30 steps over batches that repeat rows within a batch (summed) and leave others untouched for
@@ -136,7 +139,7 @@ def test_a_row_rule_follows_its_reference_over_many_steps(tiny_feature_map, rule
     model = make_model("dnn", tiny_feature_map, hidden=[8])
     optimizer = rules_optimizer(model, rule, lr=0.02, weight_decay=weight_decay)
     initial = model.embedding.table.weight.detach().double().clone()
-    reference = ReferenceRows(model.embedding.table.weight, rule, 0.02, weight_decay)
+    reference = ReferenceRows(model.embedding.table.weight, rule, 1.0 if rule == "sgd" else 0.02, weight_decay)
     batches = [make_batch(tiny_feature_map, rows=3, seed=s % 7) for s in range(30)]  # 3 rows: most rows rest
     for batch in batches:
         optimizer.zero_grad(set_to_none=True)
@@ -170,7 +173,7 @@ def test_the_first_lazy_step_of_touched_rows_is_adams(tiny_feature_map):
         torch.testing.assert_close(p.detach(), dense_ref[name].detach(), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("rule", ["sparse_adam", "rowwise_adagrad", "adam"])
+@pytest.mark.parametrize("rule", ["sparse_adam", "rowwise_adagrad", "sgd", "adam"])
 def test_a_state_dict_round_trip_resumes_identically(tiny_feature_map, rule):
     batches = [make_batch(tiny_feature_map, rows=8, seed=s) for s in range(6)]
 
@@ -192,7 +195,7 @@ def test_a_state_dict_round_trip_resumes_identically(tiny_feature_map, rule):
     checkpoint = torch.load(saved, weights_only=False)
     resumed.load_state_dict(checkpoint["model"])
     resumed_optimizer.load_state_dict(checkpoint["optimizer"])
-    if rule != "adam":
+    if rule not in ("adam", "sgd"):  # (plain gradient descent keeps no state)
         assert resumed_optimizer.state_dict()["rows"].keys() == checkpoint["optimizer"]["rows"].keys() != set()
     for batch in batches[3:]:
         train_step(resumed, resumed_optimizer, batch)
@@ -286,7 +289,7 @@ def test_every_backbone_trains_with_sparse_embedding_updates(text_feature_map, b
 
 
 def test_the_groups_compose_and_build_each_option():
-    for option, rule in (("sparse_adam", LazyAdam), ("rowwise_adagrad", RowwiseAdagrad)):
+    for option, rule in (("sparse_adam", LazyAdam), ("rowwise_adagrad", RowwiseAdagrad), ("sgd", RowSGD)):
         config = compose(f"trainer/embedding_optimizer={option}", "trainer.embedding_optimizer.lr=0.3")
         optimizer = make_optimizer(_settings(config), [torch.nn.Parameter(torch.zeros(2))])
         assert isinstance(optimizer.rows, rule) and optimizer.rows.lr == 0.3
