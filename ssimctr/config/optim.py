@@ -172,7 +172,7 @@ class IdDropoutConfig(RegularizerConfig):
     """Each training row's user / item id becomes the OOV id 0 with probability `rate` (per field)."""
 
     _target_: str = "ssimctr.train.regularizers.IdDropout"
-    rate: float = 0.0
+    rate: float = 0.5
 
     def __post_init__(self) -> None:
         _check("regularizer.id_dropout", {"rate": (0 <= self.rate < 1, "must be in [0, 1)")}, self)
