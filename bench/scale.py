@@ -92,7 +92,7 @@ def train_once(data: PreparedDataset, streamed: bool) -> dict:
     history = fit(
         model,
         FixedSharing(0.0),
-        make_optimizer(model.parameters(), 1e-3, 0.0),
+        make_optimizer(TrainerConfig(), model.parameters()),
         train,
         lambda m: {"val/auc/mean": 0.0},
         TrainerConfig(epochs=1, patience=1, progress=False, seed=0),

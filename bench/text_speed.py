@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
 from ssimctr.errors import UserError
@@ -75,7 +76,7 @@ def main() -> None:
             texts = sum(f.texts.len() + 1 for f in job_data.feature_map.encoded if f.texts is not None)
             seed_everything(0)
             model = ModelFactory(cfg.backbone, job_data.feature_map, device).build(regime)
-            optimizer = make_optimizer(model.parameters(), 1e-3, 0.0)  # the embedding tables' gradients are sparse
+            optimizer = make_optimizer(TrainerConfig(), model.parameters())  # the tables' gradients are sparse
             batch = read_split(job_data.split_path("train"), job_data.feature_map).to(device)
             loader = InMemoryLoader(batch, args.batch_size, shuffle=True)
             model.train()

@@ -81,7 +81,7 @@ def _fit_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
     history = fit(
         model,
         FixedSharing(regime.gate),
-        make_optimizer(model.parameters(), 1e-3, 0.0),
+        make_optimizer(ONE_EPOCH, model.parameters()),
         train,
         validator(val, fm.scenario_names),
         ONE_EPOCH,
@@ -106,9 +106,8 @@ def _search_once(cfg, fm, train, val, device) -> tuple[FitResult, int]:
         log_every=len(train),
     )
     optimizer = make_optimizer(
+        ONE_EPOCH,
         [{"params": list(model.parameters())}, {"params": list(selector.parameters()), "lr": cfg.ssim.selector_lr}],
-        1e-3,
-        0.0,
     )
     history = fit(model, loss, optimizer, train, validator(val, fm.scenario_names), ONE_EPOCH, restore_best=False)
     return history, sum(p.numel() for p in [*model.parameters(), *selector.parameters()])

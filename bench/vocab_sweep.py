@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.config.optim import DenseTablesConfig, LazyAdamConfig, RowwiseAdagradConfig
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.loaders import InMemoryLoader, read_split
 from ssimctr.data.prepare import prepare
@@ -80,8 +81,9 @@ def cell(args: argparse.Namespace) -> None:
     val = InMemoryLoader(read_split(data.split_path("val"), data.feature_map), 16384, shuffle=False)
     regime: Regime = instantiate(cfg.regime)
     model = ModelFactory(cfg.backbone, fm, "cpu").build(regime)
-    settings = TrainerConfig(epochs=1, patience=1, progress=False, seed=0, embedding_optimizer=args.optimizer)
-    optimizer = make_optimizer(model.parameters(), 1e-3, 0.0, args.optimizer)
+    rows = {"sparse_adam": LazyAdamConfig(), "rowwise_adagrad": RowwiseAdagradConfig(), "adam": DenseTablesConfig()}
+    settings = TrainerConfig(epochs=1, patience=1, progress=False, seed=0, embedding_optimizer=rows[args.optimizer])
+    optimizer = make_optimizer(settings, model.parameters())
     validate, validation_cpu = validator(val, fm.scenario_names), [0.0]
 
     def timed_validate(model):  # its CPU time is left out of the training's

@@ -18,6 +18,7 @@ go to the terminal and to outputs/bench/vs_deepctr.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -33,6 +34,7 @@ from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
 from ssimctr.cli.main import CONFIG_DIR
+from ssimctr.config.optim import DenseTablesConfig, LazyAdamConfig
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.loaders import InMemoryLoader, parquet_files, read_split
 from ssimctr.data.prepare import PreparedDataset, prepare
@@ -62,7 +64,9 @@ def run_ssimctr(cfg, data: PreparedDataset, threads: int, embedding_optimizer: s
     train = InMemoryLoader(read_split(data.path / "train", fm), 2048, shuffle=True, seed=0)
     val = InMemoryLoader(read_split(data.path / "val", fm), 16384, shuffle=False)
     settings = TrainerConfig(epochs=1, patience=1, progress=False, seed=0, threads=threads, precision=precision)
-    optimizer = make_optimizer(model.parameters(), 1e-3, 0.0, embedding_optimizer)
+    tables = LazyAdamConfig() if embedding_optimizer == "sparse_adam" else DenseTablesConfig()
+    settings = dataclasses.replace(settings, embedding_optimizer=tables)
+    optimizer = make_optimizer(settings, model.parameters())
     history = fit(model, FixedSharing(regime.gate), optimizer, train, validator(val, fm.scenario_names), settings)
     label, logit, _ = predict(model, InMemoryLoader(read_split(data.path / "test", fm), 16384, shuffle=False))
     return {"rows_per_s": history.rows_per_second, "test_auc": roc_auc_score(label, logit)}

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ssimctr.cli.main import CONFIG_DIR
 from ssimctr.config.datasets import SyntheticConfig
 from ssimctr.config.models import MODEL_SCHEMAS
+from ssimctr.config.optim import AdamConfig, DenseTablesConfig, LazyAdamConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig, TrainerConfig
 from ssimctr.data import synthetic
 from ssimctr.data.batch import Batch
@@ -212,11 +213,25 @@ def assert_gradients_stay_in_own_tower(
     return seen
 
 
+def trainer(lr: float = 1e-3, weight_decay: float = 0.0, rows: str = "sparse_adam", **options) -> TrainerConfig:
+    """A TrainerConfig made in code: Adam(lr, weight_decay) for the dense weights, the id tables' rows by
+    lazy Adam (`sparse_adam`) or made dense (`adam`), no schedule or regularizer unless given in `options`."""
+    tables = LazyAdamConfig() if rows == "sparse_adam" else DenseTablesConfig()
+    return TrainerConfig(
+        optimizer=AdamConfig(lr=lr, weight_decay=weight_decay), embedding_optimizer=tables, **{"seed": 0, **options}
+    )
+
+
+def optimizer_for(parameters, lr: float, weight_decay: float = 0.0, rows: str = "sparse_adam"):
+    """The training optimizer of `trainer(lr, weight_decay, rows)` over `parameters`."""
+    return make_optimizer(trainer(lr, weight_decay, rows), parameters)
+
+
 def assert_tower_contract(model, feature_map: FeatureMap, rows: int = 32) -> None:
     """After a few training steps on random rows: towers() gives [B, K] logits (not probabilities)
     and forward() is each row's own tower."""
     batch = make_batch(feature_map, rows=rows)
-    optimizer = make_optimizer(model.parameters(), 0.05, 0.0)  # the id table's gradients are sparse
+    optimizer = optimizer_for(model.parameters(), 0.05)  # the id table's gradients are sparse
     for _ in range(5):
         optimizer.zero_grad()
         sharing_loss(model.towers(batch), batch.label, batch.scenario, 1.0).backward()
@@ -246,11 +261,11 @@ def train_briefly(
         s: InMemoryLoader(read_split(data.split_path(s), fm), 512, shuffle=s == "train", seed=seed)
         for s in ("train", "val", "test")
     }
-    settings = TrainerConfig(epochs=epochs, patience=epochs, progress=False, seed=seed, precision=precision)
+    settings = trainer(lr, epochs=epochs, patience=epochs, progress=False, seed=seed, precision=precision)
     fit(
         model,
         FixedSharing(gate),
-        make_optimizer(model.parameters(), lr, 0.0),
+        make_optimizer(settings, model.parameters()),
         loaders["train"],
         validator(loaders["val"], fm.scenario_names),
         settings,

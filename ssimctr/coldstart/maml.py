@@ -11,7 +11,7 @@ and its query set Q_t (the rest); L_X(θ) is the mean own-tower BCE-with-logits 
    - outer loss: mean_t L_{Q_t}(θ'_t) on `query_rows` query rows per task sampled afresh every meta-batch
      (without replacement; with replacement when the task has fewer rows), so every task of a meta-batch
      has the same number of rows and the tasks run batched;
-   - outer step: Adam(meta_lr) (trainer.weight_decay) on θ, through the inner steps (second order), or,
+   - outer step: Adam(meta_lr) (trainer.optimizer.weight_decay) on θ, through the inner steps (second order), or,
      with `first_order=true`, with the inner gradients detached (FOMAML: ∇θ = ∇_{θ'} L_Q(θ'_t));
    - the meta phase runs through `ssimctr.train.loop.fit` (validation after each meta epoch, early stopping
      on trainer.monitor, logged after the base epochs): the second FitResult. The base model competes as
@@ -148,9 +148,7 @@ class MetaLearner:
         """Plain training on the warm rows, then `meta_epochs` meta epochs over `meta_tasks`."""
         self._check_attributes(meta_tasks, train)
         with self.installed(model):
-            optimizer = make_optimizer(
-                model.parameters(), settings.lr, settings.weight_decay, settings.embedding_optimizer
-            )
+            optimizer = make_optimizer(settings, model.parameters())
             fits = [
                 fit(model, FixedSharing(0.0), optimizer, train_loader(train, settings), validate, settings, log=log)
             ]
@@ -159,9 +157,7 @@ class MetaLearner:
             if not self.meta_epochs or not tasks.with_query.numel():
                 return fits
             loader = MetaLoader(meta_tasks, tasks, self.tasks_per_batch, self.query_rows, settings.seed)
-            meta_optimizer = make_optimizer(
-                model.parameters(), self.meta_lr, settings.weight_decay, settings.embedding_optimizer
-            )
+            meta_optimizer = make_optimizer(settings, [{"params": list(model.parameters()), "lr": self.meta_lr}])
             done = len(fits[0].epochs)
             meta_settings = dataclasses.replace(settings, epochs=self.meta_epochs)
             meta_log = (lambda metrics, step: log(metrics, done + step)) if log else None

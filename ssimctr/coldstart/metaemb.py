@@ -146,7 +146,9 @@ class MetaEmb:
         """`meta_epochs` passes of generator training over `tasks` with the model frozen. Meta epoch
         i is logged at step first_step + i. `settings.limit_train_batches` caps the steps per epoch."""
         generator = self._trained_generator()
-        optimizer = make_optimizer(generator.parameters(), self.generator_lr, 0.0)
+        optimizer = make_optimizer(
+            settings, [{"params": list(generator.parameters()), "lr": self.generator_lr, "weight_decay": 0.0}]
+        )
         order = torch.Generator().manual_seed(settings.seed)
         support_rows = _TaskRows(tasks.support_task, tasks.num_tasks)
         query_rows = _TaskRows(tasks.query_task, tasks.num_tasks)

@@ -32,7 +32,7 @@ class PlainModel:
         log: Logger,
     ) -> list[FitResult]:
         """Plain training on the warm rows (the meta tasks are not used)."""
-        optimizer = make_optimizer(model.parameters(), settings.lr, settings.weight_decay, settings.embedding_optimizer)
+        optimizer = make_optimizer(settings, model.parameters())
         loader = self.training_batches(train, settings)
         return [fit(model, FixedSharing(0.0), optimizer, loader, validate, settings, log=log)]
 

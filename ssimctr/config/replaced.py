@@ -10,5 +10,11 @@ REPLACED = {
         "or regime=finetune; or set regime._target_=ssimctr.train.regimes.Joint|Separate|Finetune"
     ),
     "tracking.backend": "the tracker is the tracking option: tracking=mlflow or tracking=none",
+    "trainer.lr": "the dense weights' optimizer is trainer/optimizer: set trainer.optimizer.lr",
+    "trainer.weight_decay": "the dense weights' optimizer is trainer/optimizer: set trainer.optimizer.weight_decay",
+    "trainer.embedding_optimizer": (
+        "the id rows' rule is the group trainer/embedding_optimizer: trainer/embedding_optimizer=sgd|sparse_adam|"
+        "rowwise_adagrad|adam (its rate: trainer.embedding_optimizer.lr)"
+    ),
     "dataset.source": "a dataset's reader is named by its schema (`_target_`): pick the dataset, e.g. dataset=aliccp",
 }

@@ -16,6 +16,7 @@ from omegaconf import II, MISSING
 from ssimctr.config.coldstart import COLDSTART_SCHEMAS, ColdStartTaskConfig
 from ssimctr.config.datasets import DATASET_SCHEMAS
 from ssimctr.config.models import MODEL_SCHEMAS
+from ssimctr.config.optim import OPTIM_SCHEMAS, AdamConfig, ConstantLrConfig, LazyAdamConfig
 from ssimctr.config.ssim import SSIM_CRITERION_SCHEMAS, SSIM_SELECTION_SCHEMAS
 from ssimctr.config.text import TEXT_ENCODER_SCHEMAS
 from ssimctr.errors import UserError
@@ -124,7 +125,7 @@ class RegimeConfig:
     towers: str = MISSING
     share: str = MISSING
     scenario_feature: bool = True
-    finetune_lr: float | None = None  # regime=finetune only: the fine-tuning stage's (null: trainer.lr)
+    finetune_lr: float | None = None  # regime=finetune only: the fine-tuning stage's (null: trainer.optimizer.lr)
     loss_reduction: str = "row"
 
     def __post_init__(self) -> None:
@@ -135,7 +136,9 @@ class RegimeConfig:
             if value != MISSING and value not in allowed:
                 raise UserError(f"regime.{key}={value} is not known: use one of {', '.join(allowed)}")
         if self.finetune_lr is not None and not self.finetune_lr >= 0:
-            raise UserError(f"regime.finetune_lr={self.finetune_lr}: must be 0 or positive (null: trainer.lr)")
+            raise UserError(
+                f"regime.finetune_lr={self.finetune_lr}: must be 0 or positive (null: trainer.optimizer.lr)"
+            )
 
 
 @dataclass
@@ -217,11 +220,14 @@ class TrainerConfig:
     epochs: int = 10
     batch_size: int = 2048
     eval_batch_size: int = 16384
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    # sparse_adam: lazy Adam on the embedding rows a batch looks up, O(batch) per step | adam: dense Adam
-    # on whole tables, O(vocabulary) per step (ssimctr.train.optim; docs/methods.md §3.11)
-    embedding_optimizer: str = "sparse_adam"
+    # the nested groups (conf/trainer/<group>/; schemas and defaults: ssimctr.config.optim): the dense
+    # weights' torch optimizer, the id tables' row rule, the schedule over epochs, the regularizers. A
+    # TrainerConfig made in code without them trains plainly: Adam, lazy Adam rows, a constant rate and
+    # no regularizer (the schemas' defaults); conf/trainer/default.yaml chooses the experiments' defaults.
+    optimizer: Any = None  # trainer/optimizer: adam
+    embedding_optimizer: Any = None  # trainer/embedding_optimizer: sparse_adam | rowwise_adagrad | adam
+    lr_schedule: Any = None  # trainer/lr_schedule: plateau | constant
+    regularizer: dict[str, Any] = field(default_factory=dict)  # trainer/regularizer: [embedding_l2, id_dropout]
     # fp32 | bf16: the training forward and loss under torch.autocast(bfloat16) (the backward follows it;
     # weights, optimizer and evaluation stay float32). Faster where the CPU has bf16 instructions
     # (AVX512-BF16, AMX) or on a GPU; docs/methods.md §3.11 has the measured speed and AUC.
@@ -246,11 +252,9 @@ class TrainerConfig:
         for key in ("epochs", "batch_size", "eval_batch_size", "patience"):
             if getattr(self, key) < 1:
                 raise UserError(f"trainer.{key}={getattr(self, key)}: must be at least 1")
-        for key in ("lr", "weight_decay"):  # lr 0 is allowed: a frozen run (tests use it)
-            if not getattr(self, key) >= 0:
-                raise UserError(f"trainer.{key}={getattr(self, key)}: must be 0 or positive (e.g. trainer.{key}=1e-3)")
-        if self.embedding_optimizer not in ("sparse_adam", "adam"):
-            raise UserError(f"trainer.embedding_optimizer={self.embedding_optimizer}: use sparse_adam or adam")
+        self.optimizer = AdamConfig() if self.optimizer is None else self.optimizer
+        self.embedding_optimizer = LazyAdamConfig() if self.embedding_optimizer is None else self.embedding_optimizer
+        self.lr_schedule = ConstantLrConfig() if self.lr_schedule is None else self.lr_schedule
         if self.precision not in ("fp32", "bf16"):
             raise UserError(f"trainer.precision={self.precision}: use fp32 or bf16")
         if self.distributed not in ("none", "ddp"):
@@ -303,6 +307,7 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "ssim_criterion": SSIM_CRITERION_SCHEMAS,  # the groups ssim/criterion and ssim/selection
     "ssim_selection": SSIM_SELECTION_SCHEMAS,
     "trainer": {"": TrainerConfig},
+    **OPTIM_SCHEMAS,
     "tracking": {"": TrackingConfig},
 }
 

@@ -116,16 +116,14 @@ def search(
 def search_optimizer(
     model: MultiScenarioModel, selector: Selector, settings: TrainerConfig, ssim: SsimConfig
 ) -> torch.optim.Optimizer:
-    """Two Adam groups (docs/methods.md §1.5): the backbone at trainer.lr / weight_decay, the
+    """Two parameter groups (docs/methods.md §1.5): the backbone as trainer.optimizer sets it, the
     selector at ssim.selector_lr without weight decay."""
     return make_optimizer(
+        settings,
         [
-            {"params": list(model.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay},
+            {"params": list(model.parameters())},
             {"params": list(selector.parameters()), "lr": ssim.selector_lr, "weight_decay": 0.0},
         ],
-        settings.lr,
-        0.0,
-        settings.embedding_optimizer,
     )
 
 
@@ -162,7 +160,7 @@ def retrain(
     result = fit(
         model,
         RetrainLoss(gate, reduction),
-        make_optimizer(model.parameters(), settings.lr, settings.weight_decay, settings.embedding_optimizer),
+        make_optimizer(settings, model.parameters()),
         train_loader(splits["train"], settings),
         validator(eval_loader(splits["val"], settings), names),
         settings,

@@ -10,7 +10,8 @@ loop calls them unconditionally.
   Adam's dense step: nccl has no sparse all-reduce,
   and gloo's, which has one, aborted a rank now and then in our 2-process tests on a busy CPU (its
   sparse all-reduce exchanges buffers whose sizes differ from rank to rank and step to step). Under
-  trainer=ddp, trainer.embedding_optimizer therefore acts as `adam`;
+  trainer=ddp, the tables therefore take trainer.optimizer's dense step whatever trainer/embedding_optimizer
+  says (as trainer/embedding_optimizer=adam);
 - every rank runs the same number of batches per epoch (`agreed_batches`: the minimum over ranks), else
   the ranks' all-reduces would not pair up and DDP would hang;
 - evaluation: each rank predicts its share of the rows, `gathered` hands every rank all of them, so every

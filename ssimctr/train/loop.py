@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +25,9 @@ from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.train import distributed
 from ssimctr.train.checkpoint import FitCheckpoint
-from ssimctr.train.optim import make_row_adam
+from ssimctr.train.optim import ParamGroups, TrainingOptimizer, build_optimizer
+from ssimctr.train.regularizers import regularized
+from ssimctr.utils.instantiate import instantiate
 
 LossFn = Callable[[MultiScenarioModel, Batch], torch.Tensor]
 Logger = Callable[[dict[str, float], int], None]  # (metrics, step)
@@ -92,14 +94,11 @@ class Outcome:
         return {**self.val, **self.test, "best/epoch": self.best_epoch, "train/rows_per_s_mean": self.rows_per_second}
 
 
-def make_optimizer(
-    parameters: Iterable, lr: float, weight_decay: float, embedding_optimizer: str = "sparse_adam"
-) -> torch.optim.Adam:
-    """Adam, fused where torch supports it for these parameters (much faster on CPU); the embedding
-    tables' sparse gradients updated row-wise (`sparse_adam`, lazy Adam) or densified (`adam`): see
-    ssimctr.train.optim and trainer.embedding_optimizer. `parameters` may be parameters or Adam
-    parameter groups (dicts with their own lr / weight_decay)."""
-    return make_row_adam(parameters, lr, weight_decay, embedding_optimizer)
+def make_optimizer(settings: TrainerConfig, parameters: ParamGroups) -> TrainingOptimizer:
+    """The training optimizer of the trainer's nested groups (trainer/optimizer for the dense weights,
+    trainer/embedding_optimizer for the id tables' rows: ssimctr.train.optim) over `parameters`, or over
+    parameter groups (dicts with their own `lr` / `weight_decay`)."""
+    return build_optimizer(settings.optimizer, settings.embedding_optimizer, parameters)
 
 
 def fit(
@@ -131,6 +130,8 @@ def fit(
     best_state = None
     stale = 0
     first = 1
+    loss_fn = regularized(loss_fn, [instantiate(config) for config in settings.regularizer.values()], model, settings)
+    schedule = instantiate(settings.lr_schedule)
     checkpoint = FitCheckpoint.of_current(model, optimizer, loss_fn, train, settings.epochs)  # inside a job
     saved = checkpoint.restore() if checkpoint else None
     if saved is not None:  # a resumed job: this fit ended, or ended some epochs, before the stop
@@ -166,6 +167,7 @@ def fit(
                     best_state = copy.deepcopy(model.state_dict()) if restore_best else None
                 else:
                     stale += 1
+                schedule.after_epoch(optimizer, stale)
                 if checkpoint:
                     best_is_current = restore_best and result.best_epoch == epoch
                     checkpoint.save_epoch(epoch, dataclasses.asdict(result), best_state, best_is_current, stale)

@@ -165,7 +165,7 @@ def train_jointly(
         validator(eval_loader(splits["val"], settings), names),
         settings,
         lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch),
-        settings.lr,
+        None,
     )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
     return Outcome(result.val, test, [result], model=model)
@@ -175,7 +175,7 @@ def train_separately(
     build: ModelBuilder, splits: Splits, names: Sequence[str], settings: TrainerConfig, log: Logger
 ) -> Outcome:
     """ST: a fresh model per scenario, trained on that scenario's rows only."""
-    return _per_scenario(lambda _: build(), splits, names, settings, log, "st", settings.lr)
+    return _per_scenario(lambda _: build(), splits, names, settings, log, "st", None)
 
 
 def train_then_finetune(
@@ -197,7 +197,7 @@ def train_then_finetune(
         settings,
         log,
         "finetune",
-        finetune_lr or settings.lr,
+        finetune_lr,
         keep_initial=True,
     )
     outcome.fits = pretrain.fits + outcome.fits
@@ -211,7 +211,7 @@ def _per_scenario(
     settings: TrainerConfig,
     log: Logger,
     stage: str,
-    lr: float,
+    lr: float | None,
     keep_initial: bool = False,
 ) -> Outcome:
     """A model per scenario; its validation metrics are logged once, at the end, as val/*.
@@ -263,10 +263,12 @@ def _fit(
     validate: Validator,
     settings: TrainerConfig,
     log: Logger,
-    lr: float,
+    lr: float | None,
     keep_initial: bool = False,
 ) -> FitResult:
-    optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay, settings.embedding_optimizer)
+    """`fit` with the job's optimizer, at learning rate `lr` (None: trainer.optimizer.lr)."""
+    parameters = list(model.parameters())
+    optimizer = make_optimizer(settings, parameters if lr is None else [{"params": parameters, "lr": lr}])
     loader = train_loader(train, settings)
     return fit(model, loss, optimizer, loader, validate, settings, keep_initial=keep_initial, log=log)
 

@@ -84,7 +84,12 @@ def test_optuna_preset_composes_for_every_backbone() -> None:
     assert sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode.name == "MULTIRUN"
     assert (sweeper.direction, sweeper.n_trials, cfg.optimized_metric) == ("maximize", 7, "val/auc/mean")
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == cfg.seed
-    assert set(sweeper.params) == {"trainer.lr", "trainer.weight_decay", "backbone.embedding_dim", "backbone.dropout"}
+    assert set(sweeper.params) == {
+        "trainer.optimizer.lr",
+        "trainer.optimizer.weight_decay",
+        "backbone.embedding_dim",
+        "backbone.dropout",
+    }
     for backbone in sorted(p.stem for p in Path(CONFIG_DIR, "backbone").glob("*.yaml")):
         job = compose_with_hydra("hparams_search=optuna", f"backbone={backbone}")
         assert {"embedding_dim", "dropout"} <= set(job.backbone), backbone
@@ -154,7 +159,7 @@ def test_optuna_sweep_on_joblib_workers_records_the_best_trial(tmp_path: Path) -
     best = max(children, key=lambda r: r.data.metrics[metric])
     assert parent.data.metrics[f"best/{metric}"] == pytest.approx(best.data.metrics[metric])
     assert parent.data.tags["best_child_run_id"] == best.info.run_id
-    swept = ("trainer.lr", "trainer.weight_decay", "backbone.embedding_dim", "backbone.dropout")
+    swept = ("trainer.optimizer.lr", "trainer.optimizer.weight_decay", "backbone.embedding_dim", "backbone.dropout")
     assert parent.data.params == {f"best.{key}": best.data.params[key] for key in swept}
     [results] = Path(parent.data.tags["sweep_dir"]).glob("optimization_results.yaml")
     assert OmegaConf.load(results).best_value == pytest.approx(best.data.metrics[metric])

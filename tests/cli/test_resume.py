@@ -33,7 +33,7 @@ SMALL = (
     "trainer.epochs=3",
     "trainer.patience=3",
     "trainer.batch_size=256",
-    "trainer.lr=0.01",  # every epoch moves the model
+    "trainer.optimizer.lr=0.01",  # every epoch moves the model
     "trainer.threads=1",  # the same threads in every job (and process): the same sums, to the last bit
 )
 QUIET = Console(quiet=True)

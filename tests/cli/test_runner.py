@@ -144,8 +144,8 @@ def test_the_results_file_counts_each_scenarios_test_rows_and_clicks(tmp_path):
         ("trainer.epochs=0", "trainer.epochs=0: must be at least 1"),
         ("trainer.batch_size=0", "trainer.batch_size=0: must be at least 1"),
         ("trainer.patience=0", "trainer.patience=0: must be at least 1"),
-        ("trainer.lr=-1", "trainer.lr=-1.0: must be 0 or positive"),
-        ("trainer.weight_decay=-0.1", "trainer.weight_decay=-0.1: must be 0 or positive"),
+        ("trainer.optimizer.lr=-1", "trainer.optimizer.lr=-1.0: must be 0 or positive"),
+        ("trainer.optimizer.weight_decay=-0.1", "trainer.optimizer.weight_decay=-0.1: must be 0 or positive"),
     ],
 )
 def test_trainer_values_no_training_can_use_are_refused_before_anything_runs(tmp_path, override, message):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_batch, make_model
+from conftest import make_batch, make_model, trainer
 from ssimctr.coldstart.base import Entity, Episodes
 from ssimctr.coldstart.dropoutnet import DropoutNet, IdDropout
 from ssimctr.coldstart.episodes import build_episodes
@@ -303,7 +303,7 @@ def test_metaemb_few_shot_warm_up_changes_predictions_and_leaves_the_model_untou
 # --- learning: held-out users of the synthetic data -------------------------------------------
 
 HOLDOUT = 0.2
-LEARNING = dict(epochs=5, patience=5, batch_size=512, lr=3e-3, progress=False, seed=0)
+LEARNING = dict(epochs=5, patience=5, batch_size=512, progress=False)
 META = dict(meta_epochs=10, tasks_per_batch=50)  # the 20% of users held out leave ~460 meta tasks
 
 
@@ -336,7 +336,7 @@ def held_out_users(prepared_synthetic) -> dict[str, float]:
         torch.manual_seed(0)
         model = make_model("dnn", fm, hidden=[16])
         fits = method.train(
-            model, MemorySplit(batch_from_frame(warm, fm)), meta_tasks, validate, TrainerConfig(**LEARNING), None
+            model, MemorySplit(batch_from_frame(warm, fm)), meta_tasks, validate, trainer(3e-3, **LEARNING), None
         )
         results[name] = roc_auc_score(label, method.predict_cold(model, episodes).numpy())
         if name == "metaemb":
@@ -405,7 +405,7 @@ def test_metaemb_recovers_a_cold_users_taste_from_its_rows_where_the_plain_model
     zero_shot = Episodes(cold.slice(0, 0), cold_task[:0], cold, cold_task, COLD_USERS)
     entity = Entity("user", 0, "user", (0,))
     validate = validator(InMemoryLoader(val, 4096, shuffle=False), feature_map.scenario_names)
-    settings = TrainerConfig(epochs=30, patience=30, batch_size=128, lr=3e-2, progress=False, seed=0)
+    settings = trainer(3e-2, epochs=30, patience=30, batch_size=128, progress=False)
     methods = {
         "none": PlainModel(entity),
         "dropoutnet": DropoutNet(entity, **_defaults(DropoutNetConfig)),

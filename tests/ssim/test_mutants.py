@@ -90,7 +90,9 @@ def jobs(tmp_path, monkeypatch) -> Jobs:
 
 def _search(jobs: Jobs) -> Path:
     """An ssim=search job (backbone hidden [24], its dropout an interpolation); its search folder."""
-    tracker = jobs.run("search", "ssim=search", "backbone.hidden=[24]", "backbone.dropout=${trainer.weight_decay}")
+    tracker = jobs.run(
+        "search", "ssim=search", "backbone.hidden=[24]", "backbone.dropout=${trainer.optimizer.weight_decay}"
+    )
     assert tracker.tags == {"ssim.phase": "search"}
     assert "ssim/search/gate_mean" in tracker.metrics
     return jobs.tmp_path / "search" / "ssim"
@@ -360,7 +362,7 @@ PIPELINE = ("ssim=pipeline", "ssim.selector_hidden=[8]")
 
 
 def test_a_pipeline_logs_its_search_under_search_and_records_the_resolved_backbone(jobs):
-    tracker = jobs.run("first", *PIPELINE, "backbone.dropout=${trainer.weight_decay}")
+    tracker = jobs.run("first", *PIPELINE, "backbone.dropout=${trainer.optimizer.weight_decay}")
     assert tracker.tags["ssim.search_run_id"] == "this run" and tracker.tags["ssim.phase"] == "pipeline"
     assert tracker.metrics["search/ssim/search/gate_mean"][0] == 0  # the search's own steps
     summary = json.loads((jobs.tmp_path / "first" / "ssim" / "summary.json").read_text())

@@ -11,9 +11,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from conftest import compose, make_batch, make_model, synthetic_config
+from conftest import compose, make_batch, make_model, optimizer_for, synthetic_config, trainer
 from ssimctr.cli.runner import JobInfo, run
-from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig, TrainerConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig
 from ssimctr.data.datasplit import MemorySplit, StreamedSplit
 from ssimctr.data.loaders import read_split
 from ssimctr.data.prepare import prepare
@@ -23,9 +23,8 @@ from ssimctr.ssim.losses import RetrainLoss, SearchLoss
 from ssimctr.ssim.selection import BatchTopRatio, Given, GlobalTopRatio, RandomSelection, SoftWeights, soft_weights
 from ssimctr.ssim.selector import Selector, hard_gate, temperature, top_ratio_gate
 from ssimctr.tasks import base as tasks_base
-from ssimctr.train.loop import make_optimizer
 
-SETTINGS = TrainerConfig(batch_size=256, eval_batch_size=4096, epochs=2, lr=3e-3, progress=False, seed=0)
+SETTINGS = trainer(3e-3, batch_size=256, eval_batch_size=4096, epochs=2, progress=False)
 SMALL_SSIM = dict(selector_hidden=[32, 16], selector_lr=1e-3, epsilon=0.5, lambda_kl=0.4, ratio=0.5, log_every=5)
 
 
@@ -220,7 +219,7 @@ def test_retrain_never_updates_the_frozen_selector(prepared, tmp_path):
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
     gate_of, _ = BatchTopRatio().gate(given(prepared, folder, 0.5))
     model = make_model("dnn", prepared.feature_map, hidden=[8])
-    optimizer = make_optimizer(model.parameters(), 0.1, 0.0)  # the id table's gradients are sparse
+    optimizer = optimizer_for(model.parameters(), 0.1)  # the id table's gradients are sparse
     batch = read_split(prepared.split_path("train"), prepared.feature_map).slice(0, 256)
     for _ in range(3):
         optimizer.zero_grad()
@@ -368,7 +367,7 @@ def test_the_kl_term_sends_gradient_to_the_selector(search_setup):
 def test_search_trains_the_selector_in_its_own_adam_group(tiny_feature_map):
     model = make_model("dnn", tiny_feature_map, hidden=[8])
     selector = Selector(model.embedding.output_dim, [8], 3)
-    settings = TrainerConfig(lr=3e-3, weight_decay=1e-6, seed=0)
+    settings = trainer(3e-3, weight_decay=1e-6)
     ssim = SsimConfig(phase="search", selector_lr=1e-5)
     backbone, own = phases.search_optimizer(model, selector, settings, ssim).param_groups
     assert {id(p) for p in own["params"]} == {id(p) for p in selector.parameters()}

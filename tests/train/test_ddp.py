@@ -17,13 +17,13 @@ import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import compose, make_batch, make_model
+from conftest import compose, make_batch, make_model, optimizer_for
 from ssimctr.cli.runner import check_job
 from ssimctr.data.loaders import InMemoryLoader, ParquetStreamLoader, read_split
 from ssimctr.errors import UserError
 from ssimctr.serving.model import load_logged_model
 from ssimctr.train import distributed
-from ssimctr.train.loop import evaluate, make_optimizer
+from ssimctr.train.loop import evaluate
 from ssimctr.train.sharing import FixedSharing
 
 TINY = [
@@ -181,7 +181,7 @@ def _ddp_step(rank: int, world: int, port: int, feature_map, batch, gate: float,
         torch.manual_seed(rank)  # different weights: DDP starts every rank from rank 0's
         model = make_model("dnn", feature_map).eval()  # no dropout: the step depends on the rows alone
         half = batch.slice(16 * rank, 16 * (rank + 1))
-        optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
+        optimizer = optimizer_for(model.parameters(), 0.01)
         with distributed.synced(model, FixedSharing(gate)) as loss_fn:
             results[rank] = _two_steps(model, half, optimizer, loss_fn)
             results[f"sparse{rank}"] = (model.embedding.table.sparse, model.embedding.table.weight.grad.is_sparse)
@@ -209,7 +209,7 @@ def test_ddp_steps_equal_one_process_on_both_halves(gate, by_scenario, tiny_feat
     mp.spawn(_ddp_step, args=(2, _free_port(), tiny_feature_map, batch, gate, results), nprocs=2)
     torch.manual_seed(0)
     model = make_model("dnn", tiny_feature_map).eval()
-    optimizer = make_optimizer(model.parameters(), 0.01, 0.0, "sparse_adam")
+    optimizer = optimizer_for(model.parameters(), 0.01)
     gradients, alone = _two_steps(model, batch, optimizer, FixedSharing(gate))
     for rank in (0, 1):
         assert results[f"sparse{rank}"] == (False, False)  # dense gradients all-reduced (see synced)

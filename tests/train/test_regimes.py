@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import compose, make_batch, make_model
-from ssimctr.config.schema import TrainerConfig
+from conftest import compose, make_batch, make_model, trainer
+from ssimctr.config.optim import AdamConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit
 from ssimctr.errors import UserError
@@ -31,7 +31,7 @@ from ssimctr.train.regimes import (
 from ssimctr.train.sharing import FixedSharing, own_tower_loss, sharing_loss
 from ssimctr.utils.instantiate import instantiate
 
-SETTINGS = TrainerConfig(batch_size=8, eval_batch_size=64, epochs=2, lr=1e-2, progress=False, seed=0)
+SETTINGS = trainer(1e-2, batch_size=8, eval_batch_size=64, epochs=2, progress=False)
 
 
 class RecordingModel(MultiScenarioModel):
@@ -212,7 +212,8 @@ def test_finetune_keeps_the_pretrained_weights_when_no_epoch_improves(splits, ti
     names = tiny_feature_map.scenario_names
     model = RecordingModel(3)
     model.bias.data = torch.tensor([0.3, -0.2, 0.1])
-    frozen = replace(SETTINGS, lr=0.0)  # no epoch can improve on the pretrained copy: validation stays equal
+    frozen = replace(SETTINGS, optimizer=AdamConfig(lr=0.0))  # no epoch can improve on the pretrained copy:
+    # validation stays equal
     outcome = train_then_finetune(model, splits, names, frozen, lambda m, e: None, finetune_lr=None)
     finetuned = outcome.fits[1:]
     assert all(result.best_epoch == 0 and result.initial is not None for result in finetuned)

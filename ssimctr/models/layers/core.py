@@ -28,6 +28,9 @@ class FeatureEmbedding(nn.Module):
         if scenario_feature:
             sizes.append(feature_map.num_scenarios)
         self.scenario_feature = scenario_feature
+        names = feature_map.categorical_names
+        # the user and item id fields (dataset.user / dataset.item), by index: what id regularizers act on
+        self.id_fields = tuple(names.index(c) for c in (feature_map.user, feature_map.item) if c in names)
         self.register_buffer("offsets", torch.tensor([0, *sizes[:-1]]).cumsum(0), persistent=False)
         self.table = nn.Embedding(sum(sizes), dim, sparse=True)  # row-wise updates (ssimctr.train.optim)
         self.numeric = nn.Parameter(torch.empty(len(feature_map.numeric), dim))
