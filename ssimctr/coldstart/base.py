@@ -25,6 +25,7 @@ import torch
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit
+from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers.core import FeatureEmbedding
 from ssimctr.train.loop import FitResult, Logger, Validator
@@ -146,6 +147,24 @@ class ColdStartMethod(Protocol):
 
     def predict_warm(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
         """Own-tower logits [B] of warm rows."""
+
+
+def at_least(key: str, value: int, least: int) -> None:
+    """A method option that must be an integer >= `least`, or one clear error naming it."""
+    if value < least:
+        raise UserError(f"coldstart.{key}={value}: use an integer >= {least}")
+
+
+def require_attributes(entity: Entity, method: str) -> None:
+    """A clear error when the studied entity has no attribute field to generate its embedding from."""
+    if not entity.attributes:
+        declared = f"dataset.{entity.kind}_features"
+        named = f" ({', '.join(entity.attribute_names)} are not fields of this job)" if entity.attribute_names else ""
+        raise UserError(
+            f"coldstart={method} generates a cold {entity.kind}'s embedding from its own attribute fields, and "
+            f"{declared} declares none{named}: list the {entity.kind}'s attribute columns, e.g. "
+            f"{declared}=[<column>,...]"
+        )
 
 
 @contextmanager

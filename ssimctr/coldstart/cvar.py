@@ -37,22 +37,17 @@ over the batch while the reconstruction averages; here both average.
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from ssimctr.coldstart.base import Entity, Episodes, frozen, own_logits
-from ssimctr.coldstart.metaemb import TaskRows, require_attributes
-from ssimctr.coldstart.plain import PlainModel
-from ssimctr.coldstart.warmup import IdWarmup, entity_losses
-from ssimctr.config.schema import TrainerConfig
+from ssimctr.coldstart.base import Entity, Episodes, at_least
+from ssimctr.coldstart.generating import GeneratingMethod
+from ssimctr.coldstart.passes import TaskRows
+from ssimctr.coldstart.warmup import entity_losses
 from ssimctr.data.batch import Batch
-from ssimctr.data.datasplit import DataSplit
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers.core import MLP
-from ssimctr.train.loop import FitResult, Logger, Validator, make_optimizer
 
 
 class Gaussian(nn.Module):
@@ -82,9 +77,12 @@ class CvarNetworks(nn.Module):
         return fields.index_select(1, self.keep).flatten(1)
 
 
-class Cvar:
+class Cvar(GeneratingMethod):
     """A frozen base model plus CVAR's networks, which turn an entity's attributes (cold) or its updated
     id embedding (warm-up rounds) into the id embedding it is scored with (module docstring)."""
+
+    method = "cvar"
+    loss_names = ("cvar/loss", "cvar/bce", "cvar/recon", "cvar/reg")
 
     def __init__(
         self,
@@ -100,117 +98,38 @@ class Cvar:
         warmup_lr: float,
         warmup_steps: int,
     ) -> None:
-        for key, value, least in (
-            ("latent_dim", latent_dim, 1),
-            ("hidden", hidden, 1),
-            ("cvar_epochs", cvar_epochs, 0),
-            ("tasks_per_batch", tasks_per_batch, 1),
-        ):
-            if value < least:
-                raise UserError(f"coldstart.{key}={value}: use an integer >= {least}")
+        at_least("latent_dim", latent_dim, 1)
+        at_least("hidden", hidden, 1)
+        at_least("cvar_epochs", cvar_epochs, 0)
+        at_least("tasks_per_batch", tasks_per_batch, 1)
         if recon_weight < 0 or reg_weight < 0:
             raise UserError(f"coldstart.recon_weight={recon_weight}, reg_weight={reg_weight}: use weights >= 0")
-        self.entity = entity
-        self.latent_dim, self.hidden, self.cvar_lr, self.cvar_epochs = latent_dim, hidden, cvar_lr, cvar_epochs
-        self.tasks_per_batch, self.recon_weight, self.reg_weight = tasks_per_batch, recon_weight, reg_weight
-        self.warmup = IdWarmup(entity.field, warmup_lr, warmup_steps)
-        self.networks: CvarNetworks | None = None
-        self.tags: dict[str, str] = {}
+        super().__init__(entity, warmup_lr, warmup_steps)
+        self.latent_dim, self.hidden = latent_dim, hidden
+        self.lr, self.passes, self.tasks_per_batch = cvar_lr, cvar_epochs, tasks_per_batch
+        self.recon_weight, self.reg_weight = recon_weight, reg_weight
 
-    def build(self, model: MultiScenarioModel) -> CvarNetworks:
-        """Fresh networks for `model`'s embedding (drawn from torch's global generator), on its device."""
-        require_attributes(self.entity, "cvar")
-        embedding = model.embedding
-        fields = self.entity.attributes.fields(embedding)
-        self.networks = CvarNetworks(fields, embedding.dim, self.hidden, self.latent_dim).to(
-            embedding.table.weight.device
-        )
-        return self.networks
+    def make_networks(self, fields: list[int], dim: int) -> CvarNetworks:
+        return CvarNetworks(fields, dim, self.hidden, self.latent_dim)
 
-    def train(
-        self,
-        model: MultiScenarioModel,
-        train: DataSplit,
-        meta_tasks: Episodes,
-        validate: Validator,
-        settings: TrainerConfig,
-        log: Logger,
-    ) -> list[FitResult]:
-        """Plain training of the base model on the warm rows, then CVAR's training on the warm entities."""
-        require_attributes(self.entity, "cvar")
-        fits = PlainModel(self.entity, warmup_lr=self.warmup.lr, warmup_steps=self.warmup.steps).train(
-            model, train, meta_tasks, validate, settings, log
-        )
-        self.build(model)
-        first_step = sum(len(f.epochs) for f in fits)
-        return [*fits, self.fit_networks(model, meta_tasks, validate, settings, log, first_step)]
+    def pool(self, tasks: Episodes) -> torch.Tensor:
+        """The warm entities whose id is in the vocabulary (an OOV id has no embedding of its own to encode)."""
+        return torch.nonzero(self._ids(tasks) > 0).squeeze(1).cpu()
 
-    def fit_networks(
+    def terms(
         self,
         model: MultiScenarioModel,
         tasks: Episodes,
-        validate: Validator,
-        settings: TrainerConfig,
-        log: Logger | None = None,
-        first_step: int = 0,
-    ) -> FitResult:
-        """`cvar_epochs` seeded passes over the warm entities of `tasks` (those whose id is in the
-        vocabulary) training CVAR's networks, the model frozen; epoch i is logged at step first_step + i
-        with `validate`'s metrics (unchanged: warm rows) and the losses."""
-        networks = self._built()
-        optimizer = make_optimizer(networks.parameters(), self.cvar_lr, 0.0)
-        order = torch.Generator().manual_seed(settings.seed)
-        support_rows = TaskRows(tasks.support_task, tasks.num_tasks)
-        query_rows = TaskRows(tasks.query_task, tasks.num_tasks)
-        ids = self._ids(tasks, support_rows)
-        known = torch.nonzero(ids > 0).squeeze(1).cpu()
-        result = FitResult()
-        with frozen(model):
-            for epoch in range(1, self.cvar_epochs + 1):
-                networks.train()
-                sums = torch.zeros(4, device=ids.device)
-                steps = rows = 0
-                started = time.perf_counter()
-                for chosen in known[torch.randperm(len(known), generator=order)].split(self.tasks_per_batch):
-                    if settings.limit_train_batches and steps >= settings.limit_train_batches:
-                        break
-                    chosen = chosen.to(ids.device)
-                    a, a_task = support_rows.take(tasks.support, chosen)
-                    b, b_task = query_rows.take(tasks.query, chosen)
-                    terms = self.loss(
-                        model,
-                        ids[chosen],
-                        tasks.profile.take(chosen),
-                        Batch.concat([a, b]),
-                        torch.cat([a_task, b_task]),
-                    )
-                    optimizer.zero_grad(set_to_none=True)
-                    terms[0].backward()
-                    optimizer.step()
-                    sums += torch.stack(terms).detach()
-                    steps, rows = steps + 1, rows + len(a) + len(b)
-                loss, bce, recon, reg = (sums / steps if steps else sums.fill_(float("nan"))).tolist()
-                seconds = time.perf_counter() - started
-                result.train_rows += rows
-                result.train_seconds += seconds
-                metrics = validate(model)
-                metrics.update(
-                    {
-                        "cvar/loss": loss,
-                        "cvar/bce": bce,
-                        "cvar/recon": recon,
-                        "cvar/reg": reg,
-                        "cvar/rows_per_s": rows / seconds if seconds else float("nan"),
-                    }
-                )
-                result.epochs.append(metrics)
-                if log:
-                    log(metrics, first_step + epoch)
-        networks.eval()
-        result.best_epoch = result.kept_epoch = len(result.epochs)  # no early stopping: the last epoch's networks
-        if result.epochs:
-            result.best_value = result.epochs[-1].get(settings.monitor, float("nan"))
-        return result
+        chosen: torch.Tensor,
+        a: Batch,
+        a_task: torch.Tensor,
+        b: Batch,
+        b_task: torch.Tensor,
+    ) -> torch.Tensor:
+        """[L, BCE, reconstruction, W₂²] of the entities `chosen`, their support and query rows together."""
+        ids = self._ids(tasks)[chosen]
+        rows, owner = Batch.concat([a, b]), torch.cat([a_task, b_task])
+        return torch.stack(self.loss(model, ids, tasks.profile.take(chosen), rows, owner))
 
     def loss(
         self, model: MultiScenarioModel, ids: torch.Tensor, profile: Batch, rows: Batch, owner: torch.Tensor
@@ -218,7 +137,7 @@ class Cvar:
         """(L, BCE, reconstruction, W₂²), each a mean over the T warm entities of id `ids` [T] (in the
         vocabulary) with profiles `profile` [T] and rows `rows` (row i belongs to entity owner[i]); the
         model frozen. z is drawn with torch's global generator."""
-        networks = self._built()
+        networks = self.built()
         embedding = model.embedding
         e = embedding.table.weight[embedding.offsets[self.entity.field] + ids].detach().float()
         with torch.no_grad():
@@ -233,42 +152,22 @@ class Cvar:
         reg = ((mean_q - mean_p).pow(2) + (sigma_q - sigma_p).pow(2)).sum(1).mean()
         return bce + self.recon_weight * recon + self.reg_weight * reg, bce, recon, reg
 
-    def initial(self, model: MultiScenarioModel, episodes: Episodes) -> torch.Tensor:
+    def initial(self, model: MultiScenarioModel, profile: Batch) -> torch.Tensor:
         """ê⁰ [T, D] = g(μ_p(x)) from each entity's profile (its attribute values only)."""
-        networks = self._built()
+        networks = self.built()
         with torch.no_grad():
-            mean, _ = networks.prior(networks.attributes(model.embedding(episodes.profile).float()))
+            mean, _ = networks.prior(networks.attributes(model.embedding(profile).float()))
             return networks.decoder(mean)
 
-    def refined(self, phi: torch.Tensor) -> torch.Tensor:
-        """ê = g(μ_q(φ)): an updated id embedding encoded and decoded."""
-        networks = self._built()
+    def refine(self, phi: torch.Tensor, round_: int) -> torch.Tensor:
+        """ê = g(μ_q(φ)): a round's updated id embedding encoded and decoded (the same in every round)."""
+        networks = self.built()
         mean, _ = networks.encoder(phi)
         return networks.decoder(mean)
 
-    def predict_cold(self, model: MultiScenarioModel, episodes: Episodes) -> list[torch.Tensor]:
-        """The query rows with ê⁰ from each entity's profile, then after each warm-up round."""
-        networks = self._built()
-        was_training = networks.training
-        networks.eval()
-        try:
-            with frozen(model):
-                start = self.initial(model, episodes)
-            return self.warmup.phases(model, episodes, start, refine=lambda phi, r: self.refined(phi))
-        finally:
-            networks.train(was_training)
-
-    def predict_warm(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
-        """Warm rows as they are: their own id embeddings."""
-        return own_logits(model, batch)
-
-    def _ids(self, tasks: Episodes, support_rows: TaskRows) -> torch.Tensor:
+    def _ids(self, tasks: Episodes) -> torch.Tensor:
         """[T] each task's id: the entity field of its first support row (0 for a task without one)."""
-        first = support_rows.starts.clamp(max=max(len(tasks.support) - 1, 0))
+        rows = TaskRows(tasks.support_task, tasks.num_tasks)
+        first = rows.starts.clamp(max=max(len(tasks.support) - 1, 0))
         ids = tasks.support.cat[first, self.entity.field] if len(tasks.support) else torch.zeros_like(first)
-        return torch.where(support_rows.counts > 0, ids, 0)
-
-    def _built(self) -> CvarNetworks:
-        if self.networks is None:
-            raise RuntimeError("Cvar has no networks yet: call train() (or build()) first")
-        return self.networks
+        return torch.where(rows.counts > 0, ids, 0)

@@ -68,7 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from ssimctr.coldstart.base import Entity, Episodes, own_logits
+from ssimctr.coldstart.base import Entity, Episodes, at_least, own_logits
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit
@@ -120,14 +120,10 @@ class MetaLearner:
         meta_epochs: int,
         meta_monitor: str,
     ) -> None:
-        for key, value, least in (
-            ("inner_steps", inner_steps, 0),
-            ("tasks_per_batch", tasks_per_batch, 1),
-            ("query_rows", query_rows, 1),
-            ("meta_epochs", meta_epochs, 0),
-        ):
-            if value < least:
-                raise UserError(f"coldstart.{key}={value}: use an integer >= {least}")
+        at_least("inner_steps", inner_steps, 0)
+        at_least("tasks_per_batch", tasks_per_batch, 1)
+        at_least("query_rows", query_rows, 1)
+        at_least("meta_epochs", meta_epochs, 0)
         self.entity = entity
         self.inner_lr = inner_lr
         self.meta_lr = meta_lr

@@ -33,22 +33,21 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ssimctr.coldstart.base import Entity, Episodes, frozen, own_logits
-from ssimctr.coldstart.plain import PlainModel
-from ssimctr.coldstart.warmup import IdWarmup, entity_losses
+from ssimctr.coldstart.base import Entity, Episodes, at_least, require_attributes
+from ssimctr.coldstart.generating import GeneratingMethod
+from ssimctr.coldstart.warmup import entity_losses
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers.core import MLP
-from ssimctr.train.loop import FitResult, Logger, Validator, make_optimizer
+from ssimctr.train.loop import FitResult, Logger, Validator
 
 GENERATOR_SCALE = 0.2  # the generated embedding is tanh(·) / 5, as in the authors' code
 
@@ -80,8 +79,11 @@ class MetaTerms:
     phi1: torch.Tensor
 
 
-class MetaEmb:
+class MetaEmb(GeneratingMethod):
     """A frozen base model plus a generator of cold ids' embeddings from the entity's own attributes."""
+
+    method = "metaemb"
+    loss_names = ("meta/loss", "meta/cold_loss", "meta/warm_loss")
 
     def __init__(
         self,
@@ -98,28 +100,15 @@ class MetaEmb:
     ) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise UserError(f"coldstart.alpha={alpha}: use a weight in [0, 1]")
-        if generator_hidden < 0 or tasks_per_batch < 1 or meta_epochs < 0:
-            raise UserError(
-                f"coldstart: generator_hidden={generator_hidden} (0: one bias-free layer) and meta_epochs="
-                f"{meta_epochs} must be >= 0, tasks_per_batch={tasks_per_batch} >= 1"
-            )
-        self.entity = entity
-        self.alpha, self.cold_lr, self.generator_lr = alpha, cold_lr, generator_lr
-        self.generator_hidden, self.tasks_per_batch, self.meta_epochs = generator_hidden, tasks_per_batch, meta_epochs
-        self.warmup = IdWarmup(entity.field, warmup_lr, warmup_steps)
-        self.generator: EmbeddingGenerator | None = None
-        self.tags: dict[str, str] = {}
+        at_least("generator_hidden", generator_hidden, 0)  # 0: one bias-free layer
+        at_least("tasks_per_batch", tasks_per_batch, 1)
+        at_least("meta_epochs", meta_epochs, 0)
+        super().__init__(entity, warmup_lr, warmup_steps)
+        self.alpha, self.cold_lr, self.generator_hidden = alpha, cold_lr, generator_hidden
+        self.lr, self.passes, self.tasks_per_batch = generator_lr, meta_epochs, tasks_per_batch
 
-    def build_generator(self, model: MultiScenarioModel) -> EmbeddingGenerator:
-        """A fresh generator of the entity's attribute fields for `model`'s embedding (drawn from torch's
-        global generator), on its device."""
-        require_attributes(self.entity, "metaemb")
-        embedding = model.embedding
-        fields = self.entity.attributes.fields(embedding)
-        self.generator = EmbeddingGenerator(fields, embedding.dim, self.generator_hidden).to(
-            embedding.table.weight.device
-        )
-        return self.generator
+    def make_networks(self, fields: list[int], dim: int) -> EmbeddingGenerator:
+        return EmbeddingGenerator(fields, dim, self.generator_hidden)
 
     def train(
         self,
@@ -131,73 +120,24 @@ class MetaEmb:
         log: Logger,
     ) -> list[FitResult]:
         """Plain training of the base model on the warm rows, then the meta phase on `meta_tasks`."""
-        require_attributes(self.entity, "metaemb")
+        require_attributes(self.entity, self.method)
         if meta_tasks.num_tasks and not meta_tasks.shots:
             raise UserError("coldstart=metaemb needs support rows in its meta tasks: set task.meta_shots >= 1")
-        fits = PlainModel(self.entity, warmup_lr=self.warmup.lr, warmup_steps=self.warmup.steps).train(
-            model, train, meta_tasks, validate, settings, log
-        )
-        self.build_generator(model)
-        first_step = sum(len(f.epochs) for f in fits)
-        return [*fits, self.meta_train(model, meta_tasks, validate, settings, log, first_step)]
+        return super().train(model, train, meta_tasks, validate, settings, log)
 
-    def meta_train(
+    def terms(
         self,
         model: MultiScenarioModel,
         tasks: Episodes,
-        validate: Validator,
-        settings: TrainerConfig,
-        log: Logger | None = None,
-        first_step: int = 0,
-    ) -> FitResult:
-        """`meta_epochs` passes of generator training over `tasks` with the model frozen. Meta epoch
-        i is logged at step first_step + i. `settings.limit_train_batches` caps the steps per epoch."""
-        generator = self._trained_generator()
-        optimizer = make_optimizer(generator.parameters(), self.generator_lr, 0.0)
-        order = torch.Generator().manual_seed(settings.seed)
-        support_rows = TaskRows(tasks.support_task, tasks.num_tasks)
-        query_rows = TaskRows(tasks.query_task, tasks.num_tasks)
-        result = FitResult()
-        with frozen(model):
-            for epoch in range(1, self.meta_epochs + 1):
-                generator.train()
-                sums = torch.zeros(3, device=tasks.query.label.device)
-                steps = rows = 0
-                started = time.perf_counter()
-                for chosen in torch.randperm(tasks.num_tasks, generator=order).split(self.tasks_per_batch):
-                    if settings.limit_train_batches and steps >= settings.limit_train_batches:
-                        break
-                    chosen = chosen.to(sums.device)
-                    a, a_task = support_rows.take(tasks.support, chosen)
-                    b, b_task = query_rows.take(tasks.query, chosen)
-                    terms = self.meta_loss(model, tasks.profile.take(chosen), a, a_task, b, b_task)
-                    optimizer.zero_grad(set_to_none=True)
-                    terms.loss.backward()
-                    optimizer.step()
-                    sums += torch.stack([terms.loss, terms.cold, terms.warm]).detach()
-                    steps, rows = steps + 1, rows + len(a) + len(b)
-                loss, cold, warm = (sums / steps if steps else sums.fill_(float("nan"))).tolist()  # syncs the device
-                seconds = time.perf_counter() - started
-                result.train_rows += rows
-                result.train_seconds += seconds
-                metrics = validate(model)
-                metrics.update(
-                    {
-                        "meta/loss": loss,
-                        "meta/cold_loss": cold,
-                        "meta/warm_loss": warm,
-                        "meta/rows_per_s": rows / seconds if seconds else float("nan"),
-                    }
-                )
-                result.epochs.append(metrics)
-                if log:
-                    log(metrics, first_step + epoch)
-        generator.eval()
-        # no early stopping: the generator of the last meta epoch is kept
-        result.best_epoch = result.kept_epoch = len(result.epochs)
-        if result.epochs:
-            result.best_value = result.epochs[-1].get(settings.monitor, float("nan"))
-        return result
+        chosen: torch.Tensor,
+        a: Batch,
+        a_task: torch.Tensor,
+        b: Batch,
+        b_task: torch.Tensor,
+    ) -> torch.Tensor:
+        """[α·L_a + (1 − α)·L_b, L_a, L_b] of the entities `chosen` (`meta_loss`)."""
+        step = self.meta_loss(model, tasks.profile.take(chosen), a, a_task, b, b_task)
+        return torch.stack([step.loss, step.cold, step.warm])
 
     def meta_loss(
         self,
@@ -211,7 +151,7 @@ class MetaEmb:
         """The generator loss of the len(profile) entities of `profile`: φ⁰ from their profiles, L_a on
         batch a (rows `a`, entity index `a_task` into `profile`), one step of size cold_lr gives φ', L_b
         on batch b. Expects the model frozen (see `frozen`)."""
-        phi0 = self.generated(model, profile)
+        phi0 = self.initial(model, profile)
         if not phi0.requires_grad:  # a generator without gradients (e.g. frozen): the step still needs ∇φ
             phi0 = phi0.detach().requires_grad_()
         cold = entity_losses(model, self.entity.field, a, a_task, phi0)
@@ -221,60 +161,9 @@ class MetaEmb:
         loss = self.alpha * cold.mean() + (1.0 - self.alpha) * warm.mean()
         return MetaTerms(loss, cold.mean(), warm.mean(), phi0, phi1)
 
-    def generated(self, model: MultiScenarioModel, profile: Batch) -> torch.Tensor:
+    def initial(self, model: MultiScenarioModel, profile: Batch) -> torch.Tensor:
         """φ⁰ [T, D]: the generator of each entity's profile row (its attribute values only); the
         model's field embeddings are read without gradients."""
         with torch.no_grad():
             fields = model.embedding(profile).float()
-        return self._trained_generator()(fields)
-
-    def predict_cold(self, model: MultiScenarioModel, episodes: Episodes) -> list[torch.Tensor]:
-        """The query rows with φ⁰ generated from each entity's profile, then after each warm-up round."""
-        generator = self._trained_generator()
-        was_training = generator.training
-        generator.eval()
-        try:
-            with frozen(model), torch.no_grad():
-                phi = self.generated(model, episodes.profile)
-            return self.warmup.phases(model, episodes, phi)
-        finally:
-            generator.train(was_training)
-
-    def predict_warm(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
-        """Warm rows as they are: their own id embeddings."""
-        return own_logits(model, batch)
-
-    def _trained_generator(self) -> EmbeddingGenerator:
-        if self.generator is None:
-            raise RuntimeError("MetaEmb has no generator yet: call train() (or build_generator()) first")
-        return self.generator
-
-
-def require_attributes(entity: Entity, method: str) -> None:
-    """A clear error when the studied entity has no attribute field to generate its embedding from."""
-    if not entity.attributes:
-        declared = f"dataset.{entity.kind}_features"
-        named = f" ({', '.join(entity.attribute_names)} are not fields of this job)" if entity.attribute_names else ""
-        raise UserError(
-            f"coldstart={method} generates a cold {entity.kind}'s embedding from its own attribute fields, and "
-            f"{declared} declares none{named}: list the {entity.kind}'s attribute columns, e.g. "
-            f"{declared}=[<column>,...]"
-        )
-
-
-class TaskRows:
-    """Where each task's rows lie in a batch whose rows are contiguous per task, in task order."""
-
-    def __init__(self, task: torch.Tensor, num_tasks: int) -> None:
-        self.counts = torch.bincount(task, minlength=num_tasks)
-        self.starts = self.counts.cumsum(0) - self.counts
-
-    def take(self, batch: Batch, chosen: torch.Tensor) -> tuple[Batch, torch.Tensor]:
-        """The rows of tasks `chosen` (in that order) and each row's position in `chosen`."""
-        counts = self.counts[chosen]
-        local = torch.repeat_interleave(torch.arange(len(chosen), device=chosen.device), counts)
-        first = torch.repeat_interleave(self.starts[chosen], counts)
-        within = torch.arange(len(local), device=chosen.device) - torch.repeat_interleave(
-            counts.cumsum(0) - counts, counts
-        )
-        return batch.take(first + within), local
+        return self.built()(fields)

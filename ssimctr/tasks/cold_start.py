@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import string
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -174,7 +175,9 @@ class ColdStartTask:
         )
         return with_encoded_fields(data, OmegaConf.to_object(job.config.text_encoder), job.console)
 
-    def entity(self, feature_map: FeatureMap, user_features: list[str] = (), item_features: list[str] = ()) -> Entity:
+    def entity(
+        self, feature_map: FeatureMap, user_features: Sequence[str] = (), item_features: Sequence[str] = ()
+    ) -> Entity:
         """The studied entity's id field and its own attribute fields, checked against the data."""
         column = getattr(feature_map, self.entity_kind)
         if column is None:

@@ -110,7 +110,7 @@ def test_train_is_plain_training_then_cvars(tiny_feature_map):
 def test_the_cold_phase_decodes_the_priors_mean_of_the_profiles_attributes_only(tiny_feature_map):
     model, method, networks = _built(tiny_feature_map)
     episodes = episodes_of(tiny_feature_map, 2, 1, [3, 4, 5], ATTRIBUTES, seed=1)
-    start = method.initial(model, episodes)
+    start = method.initial(model, episodes.profile)
     x = model.embedding(episodes.profile).detach()[:, ATTRIBUTE_FIELDS].flatten(1)
     expected = networks.decoder(networks.prior.mean(x))
     torch.testing.assert_close(start, expected)
@@ -126,10 +126,10 @@ def test_the_cold_phase_decodes_the_priors_mean_of_the_profiles_attributes_only(
         support=make_batch(tiny_feature_map, rows=len(episodes.support), seed=7),
         query=make_batch(tiny_feature_map, rows=len(episodes.query), seed=8),
     )
-    torch.testing.assert_close(method.initial(model, moved), start, rtol=0, atol=0)
+    torch.testing.assert_close(method.initial(model, moved.profile), start, rtol=0, atol=0)
     changed = dataclasses.replace(episodes.profile, cat=episodes.profile.cat.clone())
     changed.cat[:, 2] = (changed.cat[:, 2] + 1) % tiny_feature_map.categorical[2].vocab_size
-    assert not torch.allclose(method.initial(model, dataclasses.replace(episodes, profile=changed)), start)
+    assert not torch.allclose(method.initial(model, changed), start)
 
 
 def test_each_round_takes_adam_steps_then_encodes_and_decodes(tiny_feature_map):
@@ -140,7 +140,7 @@ def test_each_round_takes_adam_steps_then_encodes_and_decodes(tiny_feature_map):
     before = weights(model, networks)
     phases = method.predict_cold(model, episodes)
     assert len(phases) == 3 and same(before, weights(model, networks))
-    start = method.initial(model, episodes)
+    start = method.initial(model, episodes.profile)
     for t in range(3):
         support = episodes.support.take(torch.nonzero(episodes.support_task == t).squeeze(1))
         rows = torch.nonzero(episodes.query_task == t).squeeze(1)

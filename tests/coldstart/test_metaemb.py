@@ -58,17 +58,17 @@ def test_the_generator_reads_the_entitys_own_attributes_and_nothing_else(tiny_fe
     torch.manual_seed(0)
     model = make_model("dnn", tiny_feature_map, hidden=[16])
     method = build("metaemb", ENTITY)
-    generator = method.build_generator(model)
+    generator = method.build(model)
     assert generator.net.weight.shape == (model.embedding.dim, 2 * model.embedding.dim)  # two fields in, no bias
     episodes = episodes_of(tiny_feature_map, 2, 1, [3, 4, 5], ATTRIBUTES, seed=1)
-    phi = method.generated(model, episodes.profile)
+    phi = method.initial(model, episodes.profile)
     others = make_batch(tiny_feature_map, rows=3, seed=9)
     unblanked = dataclasses.replace(  # every non-attribute value of the profile set: ids, b, x, scenario, label
         others,
         cat=torch.stack([others.cat[:, 0] + 1, others.cat[:, 1], episodes.profile.cat[:, 2]], 1),
         num=torch.stack([others.num[:, 0], episodes.profile.num[:, 1]], 1),
     )
-    torch.testing.assert_close(method.generated(model, unblanked), phi, rtol=0, atol=0)
+    torch.testing.assert_close(method.initial(model, unblanked), phi, rtol=0, atol=0)
     replaced = dataclasses.replace(
         episodes,
         support=make_batch(tiny_feature_map, rows=len(episodes.support), seed=7),
@@ -79,10 +79,10 @@ def test_the_generator_reads_the_entitys_own_attributes_and_nothing_else(tiny_fe
     torch.testing.assert_close(query_only, cold, rtol=0, atol=0)  # the support rows play no part in φ⁰
     changed = dataclasses.replace(episodes.profile, cat=episodes.profile.cat.clone())
     changed.cat[0, 2] = (changed.cat[0, 2] + 1) % tiny_feature_map.categorical[2].vocab_size
-    moved = method.generated(model, changed)
+    moved = method.initial(model, changed)
     assert not torch.allclose(moved[0], phi[0]) and torch.equal(moved[1:], phi[1:])
     shifted = dataclasses.replace(episodes.profile, num=episodes.profile.num + torch.tensor([0.0, 1.0]))
-    assert not torch.allclose(method.generated(model, shifted), phi)
+    assert not torch.allclose(method.initial(model, shifted), phi)
     # by hand: tanh(W [e_c ; e_y]) / 5 (fields: a, b, c, the scenario, x, y)
     fields = model.embedding(episodes.profile).detach()
     expected = GENERATOR_SCALE * torch.tanh(fields[:, [2, 5]].flatten(1) @ generator.net.weight.T)
@@ -96,7 +96,7 @@ def test_an_entity_without_declared_attributes_is_one_clear_error(tiny_feature_m
         build("metaemb", bare).train(model, None, None, _constant_validate, settings(), None)
     text_only = Entity("item", 1, "b", (0, 1), Attributes(), ("title",))
     with pytest.raises(UserError, match=r"dataset.item_features declares none \(title are not fields of this job\)"):
-        build("metaemb", text_only).build_generator(model)
+        build("metaemb", text_only).build(model)
 
 
 def test_the_objective_matches_a_hand_computation(tiny_feature_map):
@@ -104,7 +104,7 @@ def test_the_objective_matches_a_hand_computation(tiny_feature_map):
     model = make_model("dnn", tiny_feature_map, hidden=[16]).eval()
     alpha, eta = 0.3, 0.5  # a large step, so that φ' is visibly not φ⁰
     method = build("metaemb", ENTITY, alpha=alpha, cold_lr=eta, generator_hidden=8)
-    generator = method.build_generator(model)
+    generator = method.build(model)
     tasks = _warm_tasks(tiny_feature_map, [3, 2, 4], [5, 2, 3], seed=4)
     terms = method.meta_loss(model, tasks.profile, tasks.support, tasks.support_task, tasks.query, tasks.query_task)
 
@@ -144,11 +144,11 @@ def test_the_meta_phase_trains_only_the_generator(tiny_feature_map):
     torch.manual_seed(0)
     model = make_model("dnn", tiny_feature_map, hidden=[16], batch_norm=True, dropout=0.3).train()
     method = build("metaemb", ENTITY, meta_epochs=2, tasks_per_batch=2, generator_lr=1e-2)
-    generator = method.build_generator(model)
+    generator = method.build(model)
     tasks = _warm_tasks(tiny_feature_map, [3] * 5, [4, 6, 2, 5, 3], seed=6)
     model_before, generator_before = weights(model), weights(generator)
     steps: list[int] = []
-    result = method.meta_train(
+    result = method.fit_networks(
         model, tasks, _constant_validate, settings(), log=lambda metrics, step: steps.append(step), first_step=3
     )
     assert same(model_before, weights(model))  # parameters and buffers (batch-norm statistics) bit-identical
@@ -186,7 +186,7 @@ def test_the_cold_phase_scores_with_the_generated_embedding_and_each_round_warms
     model = make_model("dnn", tiny_feature_map, hidden=[16]).eval()
     lr, steps = 0.05, 2
     method = build("metaemb", ENTITY, warmup_lr=lr, warmup_steps=steps)
-    generator = method.build_generator(model)
+    generator = method.build(model)
     episodes = episodes_of(tiny_feature_map, 2, 3, [4, 5, 6], ATTRIBUTES, seed=7)
     before = weights(model, generator)
     phases = method.predict_cold(model, episodes)

@@ -31,7 +31,7 @@ def _ready(name: str, model):
     """Method `name`, with its own networks built where it has some (as training would)."""
     method = build(name, ENTITY, **FAST[name])
     if name == "metaemb":
-        method.build_generator(model)
+        method.build(model)
     elif name == "cvar":
         method.build(model)
     return method
