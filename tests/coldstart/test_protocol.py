@@ -98,6 +98,8 @@ def test_episodes_split_each_entity_in_time_order_into_rounds_and_query_rows(pre
     attribute values and nothing else."""
     fm = prepared_synthetic.feature_map
     frame = pl.read_parquet(prepared_synthetic.split_path("test"))
+    # an attribute that differs between an entity's rows, so that which row the profile reads shows
+    frame = frame.with_columns((pl.col("row_id") % 4 + 1).cast(pl.Int32).alias("user_city"))
     names = fm.categorical_names
     attributes = Attributes(cat=(names.index("user_age"), names.index("user_city")), num=(1,))
     episodes, counts = build_episodes(frame, "user_key", 2, fm, attributes, rounds=3)
