@@ -34,7 +34,9 @@ class WarmupConfig(ColdStartMethodConfig):
     """The warm-up rule of the methods that adapt a cold entity's id embedding (ssimctr.coldstart.warmup)."""
 
     warmup_lr: float = 1e-3  # Adam's learning rate on the cold entities' vectors (the reference code's lr)
-    warmup_steps: int = 1  # Adam steps per warm-up round, each on all of the round's rows of the entity
+    # Adam steps per warm-up round, each on all of the round's rows of the entity: the reference code's one
+    # pass over a round's rows in batches of 2048 gives an entity whose rows spread over ~10 batches ~10 steps
+    warmup_steps: int = 10
 
 
 @dataclass
