@@ -1,8 +1,10 @@
 """Cold-start methods' training cost against the plain model (`make bench`).
 
 Prepares synthetic rows with late-arriving users and items, then for each method trains one base
-epoch on the warm rows and one meta epoch over the warm entities' tasks, and reports seconds per
-epoch, rows per second and the meta epoch's cost relative to a plain epoch on the same rows.
+epoch on the warm rows and one meta epoch over the warm entities' tasks (MetaEmb's generator phase,
+CVAR's networks), and reports seconds per epoch, rows per second, the meta epoch's cost relative to a
+plain epoch on the same rows, and the seconds of the evaluation protocol on the test split's cold
+entities (the cold phase and 3 warm-up rounds of 5 rows).
 
     python bench/coldstart_speed.py --rows 500000 --entity user
 """
@@ -33,7 +35,8 @@ from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
-METHODS = ("none", "dropoutnet", "maml", "melu", "metaemb")
+METHODS = ("none", "dropoutnet", "maml", "melu", "metaemb", "cvar")
+SHOTS, ROUNDS = 5, 3
 
 
 def main() -> None:
@@ -60,12 +63,14 @@ def main() -> None:
             Path(cache),
         )
         fm = data.feature_map
-        task = ColdStartTask(args.entity, None, 2020, 0, 5)
-        entity = task.entity(fm)
+        task = ColdStartTask(args.entity, None, 2020, SHOTS, ROUNDS, 5)
+        entity = task.entity(fm, list(base.dataset.user_features), list(base.dataset.item_features))
         frames = {name: pl.read_parquet(data.split_path(name)) for name in ("train", "val", "test")}
-        _, train_frame, _ = task.rows(frames, entity)
+        _, train_frame, parts = task.rows(frames, entity)
+    key = f"{entity.kind}_key"
     train = MemorySplit(batch_from_frame(train_frame, fm))
-    meta_tasks, counts = build_episodes(train_frame, f"{entity.kind}_key", 5, fm)
+    meta_tasks, counts = build_episodes(train_frame, key, 5, fm, entity.attributes)
+    cold, _ = build_episodes(parts["test"][0], key, SHOTS, fm, entity.attributes, ROUNDS)
     settings = replace(OmegaConf.to_object(base.trainer), epochs=1, patience=1, progress=False, seed=0)
     regime: Regime = instantiate(base.regime)
     results = []
@@ -76,6 +81,9 @@ def main() -> None:
         started = time.perf_counter()
         fits = method.train(model, train, meta_tasks, lambda m: {"val/auc/mean": 0.0}, settings, lambda m, s: None)
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        method.predict_cold(model, cold)
+        protocol = time.perf_counter() - started
         plain, meta = fits[0], fits[1:]
         meta_seconds = sum(f.train_seconds for f in meta)
         results.append(
@@ -86,14 +94,19 @@ def main() -> None:
                 "meta_epoch_s": meta_seconds if meta else None,
                 "meta_vs_plain_epoch": meta_seconds / plain.train_seconds if meta else None,
                 "total_s": seconds,
+                "protocol_s": protocol,
             }
         )
-        console.print(f"{name:>10}: base epoch {plain.train_seconds:.1f}s, meta epoch {meta_seconds:.1f}s")
+        console.print(
+            f"{name:>10}: base epoch {plain.train_seconds:.1f}s, meta epoch {meta_seconds:.1f}s, "
+            f"cold phase + {ROUNDS} rounds {protocol:.1f}s"
+        )
     table = Table(
         title=f"cold-start training cost: {len(train_frame):,} warm train rows, {counts.tasks:,} meta tasks "
-        f"({args.entity}s), {args.threads} threads"
+        f"({args.entity}s), {args.threads} threads; protocol: {cold.num_tasks:,} cold {args.entity}s, "
+        f"{len(cold.query):,} query rows"
     )
-    for column in ("method", "base epoch s", "base rows/s", "meta epoch s", "meta / plain epoch"):
+    for column in ("method", "base epoch s", "base rows/s", "meta epoch s", "meta / plain epoch", "protocol s"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in results:
         meta = r["meta_epoch_s"]
@@ -103,6 +116,7 @@ def main() -> None:
             f"{r['base_rows_per_s']:,.0f}",
             "-" if meta is None else f"{meta:.1f}",
             "-" if meta is None else f"{r['meta_vs_plain_epoch']:.2f}x",
+            f"{r['protocol_s']:.1f}",
         )
     console.print(table)
     out = Path(args.out)

@@ -14,12 +14,17 @@ and its query set Q_t (the rest); L_X(θ) is the mean own-tower BCE-with-logits 
    - outer step: Adam(meta_lr) (trainer.optimizer.weight_decay) on θ, through the inner steps (second order), or,
      with `first_order=true`, with the inner gradients detached (FOMAML: ∇θ = ∇_{θ'} L_Q(θ'_t));
    - the meta phase runs through `ssimctr.train.loop.fit` (validation after each meta epoch, early stopping
-     on trainer.monitor, logged after the base epochs): the second FitResult. The base model competes as
+     on `meta_monitor`, logged after the base epochs): the second FitResult. The base model competes as
      meta epoch 0 (`fit(..., keep_initial=True)`): when no meta epoch validates better, θ stays the
-     base model's, so the meta phase never leaves a model worse on validation than plain training.
-3. Cold entities: zero-shot (`episodes.shots == 0`) predicts with θ as it is (the plain forward);
-   few-shot adapts θ'_t on each cold task's support rows (the same inner loop, batched over tasks) and
-   predicts the task's query rows with θ'_t. The model's weights never change.
+     base model's, so the meta phase never leaves a model worse on validation than plain training. The
+     comparison is on `meta_monitor`, by default `val/cold/auc/mean`: the cold entities' val rows, the
+     population the meta phase is for (trainer.monitor where the val split has no cold row; the run is
+     tagged coldstart.meta_monitor and coldstart.meta_kept=true|false, and a dropped meta phase is said
+     on the console).
+3. Cold entities: the cold phase predicts with θ as it is (the plain forward). Warm-up round r adapts
+   each cold task's θ'_t by the same inner loop on the round's support rows, starting from its round
+   r − 1 parameters (θ for the first round), and predicts the task's query rows with θ'_t. Tasks run
+   batched, in groups that go through every round; the model's weights never change.
 
 The inner loops of a meta-batch (and of a group of cold tasks) run as one batched computation:
 `torch.func.vmap` over the tasks of `grad` of a `functional_call` of the model, never a Python loop over
@@ -35,8 +40,9 @@ updates per inner step, although ∇_table L_S is zero outside the ≤ K·(F_cat
 support rows look up. So the table's change is kept sparse: per task a delta [P, D] on the P table
 rows its support set looks up (every distinct row once), added to every lookup of those rows. That is
 θ'_table = θ_table − α·∇L_S exactly, for any number of inner steps, first or second order, at a cost of
-O(T·K·F·D) instead of O(T·V·D); nothing is restricted. (In few-shot, a cold id is out of vocabulary: its
-adapted row is the per-task copy of its field's OOV row.)
+O(T·K·F·D) instead of O(T·V·D); nothing is restricted. (A cold id is out of vocabulary: its adapted row
+is the per-task copy of its field's OOV row. A later warm-up round keeps the earlier rounds' rows first
+and appends the rows its own support rows add.)
 
 **MeLU** (Lee et al., KDD 2019), `Melu`: the same, with two changes.
 
@@ -62,8 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from ssimctr.coldstart.base import Entity, Episodes
-from ssimctr.coldstart.plain import own_logits
+from ssimctr.coldstart.base import Entity, Episodes, at_least, own_logits
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit
@@ -113,15 +118,12 @@ class MetaLearner:
         tasks_per_batch: int,
         query_rows: int,
         meta_epochs: int,
+        meta_monitor: str,
     ) -> None:
-        for key, value, least in (
-            ("inner_steps", inner_steps, 0),
-            ("tasks_per_batch", tasks_per_batch, 1),
-            ("query_rows", query_rows, 1),
-            ("meta_epochs", meta_epochs, 0),
-        ):
-            if value < least:
-                raise UserError(f"coldstart.{key}={value}: use an integer >= {least}")
+        at_least("inner_steps", inner_steps, 0)
+        at_least("tasks_per_batch", tasks_per_batch, 1)
+        at_least("query_rows", query_rows, 1)
+        at_least("meta_epochs", meta_epochs, 0)
         self.entity = entity
         self.inner_lr = inner_lr
         self.meta_lr = meta_lr
@@ -130,9 +132,11 @@ class MetaLearner:
         self.tasks_per_batch = tasks_per_batch
         self.query_rows = query_rows
         self.meta_epochs = meta_epochs
+        self.meta_monitor = meta_monitor
         self._change: tuple[torch.Tensor, torch.Tensor] | None = None  # (delta, rows) of the task being run
         self._installed: set[int] = set()  # ids of the models whose embedding carries this method's hooks
         self._id_masks: dict[tuple[torch.device, int], torch.Tensor] = {}  # MeLU: which cat columns are ids
+        self.tags: dict[str, str] = {}  # meta_kept: whether a meta epoch validated better than the base model
 
     # -- the ColdStartMethod protocol ------------------------------------------------------------------
 
@@ -155,42 +159,53 @@ class MetaLearner:
             meta_tasks = meta_tasks.to(_device(model))
             tasks = TaskIndex(meta_tasks)
             if not self.meta_epochs or not tasks.with_query.numel():
-                return fits
+                return fits  # no meta phase ran: nothing to keep or drop
             loader = MetaLoader(meta_tasks, tasks, self.tasks_per_batch, self.query_rows, settings.seed)
             meta_optimizer = make_optimizer(settings, [{"params": list(model.parameters()), "lr": self.meta_lr}])
             done = len(fits[0].epochs)
-            meta_settings = dataclasses.replace(settings, epochs=self.meta_epochs)
+            monitor = self.meta_monitor if self.meta_monitor in fits[0].epochs[-1] else settings.monitor
+            self.tags["meta_monitor"] = monitor
+            meta_settings = dataclasses.replace(settings, epochs=self.meta_epochs, monitor=monitor)
             meta_log = (lambda metrics, step: log(metrics, done + step)) if log else None
-            fits.append(
-                fit(
-                    model,
-                    self.meta_loss,
-                    meta_optimizer,
-                    loader,
-                    validate,
-                    meta_settings,
-                    keep_initial=True,
-                    log=meta_log,
-                )
+            meta = fit(
+                model,
+                self.meta_loss,
+                meta_optimizer,
+                loader,
+                validate,
+                meta_settings,
+                keep_initial=True,
+                log=meta_log,
             )
+            fits.append(meta)
+            self.tags["meta_kept"] = str(meta.kept_epoch > 0).lower()
         return fits
 
-    def predict_cold(self, model: MultiScenarioModel, episodes: Episodes) -> torch.Tensor:
-        """Zero-shot: the (id-masked, for MeLU) forward with θ. Few-shot: each task's query rows with its
-        θ'_t adapted on its support rows, groups of tasks at once; the model's weights never change."""
+    def predict_cold(self, model: MultiScenarioModel, episodes: Episodes) -> list[torch.Tensor]:
+        """The cold phase: the (id-masked, for MeLU) forward with θ. Warm-up round r: each task's θ'_t
+        adapted from its round r − 1 parameters (θ for the first round) by the inner loop on the round's
+        support rows, its query rows scored with it; groups of tasks at once, the model's weights never
+        change."""
         with self.installed(model):
-            if episodes.shots == 0 or self.inner_steps == 0:
-                return own_logits(model, episodes.query)
+            cold = own_logits(model, episodes.query)
+            if episodes.rounds == 0:
+                return [cold]
             model.eval()
             episodes = episodes.to(_device(model))
             tasks = TaskIndex(episodes)
-            out = torch.zeros(len(episodes.query), device=episodes.query.label.device)
+            shots = episodes.shots
+            rounds = [
+                torch.zeros(len(episodes.query), device=episodes.query.label.device) for _ in range(episodes.rounds)
+            ]
             with torch.no_grad():  # torch.func.grad still differentiates inside
                 for group, index, valid in tasks.query_groups(EVAL_ROWS, self._tasks_per_group(model)):
-                    adapted = self.adapt(model, stack(episodes.support, tasks.support[group]))
-                    logits = self.query_logits(model, adapted, stack(episodes.query, index))
-                    out[index[valid]] = logits[valid].float()
-            return out
+                    adapted = None
+                    query = stack(episodes.query, index)
+                    for r, out in enumerate(rounds):
+                        support = stack(episodes.support, tasks.support[group][:, r * shots : (r + 1) * shots])
+                        adapted = self.adapt(model, support, adapted)
+                        out[index[valid]] = self.query_logits(model, adapted, query)[valid].float()
+            return [cold, *rounds]
 
     def predict_warm(self, model: MultiScenarioModel, batch: Batch) -> torch.Tensor:
         """Warm rows with θ (ids masked for MeLU)."""
@@ -205,21 +220,30 @@ class MetaLearner:
         logits = self.query_logits(model, adapted, batch.query)
         return F.binary_cross_entropy_with_logits(logits, batch.query.label)
 
-    def adapt(self, model: MultiScenarioModel, support: Batch) -> Adapted:
+    def adapt(self, model: MultiScenarioModel, support: Batch, start: Adapted | None = None) -> Adapted:
         """θ'_t of every task of `support` (a stacked batch [T, K, ...]): `inner_steps` gradient steps of
-        size inner_lr on L_{S_t}, one vmap over the tasks. Leaves the model's weights as they are."""
-        dense, fixed = self.split_parameters(model)
+        size inner_lr on L_{S_t} from θ (or from each task's `start`, a previous round's θ'_t), one vmap
+        over the tasks. Leaves the model's weights as they are."""
+        shared, fixed = self.split_parameters(model)
         tasks = support.label.shape[0]
         buffers = self._task_buffers(model, tasks)
+        dense = shared if start is None else start.dense
+        before = (None, None) if start is None else (start.delta, start.rows)
 
         def one_task(
-            dense: Params, buffers: Params, rows: Rows
+            dense: Params,
+            earlier_delta: torch.Tensor | None,
+            earlier_rows: torch.Tensor | None,
+            buffers: Params,
+            rows: Rows,
         ) -> tuple[Params, torch.Tensor | None, torch.Tensor | None]:
-            table_rows = self._table_rows(model, rows) if self.adapt_embedding else None
+            table_rows = self._table_rows(model, rows, earlier_rows) if self.adapt_embedding else None
             delta = None
             if table_rows is not None:
                 delta = torch.zeros(table_rows.shape[0], fixed[TABLE].shape[1], dtype=fixed[TABLE].dtype)
                 delta = delta.to(fixed[TABLE].device)
+                if earlier_delta is not None:  # the earlier rounds' change first, where the dedup keeps it
+                    delta = torch.cat([earlier_delta, delta[earlier_delta.shape[0] :]])
 
             def support_loss(dense: Params, delta: torch.Tensor | None, buffers: Params) -> torch.Tensor:
                 logits = self._task_logits(model, fixed, dense, buffers, delta, table_rows, rows)
@@ -240,10 +264,15 @@ class MetaLearner:
 
         buffer_dims = {name: 0 for name in buffers}
         table = 0 if self.adapt_embedding else None
+        per_task = None if start is None else 0
+        earlier = None if start is None or not self.adapt_embedding else 0
         with self.installed(model), dense_gradients(model):
             dense, delta, rows = vmap(
-                one_task, in_dims=(None, buffer_dims, 0), out_dims=(0, table, table), randomness="different"
-            )(dense, buffers, _rows(support))
+                one_task,
+                in_dims=(per_task, earlier, earlier, buffer_dims, 0),
+                out_dims=(0, table, table),
+                randomness="different",
+            )(dense, *before, buffers, _rows(support))
         return Adapted(dense, delta, rows)
 
     def query_logits(self, model: MultiScenarioModel, adapted: Adapted, query: Batch) -> torch.Tensor:
@@ -305,12 +334,15 @@ class MetaLearner:
         finally:
             self._change = None
 
-    def _table_rows(self, model: MultiScenarioModel, rows: Rows) -> torch.Tensor:
-        """The table rows [K·F'] a task's support rows look up, each distinct row once (repeats −1)."""
+    def _table_rows(self, model: MultiScenarioModel, rows: Rows, earlier: torch.Tensor | None = None) -> torch.Tensor:
+        """The table rows a task's support rows look up, after the rows an earlier round changed
+        (`earlier`, kept first): [P] with each distinct row once (repeats −1, never matched)."""
         ids = _table_ids(model.embedding, rows["cat"], rows["scenario"]).flatten()
+        if earlier is not None:
+            ids = torch.cat([earlier, ids])
         same = ids.unsqueeze(0) == ids.unsqueeze(1)
-        earlier = torch.ones_like(same).tril(-1)
-        return torch.where((same & earlier).any(1), -1, ids)
+        earlier_same = (same & torch.ones_like(same).tril(-1)).any(1)
+        return torch.where(earlier_same, -1, ids)
 
     def _add_change(self, module, args, output: torch.Tensor) -> torch.Tensor | None:
         """Forward hook on the embedding: lookups of a changed table row get the task's delta added."""
@@ -387,11 +419,11 @@ class Melu(MetaLearner):
 
 
 class TaskIndex:
-    """Where each task's rows are: `support` [T, K] positions in episodes.support; `query_start`,
+    """Where each task's rows are: `support` [T, rounds·K] positions in episodes.support; `query_start`,
     `query_count` [T] of its rows in `query_order` (episodes.query positions grouped by task, in order)."""
 
     def __init__(self, episodes: Episodes) -> None:
-        tasks, shots = episodes.num_tasks, episodes.shots
+        tasks, shots = episodes.num_tasks, episodes.shots * episodes.rounds
         support_task = episodes.support_task.cpu()
         counts = torch.bincount(support_task, minlength=tasks)
         if tasks and not bool((counts == shots).all()):

@@ -52,6 +52,8 @@ class DatasetConfig:
     time_format: str | None = None  # strptime format when the time column is a string
     user: str | None = None
     item: str | None = None
+    user_features: list[str] = field(default_factory=list)  # the user's own attribute columns (task=cold_start)
+    item_features: list[str] = field(default_factory=list)  # the item's own attribute columns (task=cold_start)
     min_freq: int = 1  # categorical values seen fewer times in train -> OOV (0)
     shard_rows: int = 5_000_000  # prepared splits are written as parquet shards of at most this many rows
     oracle: str | None = None  # a column of true click probabilities (synthetic data)

@@ -55,6 +55,7 @@ PREPARATION_CODE = ("data", "features")  # packages whose source is part of the 
 TRUTH_COLUMN = "_truth"  # dataset.truth in the prepared splits (a planted 0/1 answer, not a feature)
 STAGING = ".tmp-"  # <prepared folder>.tmp-<host>-<pid>: a preparation under way (renamed when it is done)
 SCENARIO_RULE = "scenario_rule"  # feature_map.extra: how a source value becomes a scenario index (new rows too)
+HASH_MODULUS = 1_000_000_007
 
 
 def code_digest() -> str:
@@ -65,6 +66,21 @@ def code_digest() -> str:
         for file in sorted((root / package).rglob("*.py")):
             digest.update(file.relative_to(root).as_posix().encode() + file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Entities held out of training (task=cold_start's task.holdout): a seeded share of the users (or
+    items), by the hash of their raw value. Their train rows leave the data before the vocabularies and
+    numeric statistics are fitted, so nothing of theirs is learned; their val and test rows stay."""
+
+    entity: str  # "user" | "item": the dataset.user / dataset.item column
+    share: float
+    seed: int
+
+    def held_out(self, key: pl.Expr) -> pl.Expr:
+        """Whether the entity of `key` (its `entity_key`, the <entity>_key column) is held out."""
+        return (key.hash(seed=self.seed) % HASH_MODULUS).cast(pl.Float64) / HASH_MODULUS < self.share
 
 
 @dataclass(frozen=True)
@@ -87,11 +103,15 @@ def prepare(
     rule: SplitConfig,
     cache_root: Path,
     progress: Callable[[str], None] = lambda message: None,
+    holdout: Holdout | None = None,
 ) -> PreparedDataset:
     """Prepare `dataset`, its rows split by `rule` (or reuse the cached preparation of the same config and
-    input); `progress` receives one line per stage (rows read, dropped by reason, rows written)."""
+    input); `progress` receives one line per stage (rows read, dropped by reason, rows written).
+    `holdout`: the held-out entities' train rows are dropped first (counted as dropped.held_out)."""
     source = load_source(dataset, rule)
     key = cache_key(dataset, scenario, rule, source.fingerprint)
+    if holdout is not None:
+        key = hashlib.sha256(f"{key}|holdout={asdict(holdout)}".encode()).hexdigest()
     target = Path(cache_root) / f"{dataset.name}-{key[:16]}"
     remove_dead_staging(Path(cache_root))
     if (target / "manifest.json").exists():
@@ -102,7 +122,7 @@ def prepare(
     (staging / "vocab").mkdir(parents=True)
     try:
         try:
-            manifest = _build(source, dataset, scenario, rule, staging, progress)
+            manifest = _build(source, dataset, scenario, rule, staging, progress, holdout)
         except pl.exceptions.PolarsError as error:
             raise _polars_error(error, source.origin, Path(cache_root)) from None
         manifest.update(cache_key=key, seconds=round(time.perf_counter() - started, 3))
@@ -183,6 +203,7 @@ def _build(
     rule: SplitConfig,
     out: Path,
     progress: Callable[[str], None],
+    holdout: Holdout | None = None,
 ) -> dict:
     roles = feature_roles(dataset)
     frame = source.load()
@@ -231,6 +252,10 @@ def _build(
         f"{read:,} rows read, {read - sum(dropped.values()):,} kept"
         + (f", dropped: {', '.join(f'{k} {v:,}' for k, v in dropped.items())}" if dropped else "")
     )
+    if holdout is not None:  # before anything is fitted: the held-out entities' train rows leave the data
+        held, table = _drop_counted(table, [("held_out", _held_out_train_rows(dataset, holdout))])
+        dropped["held_out"] = held.get("held_out", 0)
+        progress(f"held out {holdout.share:g} of the {holdout.entity}s: {dropped['held_out']:,} train rows dropped")
 
     train = table.filter(pl.col(SPLIT_COLUMN) == 0)
     vocabularies = fit_vocabularies(train, roles["categorical"], dataset.min_freq)
@@ -264,6 +289,8 @@ def _build(
     )
     feature_map.to_json(out / "feature_map.json")
     manifest = _manifest(out, feature_map, dropped, source, dataset, scenario, rule)
+    if holdout is not None:
+        manifest["holdout"] = asdict(holdout)
     if vectors:
         manifest["vectors_missing"] = missing_rows(out, vectors, SPLITS)
     if dataset.user or dataset.item:
@@ -408,6 +435,15 @@ def _manifest(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return manifest
+
+
+def _held_out_train_rows(dataset: DatasetConfig, holdout: Holdout) -> pl.Expr:
+    """The train rows whose user (item) `holdout` holds out."""
+    if getattr(dataset, holdout.entity) is None:
+        raise UserError(
+            f"task.holdout needs the dataset to name its {holdout.entity} column: set dataset.{holdout.entity}=<column>"
+        )
+    return (pl.col(SPLIT_COLUMN) == 0) & holdout.held_out(pl.col(f"{holdout.entity}_key"))
 
 
 def entity_key(column: pl.Expr) -> pl.Expr:

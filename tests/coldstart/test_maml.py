@@ -17,7 +17,7 @@ from torch.func import functional_call
 
 from conftest import make_batch, make_model
 from ssimctr.coldstart import maml
-from ssimctr.coldstart.base import Entity, Episodes
+from ssimctr.coldstart.base import Attributes, Entity, Episodes
 from ssimctr.coldstart.episodes import build_episodes
 from ssimctr.coldstart.maml import Maml, Melu, MetaBatch, TaskIndex, stack
 from ssimctr.config.coldstart import MamlConfig, MeluConfig
@@ -41,16 +41,20 @@ def method(cls=Maml, **overrides):
     return cls(ENTITY, **{**values, **overrides})
 
 
-def tasks_of(feature_map: FeatureMap, shots: int, queries: list[int], seed: int = 0) -> Episodes:
-    """Episodes of len(queries) tasks, `shots` support rows each, queries[t] query rows for task t."""
-    support = make_batch(feature_map, rows=shots * len(queries), seed=seed)
+def tasks_of(feature_map: FeatureMap, shots: int, queries: list[int], seed: int = 0, rounds: int = 1) -> Episodes:
+    """Episodes of len(queries) tasks, `rounds` rounds of `shots` support rows each (no round when shots
+    is 0), queries[t] query rows for task t."""
+    rounds = rounds if shots else 0
+    support = make_batch(feature_map, rows=shots * rounds * len(queries), seed=seed)
     query = make_batch(feature_map, rows=sum(queries), seed=seed + 1)
     return Episodes(
         support,
-        torch.arange(len(queries)).repeat_interleave(shots),
+        torch.arange(len(queries)).repeat_interleave(shots * rounds),
         query,
         torch.arange(len(queries)).repeat_interleave(torch.tensor(queries)),
         len(queries),
+        Attributes(cat=(2,)).blank(make_batch(feature_map, rows=len(queries), seed=seed + 2)),
+        rounds,
     )
 
 
@@ -69,10 +73,12 @@ def as_double(batch: Batch) -> Batch:
     return dataclasses.replace(batch, num=batch.num.double(), label=batch.label.double())
 
 
-def reference_adapt(model, support: Batch, lr: float, steps: int, create_graph: bool, adapts=lambda name: True):
+def reference_adapt(
+    model, support: Batch, lr: float, steps: int, create_graph: bool, adapts=lambda name: True, start=None
+):
     """θ' by an explicit, unbatched inner loop on one task with torch.autograd, every adapted parameter
-    (the whole id table included) as a dense copy."""
-    current = dict(model.named_parameters())
+    (the whole id table included) as a dense copy; from `start` (a previous θ') or θ."""
+    current = dict(model.named_parameters()) if start is None else dict(start)
     names = [name for name in current if adapts(name)]
     for _ in range(steps):
         loss = F.binary_cross_entropy_with_logits(functional_call(model, current, (support,)), support.label)
@@ -285,7 +291,8 @@ def test_melu_adapts_only_decision_layers_and_masks_ids(tiny_feature_map):
     torch.testing.assert_close(learner.predict_cold(model, other), learner.predict_cold(model, episodes))
     torch.testing.assert_close(learner.predict_warm(model, other.query), learner.predict_warm(model, episodes.query))
     maml_learner = method(Maml, inner_lr=0.5)  # ids do matter without masking
-    assert not torch.allclose(maml_learner.predict_cold(model, other), maml_learner.predict_cold(model, episodes))
+    for mine, theirs in zip(maml_learner.predict_cold(model, other), maml_learner.predict_cold(model, episodes)):
+        assert not torch.allclose(mine, theirs)
 
     # a MeLU meta step never reaches an id's embedding row (only the OOV rows of the id fields)
     model.train()
@@ -317,19 +324,20 @@ def test_zero_shot_is_the_plain_or_masked_forward_and_prediction_never_trains(ti
     learner = method(cls, inner_lr=0.5)
     zero_shot = tasks_of(tiny_feature_map, shots=0, queries=[3, 4, 1])
     before = state(model)
-    out = learner.predict_cold(model, zero_shot)
+    (out,) = learner.predict_cold(model, zero_shot)
     model.eval()
     with torch.no_grad():
         expected = model(zero_shot.query if cls is Maml else masked(zero_shot.query))
     torch.testing.assert_close(out, expected)
     few_shot = tasks_of(tiny_feature_map, shots=3, queries=[3, 4, 1])
-    adapted = learner.predict_cold(model, few_shot)
+    cold, adapted = learner.predict_cold(model, few_shot)
+    torch.testing.assert_close(cold, expected)  # the cold phase reads no support row
     assert adapted.shape == (8,) and torch.isfinite(adapted).all()
     assert not torch.allclose(
         adapted,
         learner.predict_cold(
             model, dataclasses.replace(few_shot, support=make_batch(tiny_feature_map, rows=9, seed=7))
-        ),
+        )[1],
     )
     assert_unchanged(model, before)
     assert all(p.grad is None for p in model.parameters())
@@ -349,7 +357,7 @@ def test_few_shot_prediction_equals_each_task_adapted_alone(tiny_feature_map, mo
         query=as_double(episodes.query.take(order)),
         query_task=episodes.query_task[order],
     )
-    out = learner.predict_cold(model, episodes)
+    _, out = learner.predict_cold(model, episodes)
     for t in range(len(queries)):
         rows = torch.nonzero(episodes.query_task == t).squeeze(1)
         support = episodes.support.take(torch.nonzero(episodes.support_task == t).squeeze(1))
@@ -357,6 +365,34 @@ def test_few_shot_prediction_equals_each_task_adapted_alone(tiny_feature_map, mo
         with torch.no_grad():
             expected = functional_call(model, adapted, (episodes.query.take(rows),))
         torch.testing.assert_close(out[rows], expected.float(), msg=f"task {t}")
+
+
+@pytest.mark.parametrize("cls", [Maml, Melu])
+def test_warm_up_rounds_continue_from_the_previous_rounds_parameters(tiny_feature_map, monkeypatch, cls):
+    """Round r adapts each task's θ' of round r − 1 on the round's own rows (support rows r·K..(r+1)·K − 1);
+    the id table's change of round a stays in round b (MAML), every lookup sees it."""
+    monkeypatch.setattr(maml, "EVAL_ROWS", 8)
+    model = dnn(tiny_feature_map)
+    model.eval()
+    learner = method(cls, inner_lr=0.5, inner_steps=2)
+    queries = [2, 5, 3]
+    episodes = tasks_of(tiny_feature_map, shots=2, queries=queries, seed=3, rounds=3)
+    episodes = dataclasses.replace(episodes, support=as_double(episodes.support), query=as_double(episodes.query))
+    phases = learner.predict_cold(model, episodes)
+    assert len(phases) == 4
+    adapts = (lambda name: True) if cls is Maml else (lambda name: not name.startswith("embedding."))
+    view = (lambda b: b) if cls is Maml else masked
+    for t in range(len(queries)):
+        support = episodes.support.take(torch.nonzero(episodes.support_task == t).squeeze(1))
+        query = view(episodes.query.take(torch.nonzero(episodes.query_task == t).squeeze(1)))
+        current = dict(model.named_parameters())
+        for r in range(3):
+            block = view(support.slice(2 * r, 2 * r + 2))
+            current = reference_adapt(model, block, 0.5, 2, create_graph=False, adapts=adapts, start=current)
+            with torch.no_grad():
+                expected = functional_call(model, current, (query,))
+            rows = torch.nonzero(episodes.query_task == t).squeeze(1)
+            torch.testing.assert_close(phases[r + 1][rows], expected.float(), msg=f"task {t}, round {r}")
 
 
 # 6. MeLU needs attributes -------------------------------------------------------------------------------
@@ -371,7 +407,7 @@ def test_melu_without_attribute_columns_is_a_user_error():
     learner = Melu(entity, **values)
     model = make_model("dnn", feature_map, hidden=[4])
     batch = make_batch(feature_map, rows=8)
-    tasks = Episodes(batch.slice(0, 4), torch.arange(4), batch.slice(4, 8), torch.arange(4), 4)
+    tasks = Episodes(batch.slice(0, 4), torch.arange(4), batch.slice(4, 8), torch.arange(4), 4, batch.slice(0, 4))
     settings = TrainerConfig(epochs=1, progress=False, seed=0)
     with pytest.raises(UserError, match=r"coldstart=melu needs user or item attribute columns besides .*user_id"):
         learner.train(model, MemorySplit(batch), tasks, lambda m: {"val/auc/mean": 0.5}, settings, None)
@@ -399,11 +435,35 @@ def test_the_base_model_competes_with_the_meta_epochs(tiny_feature_map, meta_imp
 
     torch.manual_seed(0)
     model = make_model("dnn", tiny_feature_map, hidden=[8])
-    fits = method(meta_epochs=2, meta_lr=0.05).train(model, MemorySplit(batch), episodes, validate, settings, None)
+    learner = method(meta_epochs=2, meta_lr=0.05)
+    fits = learner.train(model, MemorySplit(batch), episodes, validate, settings, None)
     assert len(calls) == 4 and fits[1].initial["val/auc/mean"] == 0.9 - 0.4 * meta_improves
     kept = calls[2] if meta_improves else calls[1]  # after meta epoch 1, or the base model
     assert_unchanged(model, kept)
     assert not all(torch.equal(calls[1][name], calls[2][name]) for name in kept)  # the meta epoch moved θ
+    # no val/cold/* metric here: judged on trainer.monitor, and the run says whether the meta phase was kept
+    assert learner.tags == {"meta_monitor": "val/auc/mean", "meta_kept": str(meta_improves).lower()}
+
+
+def test_the_meta_phase_is_judged_on_the_cold_entities_val_rows(tiny_feature_map):
+    """With val/cold/* among the metrics, a meta epoch is kept when the cold rows' AUC improves, whatever
+    the AUC over every val row does."""
+    batch = make_batch(tiny_feature_map, rows=64, seed=3)
+    episodes = tasks_of(tiny_feature_map, shots=3, queries=[4, 4, 4, 4])
+    settings = TrainerConfig(epochs=1, patience=2, progress=False, seed=0, batch_size=32)
+    calls = []
+
+    def validate(trained):
+        calls.append(state(trained))
+        meta = len(calls) > 2
+        return {"val/auc/mean": 0.5 if meta else 0.9, "val/cold/auc/mean": 0.7 if meta else 0.6}
+
+    torch.manual_seed(0)
+    model = make_model("dnn", tiny_feature_map, hidden=[8])
+    learner = method(meta_epochs=1, meta_lr=0.05)
+    fits = learner.train(model, MemorySplit(batch), episodes, validate, settings, None)
+    assert fits[1].kept_epoch == 1 and learner.tags == {"meta_monitor": "val/cold/auc/mean", "meta_kept": "true"}
+    assert_unchanged(model, calls[2])
 
 
 # every model works under torch.func -----------------------------------------------------------------------
@@ -426,8 +486,8 @@ def test_every_backbone_meta_trains_and_adapts(tiny_feature_map, backbone):
         assert_unchanged(model, before)  # buffers too: running statistics are per-task copies
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
         model.zero_grad()
-        out = learner.predict_cold(model, episodes)
-        assert out.shape == (11,) and torch.isfinite(out).all()
+        for out in learner.predict_cold(model, episodes):
+            assert out.shape == (11,) and torch.isfinite(out).all()
 
 
 # 7. end to end ---------------------------------------------------------------------------------------
@@ -443,9 +503,9 @@ def test_train_then_few_shot_cold_prediction_on_synthetic_data(prepared_syntheti
     values = {f.name: f.default for f in dataclasses.fields(MamlConfig) if f.name != "_target_"}
     learner = cls(entity, **values)
     train_frame = pl.read_parquet(prepared_synthetic.split_path("train"))
-    meta_tasks, _ = build_episodes(train_frame, "user_key", 5, fm)
+    meta_tasks, _ = build_episodes(train_frame, "user_key", 5, fm, entity.attributes)
     test_frame = pl.read_parquet(prepared_synthetic.split_path("test")).with_columns(pl.lit(0).alias("user_id"))
-    cold, counts = build_episodes(test_frame, "user_key", 3, fm)
+    cold, counts = build_episodes(test_frame, "user_key", 3, fm, entity.attributes, rounds=2)
     assert counts.tasks > 10
     model = make_model("dnn", fm, hidden=[16])
     val = batch_from_frame(pl.read_parquet(prepared_synthetic.split_path("val")), fm)
@@ -469,8 +529,9 @@ def test_train_then_few_shot_cold_prediction_on_synthetic_data(prepared_syntheti
     assert meta_fit.train_rows == meta_tasks.num_tasks * (5 + values["query_rows"]) and meta_fit.train_seconds > 0
     assert len(meta_fit.epochs) == 1 and math.isfinite(meta_fit.epochs[0]["train/loss"])
     before = state(model)
-    logits = learner.predict_cold(model, cold)
+    phases = learner.predict_cold(model, cold)
     assert_unchanged(model, before)
-    assert logits.shape == (counts.query_rows,)
-    value = auc(cold.query.label.numpy(), logits.numpy())
-    assert np.isfinite(value) and 0.0 < value < 1.0
+    assert len(phases) == 3 and all(logits.shape == (counts.query_rows,) for logits in phases)
+    for logits in phases:
+        value = auc(cold.query.label.numpy(), logits.numpy())
+        assert np.isfinite(value) and 0.0 < value < 1.0
