@@ -11,16 +11,15 @@ import torch
 from coldstart_helpers import build
 from sklearn.metrics import roc_auc_score
 
-from conftest import make_model
+from conftest import make_model, trainer
 from ssimctr.coldstart.episodes import build_episodes
-from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.datasplit import MemorySplit
 from ssimctr.data.loaders import InMemoryLoader, batch_from_frame
 from ssimctr.tasks.cold_start import ColdStartTask
 from ssimctr.train.loop import validator
 
 HOLDOUT = 0.2
-LEARNING = dict(epochs=5, patience=5, batch_size=512, lr=3e-3, progress=False, seed=0)
+LEARNING = dict(epochs=5, patience=5, batch_size=512, progress=False)
 OPTIONS = {  # ~460 warm meta tasks: more passes than the defaults' one
     "none": {},
     "dropoutnet": {},
@@ -54,7 +53,7 @@ def held_out_users(prepared_synthetic) -> dict[str, float]:
         model = make_model("dnn", fm, hidden=[16])
         method = build(name, entity, **options)
         fits = method.train(
-            model, MemorySplit(batch_from_frame(warm, fm)), meta_tasks, validate, TrainerConfig(**LEARNING), None
+            model, MemorySplit(batch_from_frame(warm, fm)), meta_tasks, validate, trainer(3e-3, **LEARNING), None
         )
         cold_phase, warm_a = method.predict_cold(model, episodes)
         results[name] = roc_auc_score(label, cold_phase.numpy())
