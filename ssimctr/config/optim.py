@@ -161,7 +161,7 @@ class EmbeddingL2Config(RegularizerConfig):
     """λ · mean over the batch's rows of Σ_f ||e_f||² over the id table rows they look up."""
 
     _target_: str = "ssimctr.train.regularizers.EmbeddingL2"
-    l2: float = 0.0
+    l2: float = 1e-2
 
     def __post_init__(self) -> None:
         _check("regularizer.embedding_l2", {"l2": (self.l2 >= 0, "must be 0 or positive")}, self)

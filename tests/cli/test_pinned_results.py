@@ -32,6 +32,7 @@ BASE = (
     "trainer=debug",
     "trainer.threads=1",
     "trainer.progress=false",
+    "trainer.optimizer.lr=1e-3",  # the pins' rate (the default before issue 23's study)
     "trainer/embedding_optimizer=adam",  # the pins' optimizer (dense Adam was the only one then),
     "trainer/lr_schedule=constant",  # without the schedule and the regularizers of issue 23's defaults
     "trainer/regularizer=[]",
