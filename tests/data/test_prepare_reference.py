@@ -21,6 +21,7 @@ import pytest
 from ssimctr.config.datasets import DatasetConfig, VectorFileConfig
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import PreparedDataset, prepare
+from ssimctr.features import vocab
 
 SPLITS = ("train", "val", "test")
 MANIFEST_KEYS = ("splits", "dropped", "scenarios", "cold", "oracle_auc", "vectors_missing")
@@ -213,3 +214,11 @@ PINNED = {
 def test_prepared_data_equals_the_reference(case, tmp_path):
     data = case(tmp_path)
     assert digests(data) == PINNED[case]
+
+
+def test_a_join_encodes_as_the_replacement_map_does(tmp_path, monkeypatch):
+    """Large vocabularies are applied by a join, small ones by a replacement map: with every vocabulary taken as
+    large, the prepared data is the reference's still."""
+    monkeypatch.setattr(vocab, "SMALL_VOCABULARY", 0)
+    data = csv_time_fractions(tmp_path)
+    assert digests(data) == PINNED[csv_time_fractions]
