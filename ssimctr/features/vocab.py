@@ -7,6 +7,8 @@ import polars as pl
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import NumericField
 
+SMALL_VOCABULARY = 10_000  # vocabularies up to this size are applied by a replacement map, larger ones by a join
+
 
 def fit_vocabularies(train: pl.LazyFrame, columns: list[str], min_freq: int) -> dict[str, pl.DataFrame]:
     """Per column, a frame (value, index): values seen >= min_freq times in train, most frequent
@@ -39,13 +41,23 @@ def fit_vocabularies(train: pl.LazyFrame, columns: list[str], min_freq: int) -> 
 def encode(frame: pl.LazyFrame, vocabularies: dict[str, pl.DataFrame]) -> pl.LazyFrame:
     """Replace each vocabulary column's values by their index (Int32, 0 = OOV or missing).
 
-    One left join per column (row order kept): joins stream, a value-replacement map would not.
+    A vocabulary of up to SMALL_VOCABULARY values is a value-replacement map (`replace_strict`); the streaming
+    engine builds it again for every batch of rows, cheap for a small map, so a larger vocabulary is applied by
+    a left join (row order kept), whose table is built once.
     """
-    for column, vocab in vocabularies.items():
-        index = f"__index_{column}"
-        table = vocab.lazy().select(
-            pl.col("value").cast(frame.collect_schema()[column]).alias(column), pl.col("index").alias(index)
+    schema = frame.collect_schema()
+    small = {column: vocab for column, vocab in vocabularies.items() if vocab.height <= SMALL_VOCABULARY}
+    frame = frame.with_columns(
+        pl.col(column).replace_strict(
+            pl.lit(vocab["value"]).cast(schema[column]), pl.lit(vocab["index"]), default=0, return_dtype=pl.Int32
         )
+        for column, vocab in small.items()
+    )
+    for column, vocab in vocabularies.items():
+        if column in small:
+            continue
+        index = f"__index_{column}"
+        table = vocab.lazy().select(pl.col("value").cast(schema[column]).alias(column), pl.col("index").alias(index))
         frame = (
             frame.join(table, on=column, how="left", maintain_order="left", nulls_equal=False)
             .with_columns(pl.col(index).fill_null(0).alias(column))
