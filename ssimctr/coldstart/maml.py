@@ -165,7 +165,8 @@ class MetaLearner:
             done = len(fits[0].epochs)
             monitor = self.meta_monitor if self.meta_monitor in fits[0].epochs[-1] else settings.monitor
             self.tags["meta_monitor"] = monitor
-            meta_settings = dataclasses.replace(settings, epochs=self.meta_epochs, monitor=monitor)
+            # the meta loss reads episodes, not rows: trainer/regularizer acts on the base phase's rows only
+            meta_settings = dataclasses.replace(settings, epochs=self.meta_epochs, monitor=monitor, regularizer={})
             meta_log = (lambda metrics, step: log(metrics, done + step)) if log else None
             meta = fit(
                 model,
