@@ -22,11 +22,11 @@ from ssimctr.data.datasplit import open_split
 from ssimctr.data.prepare import PreparedDataset, prepare
 from ssimctr.errors import UserError
 from ssimctr.tasks.base import Job, ModelFactory, Task, refuse_unsupported
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import NullTracker, Tracker, flatten_params, make_tracker, parent_run_id_from_env
 from ssimctr.train import distributed
 from ssimctr.train.checkpoint import Checkpointer, checkpointing, read_run, resumable
-from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime, Splits
 from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything

@@ -21,8 +21,8 @@ from ssimctr.data.prepare import PreparedDataset
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.tracking import Tracker
-from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime, Splits
 from ssimctr.utils.instantiate import instantiate
 

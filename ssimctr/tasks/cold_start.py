@@ -41,8 +41,8 @@ from ssimctr.features.feature_map import FeatureMap
 from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.tasks.base import Job, Supports
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.text.build import with_encoded_fields
-from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
 

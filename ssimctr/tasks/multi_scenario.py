@@ -11,7 +11,7 @@ from rich.text import Text
 from ssimctr.config.schema import SSIM_PHASES
 from ssimctr.tasks import ssim_phases
 from ssimctr.tasks.base import Job, Supports
-from ssimctr.train.loop import Outcome
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
 
@@ -43,6 +43,7 @@ class MultiScenarioTask:
             outcome = ssim_phases.run_phase(ssim, regime, model, job)
         else:
             build = lambda: job.models.build(regime)  # noqa: E731
-            outcome = regime.train(model, build, job.splits, job.scenario_names, job.settings, job.tracker.log_metrics)
+            trained = regime.train(model, build, job.splits, job.scenario_names, job.settings, job.tracker.log_metrics)
+            outcome = Outcome.of(trained)
         outcome.description = f"regime {regime.name}{phase}"
         return outcome

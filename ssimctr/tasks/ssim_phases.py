@@ -22,7 +22,7 @@ from ssimctr.ssim import artifacts, cache, phases
 from ssimctr.ssim.criteria import Criterion
 from ssimctr.ssim.selection import Selection
 from ssimctr.tasks.base import Job
-from ssimctr.train.loop import Outcome
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import seeded_torch
@@ -38,7 +38,7 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
     if ssim.retrain_dropout is not None:  # retrain and pipeline alike
         models = models.with_options(dropout=ssim.retrain_dropout)
     selection: Selection = instantiate(OmegaConf.structured(ssim.selection))
-    outcome, info = phases.retrain(
+    trained, info = phases.retrain(
         lambda: models.build(regime),
         job.splits,
         job.data.feature_map,
@@ -58,7 +58,7 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
             "ssim.selection": info.selection,
         }
     )
-    return outcome
+    return Outcome.of(trained)
 
 
 def _criterion(ssim: SsimConfig) -> Criterion:
@@ -69,7 +69,7 @@ def _search(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Jo
     """ssim=search on the job's model; its outcome's next step is the command that retrains on it."""
     folder = job.folder / "ssim"
     summary = _summary(job, OmegaConf.to_container(job.config.backbone, resolve=True))
-    outcome = phases.search(
+    trained = phases.search(
         model,
         job.splits,
         job.scenario_names,
@@ -84,11 +84,11 @@ def _search(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Jo
     job.tracker.log_artifact(folder)
     job.tracker.set_tags({"ssim.phase": "search"})
     source = f"ssim.from_run={job.tracker.run_id}" if job.tracker.run_id else f"ssim.from_path={folder}"
-    outcome.next_step = (
-        f"SSIM search saved in {folder}. Next, retrain on it: ssimctr ssim=retrain {source} "
-        "(with this job's dataset, scenario and split options)"
+    return Outcome.of(
+        trained,
+        next_step=f"SSIM search saved in {folder}. Next, retrain on it: ssimctr ssim=retrain {source} "
+        "(with this job's dataset, scenario and split options)",
     )
-    return outcome
 
 
 def _summary(job: Job, backbone: dict) -> dict:
