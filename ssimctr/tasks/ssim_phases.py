@@ -11,6 +11,7 @@ The `ssim/criterion` and `ssim/selection` options are built here, by `_target_`.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -68,7 +69,7 @@ def _criterion(ssim: SsimConfig) -> Criterion:
 def _search(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
     """ssim=search on the job's model; its outcome's next step is the command that retrains on it."""
     folder = job.folder / "ssim"
-    summary = _summary(job, OmegaConf.to_container(job.config.backbone, resolve=True))
+    summary = _summary(job, OmegaConf.to_container(job.models.backbone, resolve=True))
     trained = phases.search(
         model,
         job.splits,
@@ -95,11 +96,11 @@ def _summary(job: Job, backbone: dict) -> dict:
     """What a search's summary.json records about the job: data (its key and what made it), the
     searcher's backbone, seed."""
     return {
-        "dataset": job.config.dataset.name,
+        "dataset": job.recipe.dataset.name,
         "data_key": job.data.manifest["cache_key"],
         "data": artifacts.data_provenance(job.data.manifest),
         "backbone": backbone,
-        "seed": job.config.seed,
+        "seed": job.seed,
     }
 
 
@@ -108,13 +109,11 @@ def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, 
     search of the same key (ssimctr.ssim.cache), else a new one, stored for the next pipeline. The
     searcher is built and trained on a torch random stream seeded with the job's seed alone, so a
     search is the same whichever job makes it, and the retrain's stream is the same whether it ran."""
-    backbone = job.config.backbone if ssim.search_backbone is None else backbone_config(ssim.search_backbone)
+    backbone = job.models.backbone if ssim.search_backbone is None else backbone_config(ssim.search_backbone)
     spec = OmegaConf.to_container(backbone, resolve=True)
-    text_encoder = OmegaConf.to_container(job.config.text_encoder, resolve=True)
-    key = cache.search_key(
-        job.data.manifest["cache_key"], text_encoder, spec, regime, job.config.seed, ssim, job.settings
-    )
-    root = Path(job.config.paths.cache) / "ssim_search"
+    text_encoder = asdict(job.recipe.text_encoder)
+    key = cache.search_key(job.data.manifest["cache_key"], text_encoder, spec, regime, job.seed, ssim, job.settings)
+    root = job.recipe.cache / "ssim_search"
     stored = cache.find(root, key) if ssim.reuse_search else None
     if stored is not None:
         job.tracker.log_artifact(stored)
@@ -132,7 +131,7 @@ def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, 
     def log(metrics: dict[str, float], step: int | None) -> None:
         job.tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step)
 
-    with seeded_torch(job.config.seed, job.models.device):
+    with seeded_torch(job.seed, job.models.device):
         searcher = job.models.build(regime, backbone)
         phases.search(
             searcher,

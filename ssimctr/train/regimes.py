@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import ClassVar
 
@@ -47,7 +47,7 @@ from ssimctr.train.loop import (
 from ssimctr.train.sharing import FixedSharing
 from ssimctr.utils.instantiate import BuiltFromSchema
 
-Splits = dict[str, DataSplit]  # train / val / test
+Splits = Mapping[str, DataSplit]  # train / val / test
 ModelBuilder = Callable[[], MultiScenarioModel]
 
 
