@@ -1,5 +1,5 @@
 """The package's layering: no import cycle between modules or packages, data never reaches train, only
-tracking imports mlflow, models never read config, --help shows only user options."""
+tracking imports mlflow, models never read config, tasks never the raw config, --help shows only user options."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import ast
 import importlib.metadata
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import ssimctr
 from ssimctr.cli.config_errors import unknown_key
+from ssimctr.tasks.base import Job
 
 ROOT = Path(ssimctr.__file__).parent
 
@@ -115,6 +117,18 @@ def test_models_never_read_config():
     paths = {module_of(path): path for path in ROOT.rglob("*.py")}
     config_libraries = {module: sorted(external_imports(paths[module]) & {"omegaconf", "hydra"}) for module in seen}
     assert not {module: names for module, names in config_libraries.items() if names}
+
+
+def test_tasks_never_read_the_raw_config():
+    """A task gets its options typed and built on its Job (by the runner), never the composed config."""
+    assert not [field.name for field in fields(Job) if field.name == "config" or "DictConfig" in str(field.type)]
+    reads = sorted(
+        f"{path.name}:{node.lineno}"
+        for path in (ROOT / "tasks").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "config"
+    )
+    assert not reads
 
 
 def test_only_the_tracking_package_imports_mlflow():

@@ -18,17 +18,19 @@ from ssimctr.cli.console import describe_data, print_results, results_rows, spli
 from ssimctr.cli.resume import RESULT_FREE
 from ssimctr.config.coldstart import COLDSTART_SCHEMAS
 from ssimctr.config.schema import SCHEMAS, TrainerConfig
-from ssimctr.data.datasplit import open_split
+from ssimctr.data.datasplit import DataSplit, open_split
 from ssimctr.data.prepare import PreparedDataset, prepare
+from ssimctr.data.sources.base import SPLITS
 from ssimctr.errors import UserError
-from ssimctr.tasks.base import Job, ModelFactory, Task, refuse_unsupported
+from ssimctr.tasks.base import DataRecipe, Job, ModelFactory, Task, refuse_unsupported
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import NullTracker, Tracker, flatten_params, make_tracker, parent_run_id_from_env
 from ssimctr.train import distributed
 from ssimctr.train.checkpoint import Checkpointer, checkpointing, read_run, resumable
-from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime, Splits
-from ssimctr.utils.instantiate import instantiate
+from ssimctr.utils.instantiate import factory, instantiate
+from ssimctr.utils.lazy import LazyMapping
 from ssimctr.utils.seed import configure_torch, resolve_device, seed_everything
 
 logger = logging.getLogger(__name__)  # Hydra's job log, <run dir>/main.log: the key lines of the console
@@ -207,14 +209,22 @@ def _run(
     tracker.log_artifact(data.path / "feature_map.json")
     tracker.log_artifact(data.path / "manifest.json")
     job = Job(
-        cfg,
-        data,
-        _open_splits(settings, data, device),
-        ModelFactory(cfg.backbone, data.feature_map, device),
-        settings,
-        tracker,
-        folder,
-        console,
+        data=data,
+        splits=_open_splits(settings, data, device),
+        models=ModelFactory(cfg.backbone, data.feature_map, device),
+        settings=settings,
+        regime=instantiate(cfg.regime),
+        ssim=OmegaConf.to_object(cfg.ssim),
+        coldstart=factory(cfg.coldstart),
+        recipe=DataRecipe(
+            *(OmegaConf.to_object(cfg[group]) for group in ("dataset", "scenario", "split")),
+            Path(cfg.paths.cache),
+            instantiate(cfg.text_encoder),
+        ),
+        seed=cfg.seed,
+        tracker=tracker,
+        folder=folder,
+        console=console,
     )
     outcome = task.run(job)
 
@@ -296,17 +306,18 @@ def _prepare(cfg: DictConfig, console: Console) -> PreparedDataset:
 
 
 def _open_splits(settings: TrainerConfig, data: PreparedDataset, device: torch.device) -> Splits:
-    """Each split in memory, or streamed from its parquet shards (trainer.in_memory=false, or
-    automatically for a split of more than trainer.stream_above_rows rows)."""
-    splits = {}
+    """Each split opened on first use: in memory, or streamed from its parquet shards (trainer.in_memory=false,
+    or automatically for a split of more than trainer.stream_above_rows rows)."""
     share = (distributed.rank(), distributed.world_size()) if distributed.active() else None
-    for name in ("train", "val", "test"):
+
+    def opened(name: str) -> DataSplit:
         rows = data.manifest["splits"][name]["rows"]
         in_memory = settings.in_memory if settings.in_memory is not None else rows <= settings.stream_above_rows
-        splits[name] = open_split(
+        return open_split(
             data.split_path(name), data.feature_map, in_memory, settings.stream_buffer_rows, device, share
         )
-    return splits
+
+    return LazyMapping(SPLITS, opened)
 
 
 NAMED_GROUPS = ("dataset", "backbone", "regime", "ssim")

@@ -27,7 +27,7 @@ from ssimctr.ssim.criteria import Criterion, SearchRun
 from ssimctr.ssim.losses import RetrainLoss
 from ssimctr.ssim.selection import Given, Selection
 from ssimctr.ssim.selector import FrozenSelector, Selector, selector_hidden
-from ssimctr.train.loop import Logger, Outcome, eval_loader, evaluate, fit, make_optimizer, train_loader, validator
+from ssimctr.train.loop import Logger, Trained, eval_loader, evaluate, fit, make_optimizer, train_loader, validator
 from ssimctr.train.regimes import Splits
 
 
@@ -50,7 +50,7 @@ def search(
     folder: Path,
     summary: dict,
     reduction: str = "row",
-) -> Outcome:
+) -> Trained:
     """The search phase with `criterion`'s loss (the ssim/criterion option); writes the artifacts into
     `folder` and returns the search model's metrics. `summary`: what summary.json records about the job;
     `reduction`: the regime's loss reduction (row | scenario)."""
@@ -110,7 +110,7 @@ def search(
     )
     artifacts.plot_scores(selection, names, folder / "score_histogram.png")
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
-    return Outcome(result.val, test, [result], model=model)
+    return Trained(result.val, test, [result], model=model)
 
 
 def search_optimizer(
@@ -138,7 +138,7 @@ def retrain(
     folder: Path | None,
     manifest: dict,
     reduction: str = "row",
-) -> tuple[Outcome, RetrainInfo]:
+) -> tuple[Trained, RetrainInfo]:
     """The retrain phase with `selection`'s gate (the ssim/selection option) on the search in `folder`
     (None: no search, for a selection that needs none); `manifest`: the prepared data's, which the
     search must have been made on; `reduction`: the regime's loss reduction (row | scenario)."""
@@ -167,4 +167,4 @@ def retrain(
         log=log,
     )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
-    return Outcome(result.val, test, [result], model=model), RetrainInfo(initial, description)
+    return Trained(result.val, test, [result], model=model), RetrainInfo(initial, description)

@@ -7,24 +7,31 @@ prepared data. A task owns its procedure; the runner logs and prints what it ret
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import polars as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ssimctr.config.schema import TrainerConfig
+from ssimctr.coldstart.base import ColdStartMethod, Entity
+from ssimctr.config.datasets import DatasetConfig
+from ssimctr.config.schema import ScenarioConfig, SplitConfig, SsimConfig, TrainerConfig
 from ssimctr.data.prepare import PreparedDataset
+from ssimctr.data.sources.base import SPLITS
 from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
+from ssimctr.tasks.outcome import Outcome
+from ssimctr.text.build import TextEncoder
 from ssimctr.tracking import Tracker
-from ssimctr.train.loop import Outcome
 from ssimctr.train.regimes import Regime, Splits
 from ssimctr.utils.instantiate import instantiate
+from ssimctr.utils.lazy import LazyMapping
 
 
 def build_model(
@@ -63,17 +70,35 @@ class ModelFactory:
         return str(self.backbone._target_).rsplit(".", 1)[-1]
 
 
+@dataclass(frozen=True)
+class DataRecipe:
+    """How the job's data was made: its dataset, scenario and split options, the cache root and the
+    text encoder (to prepare the data again, e.g. without held-out entities)."""
+
+    dataset: DatasetConfig
+    scenario: ScenarioConfig
+    split: SplitConfig
+    cache: Path
+    text_encoder: TextEncoder
+
+
 @dataclass
 class Job:
-    """Everything a task needs: the composed config (for the groups a task reads, e.g. regime and
-    ssim), the prepared data and its opened splits, the model factory, the trainer settings, the
-    tracker, the job's output folder and the console it prints to."""
+    """Everything a task needs, built once by the runner: the prepared data, its splits (each opened on
+    first use) and frames (`frames`), the model factory, the trainer settings, the regime, the SSIM
+    options, the cold-start method (made with the studied entity: the `coldstart` group), how the data
+    was made, the seed, the tracker, the job's output folder and the console it prints to. A task never
+    reads the composed config."""
 
-    config: DictConfig
     data: PreparedDataset
     splits: Splits
     models: ModelFactory
     settings: TrainerConfig
+    regime: Regime
+    ssim: SsimConfig
+    coldstart: Callable[[Entity], ColdStartMethod]
+    recipe: DataRecipe
+    seed: int
     tracker: Tracker
     folder: Path
     console: Console
@@ -82,6 +107,16 @@ class Job:
     def scenario_names(self) -> tuple[str, ...]:
         """The scenarios, in index order."""
         return tuple(self.data.feature_map.scenario_names)
+
+    @cached_property
+    def frames(self) -> Mapping[str, pl.DataFrame]:
+        """The prepared splits as polars frames (every column, the entity keys too), each read on first use."""
+        return split_frames(self.data)
+
+
+def split_frames(data: PreparedDataset) -> Mapping[str, pl.DataFrame]:
+    """`data`'s splits as polars frames, each read from its parquet shards once, on first use."""
+    return LazyMapping(SPLITS, lambda name: pl.read_parquet(data.split_path(name)))
 
 
 RegimeRule = Mapping[str, tuple[str, ...]]  # a regime's attribute -> the values allowed ({}: any regime)

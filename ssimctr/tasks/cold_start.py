@@ -24,11 +24,9 @@ import logging
 import string
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 
 import polars as pl
 import torch
-from omegaconf import OmegaConf
 from rich.text import Text
 
 from ssimctr.coldstart.base import Attributes, ColdStartMethod, Entity, Episodes
@@ -40,18 +38,16 @@ from ssimctr.errors import UserError
 from ssimctr.features.feature_map import FeatureMap
 from ssimctr.metrics import scenario_metrics
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.tasks.base import Job, Supports
+from ssimctr.tasks.base import Job, Supports, split_frames
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.text.build import with_encoded_fields
-from ssimctr.train.loop import Outcome
-from ssimctr.train.regimes import Regime
-from ssimctr.utils.instantiate import instantiate
 
 ENTITIES = ("user", "item")
 logger = logging.getLogger(__name__)  # the job's main.log (Hydra's job log)
 
 
 class ColdStartTask:
-    """`task=cold_start`: reads the `regime` and `coldstart` groups of the job's config."""
+    """`task=cold_start`: trains with the job's regime and cold-start method (the `coldstart` group)."""
 
     # one model whose rows train their own tower, with the mean loss over rows; in one process
     supports = Supports(
@@ -77,16 +73,16 @@ class ColdStartTask:
 
     def run(self, job: Job) -> Outcome:
         """Train the method on warm rows, then evaluate cold (query) and warm rows of the test split."""
-        regime: Regime = instantiate(job.config.regime)  # checked against `supports`
+        regime = job.regime  # checked against `supports`
         data, models = job.data, job.models
         if self.holdout is not None:
             data = self.held_out_data(job)
             models = dataclasses.replace(models, feature_map=data.feature_map)
         feature_map = data.feature_map
-        dataset = job.config.dataset
-        entity = self.entity(feature_map, dataset.get("user_features") or [], dataset.get("item_features") or [])
+        dataset = job.recipe.dataset
+        entity = self.entity(feature_map, dataset.user_features, dataset.item_features)
         key = f"{entity.kind}_key"
-        frames = {name: pl.read_parquet(data.split_path(name)) for name in ("train", "val", "test")}
+        frames = dict(job.frames if data is job.data else split_frames(data))
         cold_keys, frames["train"], parts = self.rows(frames, entity)
         episodes, counts = {}, {}
         for name, (cold, _) in parts.items():
@@ -98,7 +94,7 @@ class ColdStartTask:
         meta_tasks, meta_counts = build_episodes(frames["train"], key, self.meta_shots, feature_map, entity.attributes)
 
         device = models.device
-        method: ColdStartMethod = instantiate(job.config.coldstart, entity=entity)
+        method = job.coldstart(entity)
         model = models.build(regime)
         phase = "zero-shot" if not self.shots else f"{self.rounds} warm-up round(s) of {self.shots} rows"
         line = (
@@ -158,20 +154,15 @@ class ColdStartTask:
         """The job's data prepared again without the held-out entities' train rows (cached as any
         preparation), with the job's encoded text fields."""
         holdout = Holdout(self.entity_kind, self.holdout, self.holdout_seed)
-        data = prepare(
-            OmegaConf.to_object(job.config.dataset),
-            OmegaConf.to_object(job.config.scenario),
-            OmegaConf.to_object(job.config.split),
-            Path(job.config.paths.cache),
-            holdout=holdout,
-        )
+        recipe = job.recipe
+        data = prepare(recipe.dataset, recipe.scenario, recipe.split, recipe.cache, holdout=holdout)
         self._say(
             job,
             f"held out {self.holdout:g} of the {self.entity_kind}s (seed {self.holdout_seed}): "
             f"{data.manifest['dropped'].get('held_out', 0):,} train rows dropped before the vocabularies and "
             f"statistics were fitted -> {data.path}",
         )
-        return with_encoded_fields(data, instantiate(job.config.text_encoder), job.console)
+        return with_encoded_fields(data, recipe.text_encoder, job.console)
 
     def entity(
         self, feature_map: FeatureMap, user_features: Sequence[str] = (), item_features: Sequence[str] = ()

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import OmegaConf
 from rich.text import Text
 
 from ssimctr.config.schema import SSIM_PHASES
 from ssimctr.tasks import ssim_phases
 from ssimctr.tasks.base import Job, Supports
-from ssimctr.train.loop import Outcome
-from ssimctr.train.regimes import Regime
-from ssimctr.utils.instantiate import instantiate
+from ssimctr.tasks.outcome import Outcome
 
 logger = logging.getLogger(__name__)  # the job's main.log (Hydra's job log)
 
 
 class MultiScenarioTask:
-    """`task=multi_scenario` (and `task=multi_modal`): reads the `regime` and `ssim` groups of the job's config."""
+    """`task=multi_scenario` (and `task=multi_modal`): trains with the job's regime, or runs its SSIM phase."""
 
     supports = Supports(
         ssim_phases=tuple(phase for phase in SSIM_PHASES if phase != "disabled"),
@@ -29,8 +26,7 @@ class MultiScenarioTask:
 
     def run(self, job: Job) -> Outcome:
         """Train under the regime (or run the SSIM phase) and evaluate on val and test."""
-        regime: Regime = instantiate(job.config.regime)
-        ssim = OmegaConf.to_object(job.config.ssim)
+        regime, ssim = job.regime, job.ssim
         model = job.models.build(regime)
         phase = "" if ssim.phase == "disabled" else f" / ssim {ssim.phase}"
         line = (
@@ -43,6 +39,7 @@ class MultiScenarioTask:
             outcome = ssim_phases.run_phase(ssim, regime, model, job)
         else:
             build = lambda: job.models.build(regime)  # noqa: E731
-            outcome = regime.train(model, build, job.splits, job.scenario_names, job.settings, job.tracker.log_metrics)
+            trained = regime.train(model, build, job.splits, job.scenario_names, job.settings, job.tracker.log_metrics)
+            outcome = Outcome.of(trained)
         outcome.description = f"regime {regime.name}{phase}"
         return outcome

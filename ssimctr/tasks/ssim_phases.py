@@ -11,6 +11,7 @@ The `ssim/criterion` and `ssim/selection` options are built here, by `_target_`.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -22,7 +23,7 @@ from ssimctr.ssim import artifacts, cache, phases
 from ssimctr.ssim.criteria import Criterion
 from ssimctr.ssim.selection import Selection
 from ssimctr.tasks.base import Job
-from ssimctr.train.loop import Outcome
+from ssimctr.tasks.outcome import Outcome
 from ssimctr.train.regimes import Regime
 from ssimctr.utils.instantiate import instantiate
 from ssimctr.utils.seed import seeded_torch
@@ -38,7 +39,7 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
     if ssim.retrain_dropout is not None:  # retrain and pipeline alike
         models = models.with_options(dropout=ssim.retrain_dropout)
     selection: Selection = instantiate(OmegaConf.structured(ssim.selection))
-    outcome, info = phases.retrain(
+    trained, info = phases.retrain(
         lambda: models.build(regime),
         job.splits,
         job.data.feature_map,
@@ -58,7 +59,7 @@ def run_phase(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: 
             "ssim.selection": info.selection,
         }
     )
-    return outcome
+    return Outcome.of(trained)
 
 
 def _criterion(ssim: SsimConfig) -> Criterion:
@@ -68,8 +69,8 @@ def _criterion(ssim: SsimConfig) -> Criterion:
 def _search(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Job) -> Outcome:
     """ssim=search on the job's model; its outcome's next step is the command that retrains on it."""
     folder = job.folder / "ssim"
-    summary = _summary(job, OmegaConf.to_container(job.config.backbone, resolve=True))
-    outcome = phases.search(
+    summary = _summary(job, OmegaConf.to_container(job.models.backbone, resolve=True))
+    trained = phases.search(
         model,
         job.splits,
         job.scenario_names,
@@ -84,22 +85,22 @@ def _search(ssim: SsimConfig, regime: Regime, model: MultiScenarioModel, job: Jo
     job.tracker.log_artifact(folder)
     job.tracker.set_tags({"ssim.phase": "search"})
     source = f"ssim.from_run={job.tracker.run_id}" if job.tracker.run_id else f"ssim.from_path={folder}"
-    outcome.next_step = (
-        f"SSIM search saved in {folder}. Next, retrain on it: ssimctr ssim=retrain {source} "
-        "(with this job's dataset, scenario and split options)"
+    return Outcome.of(
+        trained,
+        next_step=f"SSIM search saved in {folder}. Next, retrain on it: ssimctr ssim=retrain {source} "
+        "(with this job's dataset, scenario and split options)",
     )
-    return outcome
 
 
 def _summary(job: Job, backbone: dict) -> dict:
     """What a search's summary.json records about the job: data (its key and what made it), the
     searcher's backbone, seed."""
     return {
-        "dataset": job.config.dataset.name,
+        "dataset": job.recipe.dataset.name,
         "data_key": job.data.manifest["cache_key"],
         "data": artifacts.data_provenance(job.data.manifest),
         "backbone": backbone,
-        "seed": job.config.seed,
+        "seed": job.seed,
     }
 
 
@@ -108,13 +109,11 @@ def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, 
     search of the same key (ssimctr.ssim.cache), else a new one, stored for the next pipeline. The
     searcher is built and trained on a torch random stream seeded with the job's seed alone, so a
     search is the same whichever job makes it, and the retrain's stream is the same whether it ran."""
-    backbone = job.config.backbone if ssim.search_backbone is None else backbone_config(ssim.search_backbone)
+    backbone = job.models.backbone if ssim.search_backbone is None else backbone_config(ssim.search_backbone)
     spec = OmegaConf.to_container(backbone, resolve=True)
-    text_encoder = OmegaConf.to_container(job.config.text_encoder, resolve=True)
-    key = cache.search_key(
-        job.data.manifest["cache_key"], text_encoder, spec, regime, job.config.seed, ssim, job.settings
-    )
-    root = Path(job.config.paths.cache) / "ssim_search"
+    text_encoder = asdict(job.recipe.text_encoder)
+    key = cache.search_key(job.data.manifest["cache_key"], text_encoder, spec, regime, job.seed, ssim, job.settings)
+    root = job.recipe.cache / "ssim_search"
     stored = cache.find(root, key) if ssim.reuse_search else None
     if stored is not None:
         job.tracker.log_artifact(stored)
@@ -132,7 +131,7 @@ def _pipeline_search(ssim: SsimConfig, regime: Regime, job: Job) -> tuple[Path, 
     def log(metrics: dict[str, float], step: int | None) -> None:
         job.tracker.log_metrics({f"search/{k}": v for k, v in metrics.items()}, step)
 
-    with seeded_torch(job.config.seed, job.models.device):
+    with seeded_torch(job.seed, job.models.device):
         searcher = job.models.build(regime, backbone)
         phases.search(
             searcher,

@@ -61,37 +61,19 @@ class FitResult:
 
 
 @dataclass
-class Outcome:
-    """Validation metrics of the selected model(s), test metrics, and how training went.
+class Trained:
+    """What a training procedure (a regime, an SSIM phase) gives back: the validation metrics of the
+    selected model(s), their test metrics, each fit, and the selected model. The task makes its
+    result (ssimctr.tasks.outcome.Outcome) of it.
 
     `val_logged`: the validation metrics were already logged per epoch under `val/*` (one model
-    trained on every scenario); otherwise they are logged once, at the end. `summaries`: rows,
-    positives and CTR per scenario of each evaluated slice, by metric prefix (e.g. "test" and
-    "test/warm"); None: the whole test split."""
+    trained on every scenario); otherwise they are logged once, at the end."""
 
     val: dict[str, float]
     test: dict[str, float]
     fits: list[FitResult]
     val_logged: bool = True
-    summaries: dict[str, list[dict]] | None = None
-    description: str = ""  # what was trained, in a few words (the printed tables' titles)
-    model: MultiScenarioModel | None = None  # the selected model, scoring every scenario (None: the task keeps none)
-    next_step: str = ""  # what to run next, printed after the results (e.g. ssim=search: the retrain command)
-
-    @property
-    def best_epoch(self) -> float:
-        """The best epoch (the mean over models when there are several)."""
-        return float(np.mean([f.best_epoch for f in self.fits]))
-
-    @property
-    def rows_per_second(self) -> float:
-        """Training rows per second over every fit."""
-        seconds = sum(f.train_seconds for f in self.fits)
-        return sum(f.train_rows for f in self.fits) / seconds if seconds else float("nan")
-
-    def summary(self) -> dict[str, float]:
-        """Every result of the job: val/* of the selected model(s), test/*, best epoch, throughput."""
-        return {**self.val, **self.test, "best/epoch": self.best_epoch, "train/rows_per_s_mean": self.rows_per_second}
+    model: MultiScenarioModel | None = None  # the selected model, scoring every scenario (None: none kept)
 
 
 def make_optimizer(settings: TrainerConfig, parameters: ParamGroups) -> TrainingOptimizer:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import ClassVar
 
@@ -34,7 +34,7 @@ from ssimctr.models.base import MultiScenarioModel, PerScenarioModels
 from ssimctr.train.loop import (
     FitResult,
     Logger,
-    Outcome,
+    Trained,
     Validator,
     eval_loader,
     evaluate,
@@ -47,7 +47,7 @@ from ssimctr.train.loop import (
 from ssimctr.train.sharing import FixedSharing
 from ssimctr.utils.instantiate import BuiltFromSchema
 
-Splits = dict[str, DataSplit]  # train / val / test
+Splits = Mapping[str, DataSplit]  # train / val / test
 ModelBuilder = Callable[[], MultiScenarioModel]
 
 
@@ -92,7 +92,7 @@ class Regime(BuiltFromSchema, RegimeConfig, ABC):
         names: Sequence[str],
         settings: TrainerConfig,
         log: Logger,
-    ) -> Outcome:
+    ) -> Trained:
         """Train and evaluate under this regime: `model` is the job's model (trained jointly, or
         pre-trained before fine-tuning); `build` makes a fresh one (one per scenario when separate)."""
 
@@ -110,7 +110,7 @@ class Joint(Regime):
         names: Sequence[str],
         settings: TrainerConfig,
         log: Logger,
-    ) -> Outcome:
+    ) -> Trained:
         return train_jointly(model, self.sharing, splits, names, settings, log)
 
 
@@ -127,7 +127,7 @@ class Separate(Regime):
         names: Sequence[str],
         settings: TrainerConfig,
         log: Logger,
-    ) -> Outcome:
+    ) -> Trained:
         return train_separately(build, splits, names, settings, log)
 
 
@@ -144,7 +144,7 @@ class Finetune(Regime):
         names: Sequence[str],
         settings: TrainerConfig,
         log: Logger,
-    ) -> Outcome:
+    ) -> Trained:
         return train_then_finetune(model, splits, names, settings, log, self.finetune_lr, self.loss_reduction)
 
 
@@ -156,7 +156,7 @@ def train_jointly(
     settings: TrainerConfig,
     log: Logger,
     prefix: str = "",
-) -> Outcome:
+) -> Trained:
     """One model on all rows with a fixed sharing loss; metrics over all scenarios."""
     result = _fit(
         model,
@@ -168,12 +168,12 @@ def train_jointly(
         None,
     )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
-    return Outcome(result.val, test, [result], model=model)
+    return Trained(result.val, test, [result], model=model)
 
 
 def train_separately(
     build: ModelBuilder, splits: Splits, names: Sequence[str], settings: TrainerConfig, log: Logger
-) -> Outcome:
+) -> Trained:
     """ST: a fresh model per scenario, trained on that scenario's rows only."""
     return _per_scenario(lambda _: build(), splits, names, settings, log, "st", None)
 
@@ -186,7 +186,7 @@ def train_then_finetune(
     log: Logger,
     finetune_lr: float | None,
     reduction: str = "row",
-) -> Outcome:
+) -> Trained:
     """Finetune: pre-train on all rows (logged as pretrain/*, its loss reduced by `reduction`), then
     fine-tune a copy per scenario."""
     pretrain = train_jointly(model, FixedSharing(0.0, reduction), splits, names, settings, log, prefix="pretrain/")
@@ -213,7 +213,7 @@ def _per_scenario(
     stage: str,
     lr: float | None,
     keep_initial: bool = False,
-) -> Outcome:
+) -> Trained:
     """A model per scenario; its validation metrics are logged once, at the end, as val/*.
     `keep_initial`: a scenario's model as given competes with its trained epochs (fine-tuning)."""
     predictions: dict[str, list[tuple[np.ndarray, ...]]] = {"val": [], "test": []}
@@ -243,7 +243,7 @@ def _per_scenario(
         scenario_metrics(split, *(np.concatenate(parts) for parts in zip(*predictions[split])), names)
         for split in ("val", "test")
     )
-    return Outcome(val, test, fits, val_logged=False, model=PerScenarioModels(models))
+    return Trained(val, test, fits, val_logged=False, model=PerScenarioModels(models))
 
 
 def _one_scenario_validator(loader: Loader, name: str) -> Validator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hydra.utils import instantiate as hydra_instantiate
@@ -12,8 +13,13 @@ def instantiate(config: DictConfig, **runtime: Any) -> Any:
     """Build the object named by `config._target_` with the config's keys (as plain Python values; a
     schema dataclass nested in it, e.g. dataset.vectors' VectorFileConfig, as that dataclass) plus
     `runtime` kwargs, which are passed through untouched (Hydra would turn them into configs)."""
-    factory = hydra_instantiate(config, _partial_=True, _convert_="object")
-    return factory(**runtime)
+    return factory(config)(**runtime)
+
+
+def factory(config: DictConfig) -> Callable[..., Any]:
+    """What `config._target_` names with the config's keys bound (as `instantiate` passes them): call it
+    with the runtime kwargs to build the object."""
+    return hydra_instantiate(config, _partial_=True, _convert_="object")
 
 
 class BuiltFromSchema:

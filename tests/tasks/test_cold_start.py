@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import polars as pl
@@ -14,6 +16,7 @@ from ssimctr.cli.runner import JobInfo, run
 from ssimctr.coldstart.episodes import build_episodes
 from ssimctr.config.schema import ScenarioConfig, SplitConfig
 from ssimctr.data.prepare import Holdout, prepare
+from ssimctr.data.sources.base import SPLITS
 from ssimctr.errors import UserError
 from ssimctr.tasks.cold_start import ColdStartTask
 
@@ -151,6 +154,24 @@ def test_a_run_reports_every_phase_and_warm_metrics_per_scenario(tmp_path):
     for name in ("test", "test_warm_a", "test_cold_all", "test_warm"):
         written = pl.read_csv(tmp_path / "run" / f"{name}_results.csv")
         assert written["scenario"].to_list() == ["s0", "s1", "s2", "overall", "mean"]
+
+
+def test_a_run_reads_each_prepared_split_once(tmp_path, monkeypatch):
+    """The task's frames are the job's, read once; the job's splits open on first use, which this task never makes."""
+    reads: Counter[Path] = Counter()
+    read_parquet = pl.read_parquet
+
+    def counted(source, *args, **kwargs):
+        for path in map(Path, source if isinstance(source, list) else [source]):
+            folder = path if path.name in SPLITS else path.parent
+            reads[folder] += folder.name in SPLITS
+        return read_parquet(source, *args, **kwargs)
+
+    monkeypatch.setattr(pl, "read_parquet", counted)
+    results = _run(tmp_path)
+    assert "test/auc/overall" in results
+    split_reads = {folder.name: count for folder, count in reads.items() if count}
+    assert split_reads == dict.fromkeys(SPLITS, 1), reads
 
 
 def test_a_dataset_without_users_is_one_clear_error(tmp_path):
