@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)  # Hydra's job log, <run dir>/main.log: the
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # conf/ at the repository root
 CHECKED_GROUPS = ("dataset", "scenario", "split", "ssim")  # besides trainer: schemas that check their values
+PARTS = "_parts/"  # conf/_parts/: groups that experiments and presets choose (table rows, reference sizes)
 
 
 @dataclass
@@ -320,8 +321,14 @@ def _run_name(seed: int, info: JobInfo) -> str:
     return " ".join(["-".join(p for p in parts if p) or "ssimctr", f"seed={seed}", *others])
 
 
+def group_name(group: str) -> str:
+    """A config group's name in tags and run names: a preset part's (conf/_parts/<group>, kept out of
+    `ssimctr --help`) without its folder, so `--group-by table_ssim_ablation` reads it."""
+    return group.removeprefix(PARTS)
+
+
 def _tags(cfg: DictConfig, info: JobInfo) -> dict[str, str]:
-    tags = {group: str(option) for group, option in info.choices.items() if not group.startswith("hydra")}
+    tags = {group_name(group): str(option) for group, option in info.choices.items() if not group.startswith("hydra")}
     tags.update(
         {
             "overrides": " ".join(info.overrides),

@@ -25,10 +25,14 @@ REQUIRED = {  # options that need values from the user
     ("scenario", "mapping"): ["scenario.mapping={a: b}"],
     ("scenario", "bins"): ["scenario.bins=[1]"],
 }
-OPTIONS = sorted((p.parent.name, p.stem) for p in Path(CONFIG_DIR).glob("*/*.yaml"))
+OPTIONS = sorted(  # (group, option); a preset part's group is its path, _parts/<group>
+    (p.parent.relative_to(CONFIG_DIR).as_posix(), p.stem)
+    for pattern in ("*/*.yaml", "_parts/*/*.yaml")
+    for p in Path(CONFIG_DIR).glob(pattern)
+)
 PLUGINS = {("hparams_search", "optuna"): "hydra_optuna_sweeper"}  # options that need a Hydra plugin
 # groups outside the primary defaults list: selected with +group=option
-APPENDED = {"table_ssim", "table_ssim_ablation", "ssim_planted"}
+APPENDED = {"_parts/table_ssim", "_parts/table_ssim_ablation", "_parts/ssim_planted"}
 SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer=debug", "trainer.progress=false"]
 
 
