@@ -238,7 +238,7 @@ def _run(
         print_results(
             console,
             rows,
-            title=f"{split}, {outcome.description}, best epoch {outcome.best_epoch:g}",
+            title=f"{split}: {outcome.description}; {outcome.best_epochs}",
             footer=footer if split == list(tables)[-1] else None,
         )
     return results

@@ -152,7 +152,16 @@ class MetaLearner:
                 model.parameters(), settings.lr, settings.weight_decay, settings.embedding_optimizer
             )
             fits = [
-                fit(model, FixedSharing(0.0), optimizer, train_loader(train, settings), validate, settings, log=log)
+                fit(
+                    model,
+                    FixedSharing(0.0),
+                    optimizer,
+                    train_loader(train, settings),
+                    validate,
+                    settings,
+                    log=log,
+                    phase="base" if self.meta_epochs else "",
+                )
             ]
             meta_tasks = meta_tasks.to(_device(model))
             tasks = TaskIndex(meta_tasks)
@@ -175,6 +184,7 @@ class MetaLearner:
                     meta_settings,
                     keep_initial=True,
                     log=meta_log,
+                    phase="meta",
                 )
             )
         return fits

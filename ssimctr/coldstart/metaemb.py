@@ -49,7 +49,7 @@ from ssimctr.data.datasplit import DataSplit
 from ssimctr.errors import UserError
 from ssimctr.models.base import MultiScenarioModel
 from ssimctr.models.layers.core import MLP
-from ssimctr.train.loop import FitResult, Logger, Validator, make_optimizer
+from ssimctr.train.loop import EpochClock, FitResult, Logger, Validator, make_optimizer, print_epoch, training_phase
 
 GENERATOR_SCALE = 0.2  # the generated embedding is tanh(·) / 5, as in the authors' code
 
@@ -129,7 +129,8 @@ class MetaEmb:
         """Plain training of the base model on the warm rows, then the meta phase on `meta_tasks`."""
         if meta_tasks.num_tasks and not meta_tasks.shots:
             raise UserError("coldstart=metaemb needs support rows in its meta tasks: set task.meta_shots >= 1")
-        fits = PlainModel(self.entity).train(model, train, meta_tasks, validate, settings, log)
+        with training_phase("base" if self.meta_epochs else ""):
+            fits = PlainModel(self.entity).train(model, train, meta_tasks, validate, settings, log)
         self.build_generator(model)
         first_step = sum(len(f.epochs) for f in fits)
         return [*fits, self.meta_train(model, meta_tasks, validate, settings, log, first_step)]
@@ -150,7 +151,8 @@ class MetaEmb:
         order = torch.Generator().manual_seed(settings.seed)
         support_rows = _TaskRows(tasks.support_task, tasks.num_tasks)
         query_rows = _TaskRows(tasks.query_task, tasks.num_tasks)
-        result = FitResult()
+        result = FitResult(phase="meta")
+        clock = EpochClock(self.meta_epochs)
         with _frozen(model):
             for epoch in range(1, self.meta_epochs + 1):
                 generator.train()
@@ -185,6 +187,8 @@ class MetaEmb:
                 result.epochs.append(metrics)
                 if log:
                     log(metrics, first_step + epoch)
+                clock.ended(time.perf_counter() - started)
+                print_epoch(result, epoch, self.meta_epochs, settings.monitor, clock.left(epoch), kind="meta")
         generator.eval()
         # no early stopping: the generator of the last meta epoch is kept
         result.best_epoch = result.kept_epoch = len(result.epochs)

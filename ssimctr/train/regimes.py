@@ -135,6 +135,7 @@ def train_jointly(
         settings,
         lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch),
         settings.lr,
+        phase=prefix.rstrip("/"),
     )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
     return Outcome(result.val, test, [result], model=model)
@@ -202,6 +203,7 @@ def _per_scenario(
             lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch),
             lr,
             keep_initial,
+            phase=f"{stage} {name}",
         )
         fits.append(result)
         models.append(model)
@@ -234,10 +236,11 @@ def _fit(
     log: Logger,
     lr: float,
     keep_initial: bool = False,
+    phase: str = "",
 ) -> FitResult:
     optimizer = make_optimizer(model.parameters(), lr, settings.weight_decay, settings.embedding_optimizer)
     loader = train_loader(train, settings)
-    return fit(model, loss, optimizer, loader, validate, settings, keep_initial=keep_initial, log=log)
+    return fit(model, loss, optimizer, loader, validate, settings, keep_initial=keep_initial, log=log, phase=phase)
 
 
 def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
