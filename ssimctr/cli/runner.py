@@ -307,18 +307,28 @@ def _open_splits(settings: TrainerConfig, data: PreparedDataset, device: torch.d
     return splits
 
 
-NAMED_GROUPS = ("dataset", "backbone", "regime", "ssim")
+NAMED_GROUPS = ("dataset", "backbone", "regime")  # the context of a run's name, after what sets it apart
+CONTEXT_OVERRIDES = ("experiment", "paths.", "tracking.", "hydra", "resume", *RESULT_FREE)  # never set a run apart
 
 
 def _run_name(seed: int, info: JobInfo) -> str:
-    """`<dataset>-<backbone>-<regime>[-ssim-<phase>] seed=<seed>` and the job's other overrides (paths
-    aside), so the runs of a multirun tell apart in the MLflow UI (the tracker cuts a long one)."""
-    parts = [info.choices.get(g) for g in NAMED_GROUPS[:3]]
-    if info.choices.get("ssim") not in (None, "disabled"):
-        parts.append(f"ssim-{info.choices['ssim']}")
-    shown = {*NAMED_GROUPS, "seed"}
-    others = [o for o in info.overrides if o.split("=", 1)[0].lstrip("+~") not in shown and not o.startswith("paths.")]
-    return " ".join(["-".join(p for p in parts if p) or "ssimctr", f"seed={seed}", *others])
+    """The run's name, what sets it apart first: the options the job's overrides chose (a group's option
+    alone), its seed, the keys they set (`key=value`; where and how it runs left out), then ` · <dataset>-
+    <backbone>-<regime>[-ssim-<phase>]` without the groups already named: `mt_s seed=2 · synthetic-dnn` for a
+    job of `ssimctr -m regime=mt,mt_s,single seed=1,2,3`. The MLflow UI's runs table cuts names at its
+    column's width, so the front stays legible (the tracker cuts a name longer than the store takes)."""
+    options, keys, named = [], [], set()
+    for override in info.overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "seed" or key.startswith(CONTEXT_OVERRIDES):
+            continue
+        (options if key in info.choices else keys).append(value if key in info.choices else f"{key}={value}")
+        named.add(key)
+    context = [info.choices.get(group) for group in NAMED_GROUPS if group not in named]
+    if info.choices.get("ssim") not in (None, "disabled") and "ssim" not in named:
+        context.append(f"ssim-{info.choices['ssim']}")
+    context = [part for part in context if part]
+    return " ".join([*options, f"seed={seed}", *keys]) + (f" · {'-'.join(context)}" if context else "")
 
 
 def group_name(group: str) -> str:

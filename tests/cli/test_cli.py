@@ -113,11 +113,10 @@ def test_multirun_makes_one_parent_and_a_child_per_job(tmp_path):
         ("single", "1"),
         ("single", "2"),
     ]
-    assert sorted(r.info.run_name.split(" trainer")[0] for r in children) == [
-        "synthetic-dnn-mt seed=1 dataset.rows=6000 dataset.users=500 dataset.items=200",
-        "synthetic-dnn-mt seed=2 dataset.rows=6000 dataset.users=500 dataset.items=200",
-        "synthetic-dnn-single seed=1 dataset.rows=6000 dataset.users=500 dataset.items=200",
-        "synthetic-dnn-single seed=2 dataset.rows=6000 dataset.users=500 dataset.items=200",
+    assert sorted(r.info.run_name for r in children) == [  # what sets a job apart first
+        f"{regime} debug seed={seed} dataset.rows=6000 dataset.users=500 dataset.items=200 · synthetic-dnn"
+        for regime in ("mt", "single")
+        for seed in (1, 2)
     ]
     parent = parents[0].info.run_id
     assert parents[0].info.run_name.startswith("sweep ") and "regime=mt,single" in parents[0].info.run_name
