@@ -15,7 +15,7 @@ How each is checked (`check`), with `<placeholders>` given stand-in values first
 - `ssimctr-report|predict|evaluate ...`: their argument parsers read the arguments;
 - `make TARGET [VAR=value]`: `make -n` knows the target;
 - `pip install -e '.[extra]'`: pyproject.toml declares the extras;
-- `python -c CODE`: CODE compiles;
+- `python -c CODE`: CODE compiles (`python -m venv DIR`: nothing to check);
 - the shell's own commands (`export`, `read`, ...) and `mlflow ui`, `ray start`: nothing to check.
 Anything else fails the test, so a new kind of command gets a check before it appears in the docs.
 """
@@ -167,6 +167,8 @@ def _check_simple(argv: list[str]) -> str | None:
         return check_app(argv[1:])
     if program in ("python", "python3", ".venv/bin/python") and argv[1:3] == ["-m", "ssimctr"]:
         return check_app(argv[3:])
+    if program in ("python", "python3") and argv[1:3] == ["-m", "venv"]:
+        return None  # the standard library's venv
     if program in ("python", "python3", ".venv/bin/python") and argv[1:2] == ["-c"]:
         return _compiles(argv[2], " ".join(argv[:2]))
     if program == "torchrun":

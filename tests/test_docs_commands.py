@@ -3,8 +3,10 @@ is checked, without running it), and every Python block compiles."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from doc_commands import Unavailable, check, doc_commands, python_blocks
+from doc_commands import REPO, Unavailable, check, doc_commands, python_blocks
 
 COMMANDS = doc_commands()
 
@@ -26,3 +28,12 @@ def test_every_command_of_the_docs_checks(command):
 @pytest.mark.parametrize(("where", "source"), python_blocks(), ids=[where for where, _ in python_blocks()])
 def test_every_python_block_of_the_docs_compiles(where, source):
     compile(source, where, "exec")
+
+
+def test_the_readme_is_short_and_every_link_of_it_resolves():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) < 200
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if not re.match(r"^[a-z]+://", link)]
+    assert len(local) > 10
+    assert [link for link in local if not (REPO / link).is_file()] == []
