@@ -24,6 +24,7 @@ from ssimctr.errors import UserError
 from ssimctr.tasks.base import Job, ModelFactory, Task, refuse_unsupported
 from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import Tracker, flatten_params, make_tracker, parent_run_id_from_env
+from ssimctr.tracking.base import sweep_common_overrides_from_env
 from ssimctr.train import distributed
 from ssimctr.train.checkpoint import Checkpointer, checkpointing, read_run, resumable
 from ssimctr.train.loop import Outcome
@@ -311,24 +312,31 @@ NAMED_GROUPS = ("dataset", "backbone", "regime")  # the context of a run's name,
 CONTEXT_OVERRIDES = ("experiment", "paths.", "tracking.", "hydra", "resume", *RESULT_FREE)  # never set a run apart
 
 
-def _run_name(seed: int, info: JobInfo) -> str:
+def _run_name(seed: int, info: JobInfo, common: list[str] | None = None) -> str:
     """The run's name, what sets it apart first: the options the job's overrides chose (a group's option
     alone), its seed, the keys they set (`key=value`; where and how it runs left out), then ` · <dataset>-
-    <backbone>-<regime>[-ssim-<phase>]` without the groups already named: `mt_s seed=2 · synthetic-dnn` for a
-    job of `ssimctr -m regime=mt,mt_s,single seed=1,2,3`. The MLflow UI's runs table cuts names at its
-    column's width, so the front stays legible (the tracker cuts a name longer than the store takes)."""
-    options, keys, named = [], [], set()
+    <backbone>-<regime>[-ssim-<phase>]` without the groups already named, then the overrides every job of
+    its multirun shares (`common`; default: the multirun callback's): `mt_s seed=2 · synthetic-dnn debug`
+    for a job of `ssimctr -m regime=mt,mt_s,single seed=1,2,3 trainer=debug`. The MLflow UI's runs table
+    cuts names at its column's width, so the front stays legible (the tracker cuts a name longer than the
+    store takes)."""
+    common = sweep_common_overrides_from_env() if common is None else common
+    options, keys, shared, named = [], [], [], set()
     for override in info.overrides:
         key, _, value = override.lstrip("+~").partition("=")
         if key == "seed" or key.startswith(CONTEXT_OVERRIDES):
             continue
-        (options if key in info.choices else keys).append(value if key in info.choices else f"{key}={value}")
+        shown = value if key in info.choices else f"{key}={value}"
+        if override in common:
+            shared += [] if key in NAMED_GROUPS else [shown]
+            continue
+        (options if key in info.choices else keys).append(shown)
         named.add(key)
     context = [info.choices.get(group) for group in NAMED_GROUPS if group not in named]
     if info.choices.get("ssim") not in (None, "disabled") and "ssim" not in named:
         context.append(f"ssim-{info.choices['ssim']}")
-    context = [part for part in context if part]
-    return " ".join([*options, f"seed={seed}", *keys]) + (f" · {'-'.join(context)}" if context else "")
+    tail = " ".join(["-".join(part for part in context if part), *shared]).strip()
+    return " ".join([*options, f"seed={seed}", *keys]) + (f" · {tail}" if tail else "")
 
 
 def group_name(group: str) -> str:

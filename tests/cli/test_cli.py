@@ -114,7 +114,7 @@ def test_multirun_makes_one_parent_and_a_child_per_job(tmp_path):
         ("single", "2"),
     ]
     assert sorted(r.info.run_name for r in children) == [  # what sets a job apart first
-        f"{regime} debug seed={seed} dataset.rows=6000 dataset.users=500 dataset.items=200 · synthetic-dnn"
+        f"{regime} seed={seed} · synthetic-dnn dataset.rows=6000 dataset.users=500 dataset.items=200 debug"
         for regime in ("mt", "single")
         for seed in (1, 2)
     ]
