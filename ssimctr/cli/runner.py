@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
 from ssimctr.cli.config_errors import missing_values, unknown_key, unknown_keys
 from ssimctr.cli.console import describe_data, print_results, results_rows, split_summary, write_results_csv
@@ -242,7 +243,17 @@ def _run(
             title=f"{split}: {outcome.description}; {outcome.best_epochs}",
             footer=footer if split == list(tables)[-1] else None,
         )
+    if info.choices.get("ssim") == "search":
+        console.print(escape(_retrain_command(tracker.run_id, folder, info.overrides)), soft_wrap=True, highlight=False)
     return results
+
+
+def _retrain_command(run_id: str | None, folder: Path, overrides: list[str]) -> str:
+    """What to run after `ssim=search`: the retrain on this search (by its MLflow run, or its folder with
+    tracking=none), with the search's other overrides (paths and where it runs aside)."""
+    source = f"ssim.from_run={run_id}" if run_id else f"ssim.from_path={folder / 'ssim'}"
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ssim=", "paths.", "hydra", *RESULT_FREE))]
+    return " ".join(["next: ssimctr ssim=retrain", source, *kept])
 
 
 def _log_model(

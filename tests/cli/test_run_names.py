@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from ssimctr.cli.runner import JobInfo, _run_name
+from ssimctr.cli.runner import JobInfo, _retrain_command, _run_name
 from ssimctr.tracking.base import SWEEP_COMMON_ENV
 from ssimctr.tracking.callbacks import MlflowParentRunCallback, _common_overrides
 
@@ -61,3 +62,36 @@ def test_a_multirun_exports_its_common_overrides_to_its_jobs(monkeypatch):
     assert _run_name(1, info) == "single seed=1 · synthetic-dnn debug"
     callback.on_multirun_end(config)
     assert SWEEP_COMMON_ENV not in os.environ
+
+
+def test_a_search_ends_with_the_retrain_command_to_run_next(tmp_path):
+    from rich.console import Console
+
+    from conftest import compose
+    from ssimctr.cli.runner import run
+
+    cfg = compose(
+        f"paths.outputs={tmp_path}",
+        "dataset.rows=3000",
+        "dataset.users=300",
+        "dataset.items=100",
+        "trainer=debug",
+        "trainer.progress=false",
+        "tracking=none",
+        "ssim=search",
+    )
+    console = Console(record=True, width=200)
+    overrides = ["ssim=search", "backbone=dnn", "dataset.rows=3000", "trainer.threads=1", f"paths.outputs={tmp_path}"]
+    run(cfg, JobInfo(choices={**CHOICES, "ssim": "search"}, overrides=overrides, output_dir=tmp_path / "run"), console)
+    last = console.export_text().strip().splitlines()[-1]
+    assert (
+        last == f"next: ssimctr ssim=retrain ssim.from_path={tmp_path / 'run' / 'ssim'} backbone=dnn dataset.rows=3000"
+    )
+    assert (tmp_path / "run" / "ssim").is_dir()  # the folder it names holds the search
+
+
+def test_the_retrain_command_names_the_search_run():
+    assert (
+        _retrain_command("abc", Path("x"), ["+ssim=search", "seed=3"])
+        == "next: ssimctr ssim=retrain ssim.from_run=abc seed=3"
+    )
