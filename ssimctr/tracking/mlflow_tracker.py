@@ -210,7 +210,8 @@ class MlflowTracker:
             ) from None
         destination.mkdir(parents=True, exist_ok=True)
         try:
-            return Path(self.client.download_artifacts(run_id, artifact_path, str(destination)))
+            with _quiet():  # no "Downloading artifacts" bar: a retrain's log keeps its own lines
+                return Path(self.client.download_artifacts(run_id, artifact_path, str(destination)))
         except (MlflowException, OSError):
             raise UserError(f"run {run_id} has no '{artifact_path}' artifacts: is it an ssim=search run?") from None
 
