@@ -1,6 +1,6 @@
 """A saved view of the MLflow UI's runs table: each scenario's test AUC as columns, best mean first.
 
-What MLflow 3.17's UI lets a client set, and what it does not (read from its JS bundle, checked in a
+What MLflow's UI (3.17, 3.18) lets a client set, and what it does not (read from its JS bundle, checked in a
 headless browser by tests/tracking/test_ui_browser.py):
 - the runs table's columns are browser state (localStorage); their default (Source, Models, Dataset)
   cannot be changed from the store, nor can the GenAI / Model training switch, a browser-wide setting
