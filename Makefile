@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+DOCS_STAMP := $(VENV)/.installed-docs
 # what the test suite exercises besides dev: text_encoder=minilm (text), the joblib / submitit / Optuna
 # launchers and sweeper (sweep), the Ray launcher (ray), the tracking server on PostgreSQL (postgres)
 TEST_EXTRAS := dev,text,sweep,postgres,ray
 
-.PHONY: run test test-fast lint format mutation sweep ui server bench bench-scale bench-vs clean
+.PHONY: run test test-fast lint format docs mutation sweep ui server bench bench-scale bench-vs clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ $(STAMP): pyproject.toml setup.py
 $(TEST_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[$(TEST_EXTRAS)]'
 	touch $(TEST_STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
 
 run: $(STAMP)  ## the default experiment on the built-in synthetic data
 	$(BIN)/ssimctr
@@ -32,6 +37,9 @@ test-fast: $(TEST_STAMP)  ## without the tests marked slow
 lint: $(STAMP)  ## ruff: lint and formatting check (configured in pyproject.toml)
 	$(BIN)/ruff check ssimctr tests bench
 	$(BIN)/ruff format --check ssimctr tests bench
+
+docs: $(DOCS_STAMP)  ## the documentation site (mkdocs Material, mkdocs.yml) into site/; --strict: a broken link fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: $(STAMP)  ## ruff: fix what can be fixed and format
 	$(BIN)/ruff check --fix ssimctr tests bench

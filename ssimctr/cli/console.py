@@ -93,8 +93,9 @@ def results_rows(results: dict[str, float], summary: list[dict], split: str = "t
 
 
 def print_results(console: Console, rows: list[dict], title: str, footer: str | None = None) -> None:
-    """Print `rows` as a table; `overall` and `mean` sit in a bold section below the scenarios."""
-    table = Table(title=title)
+    """Print `title` on one line, then `rows` as a table; `overall` and `mean` sit in a bold section below
+    the scenarios."""
+    table = Table()
     table.add_column("Scenario")
     for name in ("Rows", "CTR", "AUC", "Logloss"):
         table.add_column(name, justify="right")
@@ -105,6 +106,7 @@ def print_results(console: Console, rows: list[dict], title: str, footer: str | 
         table.add_section()
     for row in summary_rows:
         table.add_row(*_cells(row), style="bold")
+    console.print(escape(title), style="bold", highlight=False, soft_wrap=True)
     console.print(table)
     if footer:
         console.print(footer)

@@ -1,4 +1,4 @@
-"""The `ssimctr` command: a Hydra app (`ssimctr --help` lists the config groups)."""
+"""The `ssimctr` command: a Hydra app (`ssimctr --help`: what it does, examples and the config groups)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from rich.markup import escape
 from ssimctr import __version__
 from ssimctr.cli.config_errors import composition_error, faulty_override
 from ssimctr.cli.folders import register_resolver
+from ssimctr.cli.help import register_help
 from ssimctr.cli.resume import (
     RESUME_SWEEP_ENV,
     keep_resume_files,
@@ -41,6 +42,7 @@ from ssimctr.train.checkpoint import read_run
 
 register()
 register_resolver()
+register_help()
 console = Console()
 errors = Console(stderr=True)
 

@@ -26,6 +26,7 @@ from ssimctr.tasks.base import DataRecipe, Job, ModelFactory, Task, refuse_unsup
 from ssimctr.tasks.outcome import Outcome
 from ssimctr.text.build import with_encoded_fields
 from ssimctr.tracking import NullTracker, Tracker, flatten_params, make_tracker, parent_run_id_from_env
+from ssimctr.tracking.base import sweep_common_overrides_from_env
 from ssimctr.train import distributed
 from ssimctr.train.checkpoint import Checkpointer, checkpointing, read_run, resumable
 from ssimctr.train.regimes import Regime, Splits
@@ -40,6 +41,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # an editable install)
 CONFIG_DIR = str(PACKAGE / "conf" if (PACKAGE / "conf").is_dir() else PACKAGE.parent / "conf")
 CHECKED_GROUPS = ("dataset", "scenario", "split", "ssim")  # besides trainer: schemas that check their values
+PARTS = "_parts/"  # conf/_parts/: groups that experiments and presets choose (table rows, reference sizes)
 
 
 @dataclass
@@ -248,7 +250,7 @@ def _run(
         print_results(
             console,
             rows,
-            title=f"{split}, {outcome.description}, best epoch {outcome.best_epoch:g}",
+            title=f"{split}: {outcome.description}; {outcome.best_epochs}",
             footer=footer if split == list(tables)[-1] else None,
         )
     if outcome.next_step:
@@ -320,22 +322,45 @@ def _open_splits(settings: TrainerConfig, data: PreparedDataset, device: torch.d
     return LazyMapping(SPLITS, opened)
 
 
-NAMED_GROUPS = ("dataset", "backbone", "regime", "ssim")
+NAMED_GROUPS = ("dataset", "backbone", "regime")  # the context of a run's name, after what sets it apart
+CONTEXT_OVERRIDES = ("experiment", "paths.", "tracking.", "hydra", "resume", *RESULT_FREE)  # never set a run apart
 
 
-def _run_name(seed: int, info: JobInfo) -> str:
-    """`<dataset>-<backbone>-<regime>[-ssim-<phase>] seed=<seed>` and the job's other overrides (paths
-    aside), so the runs of a multirun tell apart in the MLflow UI (the tracker cuts a long one)."""
-    parts = [info.choices.get(g) for g in NAMED_GROUPS[:3]]
-    if info.choices.get("ssim") not in (None, "disabled"):
-        parts.append(f"ssim-{info.choices['ssim']}")
-    shown = {*NAMED_GROUPS, "seed"}
-    others = [o for o in info.overrides if o.split("=", 1)[0].lstrip("+~") not in shown and not o.startswith("paths.")]
-    return " ".join(["-".join(p for p in parts if p) or "ssimctr", f"seed={seed}", *others])
+def _run_name(seed: int, info: JobInfo, common: list[str] | None = None) -> str:
+    """The run's name, what sets it apart first: the options the job's overrides chose (a group's option
+    alone), its seed, the keys they set (`key=value`; where and how it runs left out), then ` · <dataset>-
+    <backbone>-<regime>[-ssim-<phase>]` without the groups already named, then the overrides every job of
+    its multirun shares (`common`; default: the multirun callback's): `mt_s seed=2 · synthetic-dnn debug`
+    for a job of `ssimctr -m regime=mt,mt_s,single seed=1,2,3 trainer=debug`. The MLflow UI's runs table
+    cuts names at its column's width, so the front stays legible (the tracker cuts a name longer than the
+    store takes)."""
+    common = sweep_common_overrides_from_env() if common is None else common
+    options, keys, shared, named = [], [], [], set()
+    for override in info.overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key == "seed" or key.startswith(CONTEXT_OVERRIDES):
+            continue
+        shown = value if key in info.choices else f"{key}={value}"
+        if override in common:
+            shared += [] if key in NAMED_GROUPS else [shown]
+            continue
+        (options if key in info.choices else keys).append(shown)
+        named.add(key)
+    context = [info.choices.get(group) for group in NAMED_GROUPS if group not in named]
+    if info.choices.get("ssim") not in (None, "disabled") and "ssim" not in named:
+        context.append(f"ssim-{info.choices['ssim']}")
+    tail = " ".join(["-".join(part for part in context if part), *shared]).strip()
+    return " ".join([*options, f"seed={seed}", *keys]) + (f" · {tail}" if tail else "")
+
+
+def group_name(group: str) -> str:
+    """A config group's name in tags and run names: a preset part's (conf/_parts/<group>, kept out of
+    `ssimctr --help`) without its folder, so `--group-by table_ssim_ablation` reads it."""
+    return group.removeprefix(PARTS)
 
 
 def _tags(cfg: DictConfig, info: JobInfo) -> dict[str, str]:
-    tags = {group: str(option) for group, option in info.choices.items() if not group.startswith("hydra")}
+    tags = {group_name(group): str(option) for group, option in info.choices.items() if not group.startswith("hydra")}
     tags.update(
         {
             "overrides": " ".join(info.overrides),

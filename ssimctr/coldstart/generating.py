@@ -19,7 +19,7 @@ from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import DataSplit
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.loop import FitResult, Logger, Validator, make_optimizer
+from ssimctr.train.loop import FitResult, Logger, Validator, make_optimizer, training_phase
 
 
 class GeneratingMethod(ABC):
@@ -83,9 +83,10 @@ class GeneratingMethod(ABC):
     ) -> list[FitResult]:
         """Plain training of the base model on the warm rows, then the networks' passes over `meta_tasks`."""
         require_attributes(self.entity, self.method)
-        fits = PlainModel(self.entity, warmup_lr=self.warmup.lr, warmup_steps=self.warmup.steps).train(
-            model, train, meta_tasks, validate, settings, log
-        )
+        with training_phase("base" if self.passes else ""):
+            fits = PlainModel(self.entity, warmup_lr=self.warmup.lr, warmup_steps=self.warmup.steps).train(
+                model, train, meta_tasks, validate, settings, log
+            )
         self.build(model)
         first_step = sum(len(f.epochs) for f in fits)
         return [*fits, self.fit_networks(model, meta_tasks, validate, settings, log, first_step)]

@@ -154,7 +154,16 @@ class MetaLearner:
         with self.installed(model):
             optimizer = make_optimizer(settings, model.parameters())
             fits = [
-                fit(model, FixedSharing(0.0), optimizer, train_loader(train, settings), validate, settings, log=log)
+                fit(
+                    model,
+                    FixedSharing(0.0),
+                    optimizer,
+                    train_loader(train, settings),
+                    validate,
+                    settings,
+                    log=log,
+                    phase="base" if self.meta_epochs else "",
+                )
             ]
             meta_tasks = meta_tasks.to(_device(model))
             tasks = TaskIndex(meta_tasks)
@@ -177,6 +186,7 @@ class MetaLearner:
                 meta_settings,
                 keep_initial=True,
                 log=meta_log,
+                phase="meta",
             )
             fits.append(meta)
             self.tags["meta_kept"] = str(meta.kept_epoch > 0).lower()

@@ -15,7 +15,7 @@ from ssimctr.coldstart.base import Episodes, frozen
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.loop import FitResult, Logger, Validator
+from ssimctr.train.loop import EpochClock, FitResult, Logger, Validator, print_epoch
 
 # (entities [T], their support rows, each row's entity index into them, their query rows, ditto) -> [L] losses,
 # the first the one minimized
@@ -58,13 +58,15 @@ def entity_passes(
     """`passes` seeded passes (settings.seed) over the entities `pool` of `tasks`, `tasks_per_batch` per step
     (at most settings.limit_train_batches steps a pass); each step minimizes the first of `terms`. Pass i is
     logged at step first_step + i with `validate`'s metrics and the mean of each term under its name in
-    `names` (e.g. "meta/loss"), plus "<prefix>/rows_per_s". The model is frozen throughout."""
+    `names` (e.g. "meta/loss"), plus "<prefix>/rows_per_s", and printed as an epoch of the phase <prefix>.
+    The model is frozen throughout."""
     order = torch.Generator().manual_seed(settings.seed)
     support_rows = TaskRows(tasks.support_task, tasks.num_tasks)
     query_rows = TaskRows(tasks.query_task, tasks.num_tasks)
     device = tasks.query.label.device
     speed = f"{names[0].split('/')[0]}/rows_per_s"
-    result = FitResult()
+    result = FitResult(phase=names[0].split("/")[0])
+    clock = EpochClock(passes)
     with frozen(model):
         for epoch in range(1, passes + 1):
             networks.train()
@@ -93,6 +95,8 @@ def entity_passes(
             result.epochs.append(metrics)
             if log:
                 log(metrics, first_step + epoch)
+            clock.ended(time.perf_counter() - started)
+            print_epoch(result, epoch, passes, settings.monitor, clock.left(epoch), kind=result.phase)
     networks.eval()
     result.best_epoch = result.kept_epoch = len(result.epochs)  # no early stopping: the last pass is kept
     if result.epochs:

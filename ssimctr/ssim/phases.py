@@ -81,6 +81,7 @@ def search(
         search_settings,
         restore_best=False,
         log=log,
+        phase="search",
     )
     frozen = FrozenSelector(copy.deepcopy(embedding), copy.deepcopy(selector))
     selection = artifacts.selection_frame(artifacts.score_rows(frozen, splits["train"]), ssim.ratio)
@@ -165,6 +166,7 @@ def retrain(
         validator(eval_loader(splits["val"], settings), names),
         settings,
         log=log,
+        phase="retrain",
     )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
     return Trained(result.val, test, [result], model=model), RetrainInfo(initial, description)

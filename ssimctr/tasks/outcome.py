@@ -27,8 +27,16 @@ class Outcome(Trained):
 
     @property
     def best_epoch(self) -> float:
-        """The best epoch (the mean over models when there are several)."""
+        """The best epoch (the mean over models when there are several: the metric best/epoch)."""
         return float(np.mean([f.best_epoch for f in self.fits]))
+
+    @property
+    def best_epochs(self) -> str:
+        """The best epoch of each training, named by its phase: `best epoch 3` (one unnamed training), or
+        `best epoch: base 3, meta 2` (epoch 0: the weights the training started from stayed the best)."""
+        if not any(f.phase for f in self.fits):
+            return f"best epoch {', '.join(str(f.best_epoch) for f in self.fits)}"
+        return "best epoch: " + ", ".join(f"{f.phase or 'training'} {f.best_epoch}" for f in self.fits)
 
     @property
     def rows_per_second(self) -> float:

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 from ssimctr.errors import UserError
 
 PARENT_RUN_ENV = "SSIMCTR_MLFLOW_PARENT_RUN_ID"
+SWEEP_COMMON_ENV = "SSIMCTR_SWEEP_COMMON_OVERRIDES"  # a multirun's overrides that every job shares (JSON list)
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -109,6 +110,11 @@ def check_status(status: str) -> None:
 def parent_run_id_from_env() -> str | None:
     """The sweep's parent run id exported by the multirun callback, if any."""
     return os.environ.get(PARENT_RUN_ENV) or None
+
+
+def sweep_common_overrides_from_env() -> list[str]:
+    """The overrides every job of the running multirun shares (exported by the multirun callback), if any."""
+    return list(json.loads(os.environ.get(SWEEP_COMMON_ENV) or "[]"))
 
 
 def param_value(value: object) -> str:

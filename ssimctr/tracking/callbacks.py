@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -17,7 +18,7 @@ from rich.markup import escape
 
 from ssimctr.errors import UserError
 from ssimctr.tracking.backends import keeps_runs
-from ssimctr.tracking.base import PARENT_RUN_ENV
+from ssimctr.tracking.base import PARENT_RUN_ENV, SWEEP_COMMON_ENV
 from ssimctr.tracking.store import PARENT_RUN_TAG, paginate
 
 RESUME_SWEEP_ENV = "SSIMCTR_RESUME_SWEEP"  # a relaunched multirun (`ssimctr resume=<its folder>`): its parent run id
@@ -44,19 +45,23 @@ class MlflowParentRunCallback(Callback):
     def __init__(self) -> None:
         self.tracker: MlflowTracker | None = None
         self.parent_run_id: str | None = None
+        self.common_overrides: list[str] = []
 
     def __getstate__(self) -> dict[str, Any]:
         """What a launcher pickles for its workers: the parent id, without the tracker's client."""
         return {**self.__dict__, "tracker": None}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """In the job's process (the sweep's, or a launcher's worker): export the parent id."""
+        """In the job's process (the sweep's, or a launcher's worker): export the parent id and the
+        overrides every job shares (a run's name leaves them to its end)."""
         if self.parent_run_id:
             os.environ[PARENT_RUN_ENV] = self.parent_run_id
+        os.environ[SWEEP_COMMON_ENV] = json.dumps(self.common_overrides)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Start the parent run; a UserError (a tracking server's refused login or permission, a deleted
         experiment) is one line and exit 2 before any job: Hydra would only warn and launch the jobs."""
+        self.common_overrides = _common_overrides(_select(config, "hydra.overrides.task") or [])
         try:
             self._start_parent(config)
         except UserError as error:
@@ -98,6 +103,7 @@ class MlflowParentRunCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Log the best child's `optimized_metric` and swept values, count failures, finish the parent."""
+        os.environ.pop(SWEEP_COMMON_ENV, None)
         if self.tracker is None:
             return
         try:
@@ -125,6 +131,15 @@ def _warn_if_remote_jobs_share_a_file(config: DictConfig) -> None:
             "start a tracking server (make server) and set MLFLOW_TRACKING_URI=http://<its host>:5000",
             stacklevel=2,
         )
+
+
+def _common_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a multirun's command line that sweep nothing (`regime=mt,single` sweeps)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [
+        o.input_line for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_sweep_override()
+    ]
 
 
 def _select(config: DictConfig, key: str) -> Any:

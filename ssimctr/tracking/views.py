@@ -1,11 +1,12 @@
 """A saved view of the MLflow UI's runs table: each scenario's test AUC as columns, best mean first.
 
-What MLflow 3.17's UI lets a client set, and what it does not (read from its JS bundle, checked in a
+What MLflow's UI (3.17, 3.18) lets a client set, and what it does not (read from its JS bundle, checked in a
 headless browser by tests/tracking/test_ui_browser.py):
 - the runs table's columns are browser state (localStorage); their default (Source, Models, Dataset)
   cannot be changed from the store, nor can the GenAI / Model training switch, a browser-wide setting
   (localStorage `mlflow.workflowType`, GenAI by default: an experiment opens on its GenAI overview);
-- an experiment tag `mlflow.sharedViewState.<id>` is a *saved view* (what the UI's "Views > Save view"
+- an experiment tag `mlflow.sharedViewState.<id>` is a *saved view* (its state: the search facets,
+  `searchFilter` among them, and the columns) (what the UI's "Views > Save view"
   writes): listed in the Views menu of the runs page, and opened by the link
   `<ui>/#/experiments/<experiment id>/runs?viewStateShareKey=<id>`; the query parameter
   `workflowType=machine_learning` opens it in the Model training mode;
@@ -27,6 +28,8 @@ VIEW_TAG = VIEW_TAG_PREFIX + VIEW_ID
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 METRIC_PREFIX = "test/auc/"
 SORT_METRIC = "test/auc/mean"
+# the runs the view lists: finished jobs (a failed run, a multirun's parent without test metrics left out)
+VIEW_FILTER = f"attributes.status = 'FINISHED' and metrics.`{SORT_METRIC}` > 0"
 UI_URL = "http://127.0.0.1:5000"  # `make ui`
 
 
@@ -44,9 +47,15 @@ def view_columns(metric_keys: Iterable[str], columns: Iterable[str] = ()) -> lis
 
 def view_tag_value(columns: list[str], created_ms: int | None = None) -> str:
     """The tag's value: the UI's saved-view envelope {name, createdAt, updatedAt, state} around the
-    view state (JSON text): the columns shown, sorted by the mean test AUC, best first."""
+    view state (JSON text): the finished jobs (`VIEW_FILTER`), the columns shown, sorted by the mean test
+    AUC, best first."""
     now = int(time.time() * 1000)
-    state = {"selectedColumns": columns, "orderByKey": metric_column(SORT_METRIC), "orderByAsc": False}
+    state = {
+        "selectedColumns": columns,
+        "orderByKey": metric_column(SORT_METRIC),
+        "orderByAsc": False,
+        "searchFilter": VIEW_FILTER,
+    }
     created = now if created_ms is None else created_ms
     return json.dumps({"name": VIEW_NAME, "createdAt": created, "updatedAt": now, "state": json.dumps(state)})
 

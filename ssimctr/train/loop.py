@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +37,18 @@ Logger = Callable[[dict[str, float], int], None]  # (metrics, step)
 Validator = Callable[[MultiScenarioModel], dict[str, float]]
 PROGRESS_EVERY = 10  # batches between progress updates (each update syncs the loss to the host)
 logger = logging.getLogger(__name__)  # a job's main.log (Hydra's job log) gets each epoch's line
+_PHASE: ContextVar[str] = ContextVar("ssimctr_training_phase", default="")
+
+
+@contextmanager
+def training_phase(name: str) -> Iterator[None]:
+    """Name the fits inside (their progress bar, epoch lines and `FitResult.phase`) when their caller
+    cannot pass `fit(..., phase=)`: a method's base training run through another method's code."""
+    token = _PHASE.set(name)
+    try:
+        yield
+    finally:
+        _PHASE.reset(token)
 
 
 @dataclass
@@ -48,6 +63,7 @@ class FitResult:
     kept_epoch: int = 0  # the epoch whose weights the model holds (0: none kept)
     train_rows: int = 0
     train_seconds: float = 0.0
+    phase: str = ""  # which training of the job this is (search, retrain, pretrain, meta, ...); "" when alone
 
     @property
     def rows_per_second(self) -> float:
@@ -94,6 +110,7 @@ def fit(
     restore_best: bool = True,
     keep_initial: bool = False,
     log: Logger | None = None,
+    phase: str | None = None,
 ) -> FitResult:
     """Train for up to `settings.epochs`, call `validate(model)` after each epoch (and `log` with
     its metrics), stop after `settings.patience` epochs without improvement of `settings.monitor`,
@@ -103,12 +120,14 @@ def fit(
     job's fit restores its checkpoint: a fit that had ended returns its saved result untrained, one
     that was stopped trains on from the epoch after its last checkpoint (logging only the new epochs).
     Under trainer=ddp (ssimctr.train.distributed) the model trains through DistributedDataParallel,
-    every rank runs the same number of batches, and the epoch's loss and rows are pooled over ranks."""
+    every rank runs the same number of batches, and the epoch's loss and rows are pooled over ranks.
+    `phase` names this training on the console and in `FitResult.phase` (default: `training_phase`'s name).
+    Each epoch prints one line (whatever trainer.progress says; the progress bar only with it)."""
     mode = settings.monitor_mode
     if mode not in ("max", "min"):
         raise UserError(f"trainer.monitor_mode={mode}: use max or min")
     monitor = settings.monitor
-    result = FitResult()
+    result = FitResult(phase=_PHASE.get() if phase is None else phase)
     best_state = None
     stale = 0
     first = 1
@@ -129,10 +148,13 @@ def fit(
         result.best_value = result.initial[monitor]
         best_state = copy.deepcopy(model.state_dict())
     limit = distributed.agreed_batches(len(train), settings.limit_train_batches)
+    clock = EpochClock(settings.epochs)
     with distributed.synced(model, in_precision(loss_fn, settings.precision, train.device)) as train_loss:
         for epoch in range(first, settings.epochs + 1):
             with stops_located(f"epoch {epoch}, after its training batches"):  # the batches say which one
-                loss, rows, seconds = _train_epoch(model, train_loss, optimizer, train, epoch, limit, settings.progress)
+                started = time.perf_counter()
+                bar = (result.phase, epoch, clock)
+                loss, rows, seconds = _train_epoch(model, train_loss, optimizer, train, bar, limit, settings.progress)
                 loss, rows, seconds = distributed.pooled_epoch(loss, rows, seconds)
                 distributed.sync_buffers(model)
                 result.train_rows += rows
@@ -142,7 +164,6 @@ def fit(
                 result.epochs.append(metrics)
                 if log:
                     log(metrics, epoch)
-                _print_epoch(epoch, metrics, monitor, settings.progress)
                 value = metrics[monitor]
                 if _improved(value, result.best_value, mode):
                     result.best_epoch, result.best_value, stale = epoch, value, 0
@@ -150,6 +171,9 @@ def fit(
                 else:
                     stale += 1
                 schedule.after_epoch(optimizer, stale)
+                clock.ended(time.perf_counter() - started)
+                stopping = stale >= settings.patience and epoch < settings.epochs
+                print_epoch(result, epoch, settings.epochs, monitor, clock.left(epoch), stopping=stopping)
                 if checkpoint:
                     best_is_current = restore_best and result.best_epoch == epoch
                     checkpoint.save_epoch(epoch, dataclasses.asdict(result), best_state, best_is_current, stale)
@@ -199,19 +223,21 @@ def _train_epoch(
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer,
     loader: Loader,
-    epoch: int,
+    where: tuple[str, int, EpochClock],
     limit_batches: int | None,
     show_progress: bool,
 ) -> tuple[float, int, float]:
-    """One pass over the training batches: (mean loss, rows seen, seconds)."""
+    """One pass over the training batches: (mean loss, rows seen, seconds). `where`: the phase, the epoch
+    and the fit's clock (the progress bar's ETA)."""
+    phase, epoch, clock = where
     model.train()
     total = min(len(loader), limit_batches) if limit_batches else len(loader)
     loss_sum = torch.zeros((), device=loader.device)
     rows = 0
     started = time.perf_counter()
     step = 0
-    with _progress(show_progress) as bar:
-        task = bar.add_task(f"epoch {epoch}", total=total, loss=float("nan"), speed=0.0)
+    with _progress(show_progress and distributed.is_main()) as bar:
+        task = bar.add_task(epoch_label(phase, epoch, clock.epochs), total=total, loss=float("nan"), speed=0.0, eta="")
         with stops_located(lambda: f"epoch {epoch}, batch {step}/{total}"):
             for step, batch in enumerate(loader, start=1):
                 optimizer.zero_grad(set_to_none=True)
@@ -222,23 +248,72 @@ def _train_epoch(
                 rows += len(batch)
                 if step % PROGRESS_EVERY == 0 or step == total:
                     elapsed = time.perf_counter() - started
-                    bar.update(task, completed=step, loss=loss_sum.item() / rows, speed=rows / elapsed)
+                    left = duration(clock.left(epoch, step, total, elapsed))
+                    bar.update(task, completed=step, loss=loss_sum.item() / rows, speed=rows / elapsed, eta=left)
                 if step == total:
                     break
     seconds = time.perf_counter() - started
     return loss_sum.item() / max(rows, 1), rows, seconds
 
 
-def _print_epoch(epoch: int, metrics: dict[str, float], monitor: str, show: bool = True) -> None:
-    """One line per epoch under its progress bar (`show`): the monitored metric, the training loss and
-    speed; logged (INFO) either way."""
+@dataclass
+class EpochClock:
+    """How long a fit's epochs take (training and validation), for the time it has left: the epochs up to
+    `epochs` (trainer.epochs) at the mean pace so far, an upper bound when early stopping ends it sooner."""
+
+    epochs: int
+    seconds: list[float] = field(default_factory=list)  # each ended epoch's
+
+    def ended(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+    def left(self, epoch: int, step: int = 0, total: int = 0, elapsed: float = 0.0) -> float:
+        """Seconds left after `step` of `total` batches of `epoch` (`elapsed` seconds in), or after the
+        whole epoch (step 0); NaN before anything was timed."""
+        batch = elapsed / step if step else float("nan")
+        pace = float(np.mean(self.seconds)) if self.seconds else batch * total
+        rest = batch * (total - step) if step else 0.0
+        return rest + pace * (self.epochs - epoch)
+
+
+def epoch_label(phase: str, epoch: int, epochs: int) -> str:
+    """`epoch 3/10`, or `retrain epoch 3/10` for a named phase."""
+    return f"{phase + ' ' if phase else ''}epoch {epoch}/{epochs}"
+
+
+def duration(seconds: float) -> str:
+    """`0:02:05` (whole seconds); `?` while unknown."""
+    return str(datetime.timedelta(seconds=round(seconds))) if math.isfinite(seconds) else "?"
+
+
+def print_epoch(
+    result: FitResult, epoch: int, epochs: int, monitor: str, left: float, stopping: bool = False, kind: str = "train"
+) -> None:
+    """One line for `epoch` of `result` (its last entry of `epochs`), printed whatever trainer.progress says
+    (rank 0 alone under trainer=ddp) and logged to the job's main.log: the phase, the monitored metric
+    against the best so far, the `kind`/loss and speed, and the time left (or why training stops here)."""
+    metrics = result.epochs[-1]
+    value = metrics.get(monitor, float("nan"))
+    if result.best_epoch == epoch:
+        best = " (best)"
+    elif result.best_epoch or result.initial is not None:  # epoch 0: the weights the fit started from
+        best = f" (best {result.best_value:.4f}, epoch {result.best_epoch})"
+    else:
+        best = ""
+    if epoch == epochs:
+        end = "the last epoch"
+    elif stopping:
+        end = f"stops here: no better {monitor} for {epoch - result.best_epoch} epochs (trainer.patience)"
+    else:
+        more = epochs - epoch
+        end = f"{more} more epoch{'s' if more > 1 else ''} at most, {duration(left)}"
     line = (
-        f"epoch {epoch}: {monitor} {metrics[monitor]:.4f}, train loss {metrics['train/loss']:.4f}, "
-        f"{metrics['train/rows_per_s']:,.0f} rows/s"
+        f"{epoch_label(result.phase, epoch, epochs)}: {monitor} {value:.4f}{best}, {kind} loss "
+        f"{metrics[f'{kind}/loss']:.4f}, {metrics[f'{kind}/rows_per_s']:,.0f} rows/s; {end}"
     )
     logger.info(line)
-    if show:
-        get_console().print(line)
+    if distributed.is_main():
+        get_console().print(line, highlight=False, soft_wrap=True)
 
 
 def _progress(show: bool) -> Progress:
@@ -249,6 +324,7 @@ def _progress(show: bool) -> Progress:
         TextColumn("loss {task.fields[loss]:.4f}"),
         TextColumn("{task.fields[speed]:,.0f} rows/s"),
         TimeElapsedColumn(),
+        TextColumn("ETA {task.fields[eta]}"),
         disable=not show,
         transient=False,
     )

@@ -166,6 +166,7 @@ def train_jointly(
         settings,
         lambda metrics, epoch: log(_prefixed(metrics, prefix), epoch),
         None,
+        phase=prefix.rstrip("/"),
     )
     test = evaluate(model, eval_loader(splits["test"], settings), "test", names)
     return Trained(result.val, test, [result], model=model)
@@ -233,6 +234,7 @@ def _per_scenario(
             lambda metrics, epoch, n=name: log(_scenario_only(metrics, n, stage), epoch),
             lr,
             keep_initial,
+            phase=f"{stage} {name}",
         )
         fits.append(result)
         models.append(model)
@@ -265,12 +267,13 @@ def _fit(
     log: Logger,
     lr: float | None,
     keep_initial: bool = False,
+    phase: str = "",
 ) -> FitResult:
     """`fit` with the job's optimizer, at learning rate `lr` (None: trainer.optimizer.lr)."""
     parameters = list(model.parameters())
     optimizer = make_optimizer(settings, parameters if lr is None else [{"params": parameters, "lr": lr}])
     loader = train_loader(train, settings)
-    return fit(model, loss, optimizer, loader, validate, settings, keep_initial=keep_initial, log=log)
+    return fit(model, loss, optimizer, loader, validate, settings, keep_initial=keep_initial, log=log, phase=phase)
 
 
 def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:

@@ -25,10 +25,14 @@ REQUIRED = {  # options that need values from the user
     ("scenario", "mapping"): ["scenario.mapping={a: b}"],
     ("scenario", "bins"): ["scenario.bins=[1]"],
 }
-OPTIONS = sorted((p.parent.name, p.stem) for p in Path(CONFIG_DIR).glob("*/*.yaml"))
+OPTIONS = sorted(  # (group, option); a preset part's group is its path, _parts/<group>
+    (p.parent.relative_to(CONFIG_DIR).as_posix(), p.stem)
+    for pattern in ("*/*.yaml", "_parts/*/*.yaml")
+    for p in Path(CONFIG_DIR).glob(pattern)
+)
 PLUGINS = {("hparams_search", "optuna"): "hydra_optuna_sweeper"}  # options that need a Hydra plugin
 # groups outside the primary defaults list: selected with +group=option
-APPENDED = {"table_ssim", "table_ssim_ablation", "ssim_planted"}
+APPENDED = {"_parts/table_ssim", "_parts/table_ssim_ablation", "_parts/ssim_planted"}
 SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer=debug", "trainer.progress=false"]
 
 
@@ -109,11 +113,10 @@ def test_multirun_makes_one_parent_and_a_child_per_job(tmp_path):
         ("single", "1"),
         ("single", "2"),
     ]
-    assert sorted(r.info.run_name.split(" trainer")[0] for r in children) == [
-        "synthetic-dnn-mt seed=1 dataset.rows=6000 dataset.users=500 dataset.items=200",
-        "synthetic-dnn-mt seed=2 dataset.rows=6000 dataset.users=500 dataset.items=200",
-        "synthetic-dnn-single seed=1 dataset.rows=6000 dataset.users=500 dataset.items=200",
-        "synthetic-dnn-single seed=2 dataset.rows=6000 dataset.users=500 dataset.items=200",
+    assert sorted(r.info.run_name for r in children) == [  # what sets a job apart first
+        f"{regime} seed={seed} · synthetic-dnn dataset.rows=6000 dataset.users=500 dataset.items=200 debug"
+        for regime in ("mt", "single")
+        for seed in (1, 2)
     ]
     parent = parents[0].info.run_id
     assert parents[0].info.run_name.startswith("sweep ") and "regime=mt,single" in parents[0].info.run_name

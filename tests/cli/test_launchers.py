@@ -73,8 +73,12 @@ def test_the_task_and_the_callback_pickle_for_launchers_in_other_processes() -> 
     assert cloudpickle.loads(cloudpickle.dumps(main.task)) is main.task
     assert len(cloudpickle.dumps(main.task)) < 200
     callback = MlflowParentRunCallback()
-    callback.parent_run_id, callback.tracker = "abc", object()
-    assert pickle.loads(cloudpickle.dumps(callback)).__dict__ == {"tracker": None, "parent_run_id": "abc"}
+    callback.parent_run_id, callback.tracker, callback.common_overrides = "abc", object(), ["trainer=debug"]
+    assert pickle.loads(cloudpickle.dumps(callback)).__dict__ == {
+        "tracker": None,
+        "parent_run_id": "abc",
+        "common_overrides": ["trainer=debug"],  # the jobs' run names leave them to the end
+    }
 
 
 @needs("hydra_optuna_sweeper")

@@ -70,9 +70,9 @@ def trained(monkeypatch) -> list[int]:
     epochs: list[int] = []
     train_epoch = loop._train_epoch
 
-    def recorded(model, loss_fn, optimizer, loader, epoch, *args):
-        epochs.append(epoch)
-        return train_epoch(model, loss_fn, optimizer, loader, epoch, *args)
+    def recorded(model, loss_fn, optimizer, loader, where, *args):
+        epochs.append(where[1])  # (phase, epoch, clock)
+        return train_epoch(model, loss_fn, optimizer, loader, where, *args)
 
     monkeypatch.setattr(loop, "_train_epoch", recorded)
     return epochs

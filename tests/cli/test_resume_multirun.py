@@ -118,12 +118,13 @@ def test_a_grid_replays_in_job_order_and_a_search_is_refused(tmp_path):
         ["seed=2", "regime=mt", "trainer=debug"],
         ["seed=2", "regime=single", "trainer=debug"],
     ]
-    recorded["hydra"]["sweeper"]["params"] = {"+table_ssim_ablation": "glob(*)"}  # a group's options, as in experiments
+    # a group's options, as in experiments
+    recorded["hydra"]["sweeper"]["params"] = {"+_parts/table_ssim_ablation": "glob(*)"}
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(recorded))
     with hydra.initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         jobs = sweep_jobs(tmp_path)
-    options = sorted(path.stem for path in (Path(CONFIG_DIR) / "table_ssim_ablation").glob("*.yaml"))
-    assert [job[0] for job in jobs] == [f"+table_ssim_ablation={o}" for o in options for _ in range(2)]
+    options = sorted(path.stem for path in (Path(CONFIG_DIR) / "_parts" / "table_ssim_ablation").glob("*.yaml"))
+    assert [job[0] for job in jobs] == [f"+_parts/table_ssim_ablation={o}" for o in options for _ in range(2)]
     recorded["hydra"]["sweeper"]["_target_"] = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(recorded))
     with pytest.raises(UserError, match="its jobs came from OptunaSweeper, whose next trials depend on the results"):

@@ -111,7 +111,7 @@ def test_a_transfer_row_searches_as_its_source_row(preset):
     """experiment=table_ssim's STAR/HMoE/DFFM rows reuse the dnn_ssim row's search, and
     experiment=table_ssim_transfer's rows the <source>_ssim row's: the same search key."""
     pipelines = [(choices, cfg) for _, cfg, choices in rows("table_ssim", preset) if cfg.ssim.phase == "pipeline"]
-    keys = {choices["table_ssim"]: key_of(cfg) for choices, cfg in pipelines}
+    keys = {choices["_parts/table_ssim"]: key_of(cfg) for choices, cfg in pipelines}
     assert keys["star_ssim"] == keys["hmoe_ssim"] == keys["dffm_ssim"] == keys["dnn_ssim"]
     assert len({keys["dnn_ssim"], keys["deepfm_ssim"], keys["dcn_ssim"]}) == 3
     for _, cfg, choices in rows("table_ssim_transfer", preset):

@@ -11,6 +11,7 @@ from ssimctr.tracking.mlflow_tracker import MlflowTracker
 from ssimctr.tracking.views import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
+    VIEW_FILTER,
     VIEW_NAME,
     VIEW_TAG,
     save_runs_view,
@@ -38,7 +39,7 @@ def test_finished_runs_write_the_view_and_the_experiment_kind(tmp_path: Path) ->
     client = MlflowClient(tracking_uri=uri)
     assert client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     tracker.start("failed", {})
-    tracker.log_metrics({"test/auc/s0": 0.7})
+    tracker.log_metrics({"test/auc/s0": 0.7, "test/auc/mean": 0.7})
     tracker.end("FAILED", "boom")
     assert VIEW_TAG not in client.get_experiment(tracker.experiment_id).tags  # only finished runs
     tracker.start("one", {})
@@ -51,7 +52,13 @@ def test_finished_runs_write_the_view_and_the_experiment_kind(tmp_path: Path) ->
         "selectedColumns": ["metrics.`test/auc/s0`", "metrics.`test/auc/mean`"],
         "orderByKey": "metrics.`test/auc/mean`",
         "orderByAsc": False,
+        "searchFilter": VIEW_FILTER,
     }
+    tracker.start("sweep parent", {"ssimctr.kind": "sweep"})
+    tracker.log_metrics({"best/val/auc/mean": 0.7})
+    tracker.end("FINISHED")
+    listed = client.search_runs([tracker.experiment_id], state["searchFilter"])  # the store reads the UI's filter
+    assert [run.info.run_name for run in listed] == ["one"]
     # a later run with another scenario adds its column; one with nothing new writes nothing
     assert save_runs_view(client, tracker.experiment_id, ["test/auc/s1", "test/auc/s0"])
     assert not save_runs_view(client, tracker.experiment_id, ["test/auc/s1", "train/loss"])

@@ -240,33 +240,6 @@ def test_fit_keeps_the_initial_model_only_when_asked(splits, tiny_feature_map):
     assert trained.best_epoch == 1 and not torch.equal(model.bias, before["bias"])
 
 
-def test_fit_prints_a_line_per_epoch_with_the_monitored_metric_only_with_progress(splits, capsys):
-    loader = splits["train"].loader(8, shuffle=True)
-    scores = iter([0.61, 0.65])
-    settings = replace(SETTINGS, epochs=2, patience=2, progress=True)
-    model = RecordingModel(3)
-    fit(
-        model,
-        FixedSharing(0.0),
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        loader,
-        lambda m: {"val/auc/mean": next(scores)},
-        settings,
-    )
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ") and "val/" in line]
-    assert [line.split(",")[0] for line in lines] == ["epoch 1: val/auc/mean 0.6100", "epoch 2: val/auc/mean 0.6500"]
-    assert all("train loss" in line and "rows/s" in line for line in lines)
-    fit(
-        model,
-        FixedSharing(0.0),
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        loader,
-        lambda m: {"val/auc/mean": 0.5},
-        replace(settings, progress=False),
-    )
-    assert "epoch" not in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("key", ["towers", "share", "loss_reduction"])
 def test_a_regime_with_an_unknown_value_is_one_clear_error(key):
     with pytest.raises(UserError, match=rf"regime\.{key}=bogus is not known: use one of") as error:
