@@ -13,8 +13,10 @@ from ssimctr.cli.runner import JobInfo, run
 from ssimctr.config.schema import TrainerConfig
 from ssimctr.data.batch import Batch
 from ssimctr.data.datasplit import MemorySplit
+from ssimctr.features.feature_map import FeatureMap
 from ssimctr.models.base import MultiScenarioModel
-from ssimctr.train.loop import EpochClock, FitResult, Outcome, duration, fit, training_phase
+from ssimctr.tasks.outcome import Outcome
+from ssimctr.train.loop import EpochClock, FitResult, duration, fit, training_phase
 from ssimctr.train.sharing import FixedSharing
 
 SUMMARY = [
@@ -110,7 +112,8 @@ class BiasModel(MultiScenarioModel):
     """K bias-only towers: a model `fit` can train in milliseconds."""
 
     def __init__(self, num_scenarios: int) -> None:
-        super().__init__(num_scenarios)
+        names = tuple(f"s{k}" for k in range(num_scenarios))
+        super().__init__(FeatureMap(categorical=(), scenario_names=names), num_scenarios, 1, True)
         self.bias = nn.Parameter(torch.zeros(num_scenarios))
 
     def towers(self, batch: Batch) -> torch.Tensor:
@@ -134,7 +137,7 @@ def fit_scripted(train: MemorySplit, scores: list[float], progress: bool, **opti
 
 
 MONITOR = "val/auc/mean"
-EPOCH_LINE = re.compile(r"^(?:(\w[\w ]*?) )?epoch (\d+)/(\d+): val/auc/mean (\d\.\d{4})(.*)$")
+EPOCH_LINE = re.compile(r"^(?:(\w[\w ]*?) )?epoch (\d+)/(\d+): val/(?:cold/)?auc/mean (\d\.\d{4})(.*)$")
 
 
 def epoch_lines(out: str) -> list[tuple[str, ...]]:
@@ -219,7 +222,10 @@ def test_a_long_title_stays_on_one_line():
 
 TWO_PHASES = {  # overrides: (the phases' names in order of their epoch lines, the titles' best-epoch part)
     "ssim=pipeline": (["search", "retrain"], r"best epoch: retrain \d+"),
-    "task=cold_start coldstart=maml task.shots=1": (["base", "meta"], r"best epoch: base \d+, meta \d+"),
+    "task=cold_start coldstart=maml task.shots=1 task.warmup_rounds=1": (
+        ["base", "meta"],
+        r"best epoch: base \d+, meta \d+",
+    ),
     "task=cold_start coldstart=metaemb": (["base", "meta"], r"best epoch: base \d+, meta \d+"),
     "regime=finetune": (["pretrain", "finetune s0", "finetune s1", "finetune s2"], r"best epoch: pretrain \d+, "),
     "regime=st": (["st s0", "st s1", "st s2"], r"best epoch: st s0 \d+, st s1 \d+, st s2 \d+"),
@@ -237,5 +243,5 @@ def test_a_job_of_several_trainings_names_each_on_its_lines_and_in_the_title(ove
     lines = epoch_lines(capsys.readouterr().out)
     assert list(dict.fromkeys(phase for phase, *_ in lines)) == phases
     titles = [line for line in console.export_text().splitlines() if line.startswith("test")]
-    assert titles and all(re.match(rf"test(/warm)?: .+; {best}", title) for title in titles), titles  # unbroken
+    assert titles and all(re.match(rf"test(/\w+)?: .+; {best}", title) for title in titles), titles  # unbroken
     assert not any(re.search(r"best epoch.*\d\.\d", title) for title in titles)  # never a mean such as 1.5
