@@ -32,7 +32,7 @@ OPTIONS = sorted(  # (group, option); a preset part's group is its path, _parts/
 )
 PLUGINS = {("hparams_search", "optuna"): "hydra_optuna_sweeper"}  # options that need a Hydra plugin
 # groups outside the primary defaults list: selected with +group=option
-APPENDED = {"_parts/table_ssim", "_parts/table_ssim_ablation", "_parts/ssim_planted"}
+APPENDED = {"_parts/table_ssim", "_parts/table_ssim_ablation", "_parts/ssim_planted", "_parts/baselines"}
 SMALL = ["dataset.rows=6000", "dataset.users=500", "dataset.items=200", "trainer=debug", "trainer.progress=false"]
 
 
