@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -28,6 +30,22 @@ from ssimctr.features.feature_map import CategoricalField, FeatureMap, NumericFi
 from ssimctr.train.loop import evaluate, fit, make_optimizer, validator
 from ssimctr.train.sharing import FixedSharing, sharing_loss
 from ssimctr.utils.instantiate import instantiate
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """Each test starts from what a new process has: no logging handler left writing to an earlier test's
+    closed capture stream (an in-process Hydra app adds them), no MLflow progress-bar switch left set."""
+    for logger in [logging.getLogger(), *map(logging.getLogger, list(logging.root.manager.loggerDict))]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
+    saved = os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+    yield
+    os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)  # the serving CLIs set it in-process
+    if saved is not None:
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = saved
+
 
 REPO = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "val", "test")

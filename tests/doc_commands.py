@@ -22,6 +22,7 @@ Anything else fails the test, so a new kind of command gets a check before it ap
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import subprocess
@@ -167,6 +168,8 @@ def _check_simple(argv: list[str]) -> str | None:
         return check_app(argv[1:])
     if program in ("python", "python3", ".venv/bin/python") and argv[1:3] == ["-m", "ssimctr"]:
         return check_app(argv[3:])
+    if program in ("python", "python3", ".venv/bin/python") and argv[1:2] == ["-m"] and argv[2].startswith("ssimctr."):
+        return None if importlib.util.find_spec(argv[2]) else f"{argv[2]}: no such module of the package"
     if program in ("python", "python3") and argv[1:3] == ["-m", "venv"]:
         return None  # the standard library's venv
     if program in ("python", "python3", ".venv/bin/python") and argv[1:2] == ["-c"]:

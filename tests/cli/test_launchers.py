@@ -90,13 +90,15 @@ def test_optuna_preset_composes_for_every_backbone() -> None:
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == cfg.seed
     assert set(sweeper.params) == {
         "trainer.optimizer.lr",
-        "trainer.optimizer.weight_decay",
-        "backbone.embedding_dim",
+        "trainer.embedding_optimizer.lr",
+        "trainer.regularizer.id_dropout.rate",
+        "trainer.regularizer.embedding_l2.l2",
+        "trainer.batch_size",
         "backbone.dropout",
     }
     for backbone in sorted(p.stem for p in Path(CONFIG_DIR, "backbone").glob("*.yaml")):
         job = compose_with_hydra("hparams_search=optuna", f"backbone={backbone}")
-        assert {"embedding_dim", "dropout"} <= set(job.backbone), backbone
+        assert "dropout" in job.backbone and set(job.trainer.regularizer) == {"id_dropout", "embedding_l2"}, backbone
 
 
 @needs("hydra_submitit_launcher")

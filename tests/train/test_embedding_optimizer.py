@@ -310,7 +310,10 @@ def test_the_groups_compose_and_build_each_option():
         ),
         ("trainer.lr_schedule.factor=1.5", "trainer.lr_schedule.factor=1.5: must be in (0, 1)"),
         ("trainer.regularizer.id_dropout.rate=1", "trainer.regularizer.id_dropout.rate=1.0: must be in [0, 1)"),
-        ("trainer.regularizer.embedding_l2.l2=-1", "trainer.regularizer.embedding_l2.l2=-1.0: must be 0 or positive"),
+        (
+            "trainer/regularizer=[embedding_l2] trainer.regularizer.embedding_l2.l2=-1",
+            "trainer.regularizer.embedding_l2.l2=-1.0: must be 0 or positive",
+        ),
     ],
 )
 def test_a_value_out_of_range_is_one_line(override, message):

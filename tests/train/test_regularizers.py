@@ -142,7 +142,7 @@ def test_fit_applies_the_trainers_regularizers_to_training_only(id_feature_map):
 
 def test_the_default_experiment_turns_the_regularizers_and_the_schedule_on():
     settings = compose().trainer
-    assert list(settings.regularizer) == ["embedding_l2", "id_dropout"]
+    assert list(settings.regularizer) == ["id_dropout"]
     assert settings.lr_schedule._target_.endswith("ReduceOnPlateau")
     none = compose("trainer/regularizer=[]", "trainer/lr_schedule=constant").trainer
     assert not none.regularizer and none.lr_schedule._target_.endswith("ConstantLr")
@@ -178,6 +178,7 @@ def test_fit_lowers_the_rate_after_an_epoch_without_improvement(tiny_feature_map
 
 
 def test_embedding_l2_config_builds_through_the_trainer_group():
-    config = compose("trainer.regularizer.embedding_l2.l2=0.05").trainer.regularizer.embedding_l2
+    config = compose("trainer/regularizer=[embedding_l2]", "trainer.regularizer.embedding_l2.l2=0.05")
+    config = config.trainer.regularizer.embedding_l2
     assert config.l2 == 0.05 and config._target_.endswith("EmbeddingL2")
     assert EmbeddingL2Config(l2=0.05).l2 == 0.05
