@@ -165,7 +165,14 @@ def test_optuna_sweep_on_joblib_workers_records_the_best_trial(tmp_path: Path) -
     best = max(children, key=lambda r: r.data.metrics[metric])
     assert parent.data.metrics[f"best/{metric}"] == pytest.approx(best.data.metrics[metric])
     assert parent.data.tags["best_child_run_id"] == best.info.run_id
-    swept = ("trainer.optimizer.lr", "trainer.optimizer.weight_decay", "backbone.embedding_dim", "backbone.dropout")
+    swept = (
+        "trainer.optimizer.lr",
+        "trainer.embedding_optimizer.lr",
+        "trainer.regularizer.id_dropout.rate",
+        "trainer.regularizer.embedding_l2.l2",
+        "trainer.batch_size",
+        "backbone.dropout",
+    )
     assert parent.data.params == {f"best.{key}": best.data.params[key] for key in swept}
     [results] = Path(parent.data.tags["sweep_dir"]).glob("optimization_results.yaml")
     assert OmegaConf.load(results).best_value == pytest.approx(best.data.metrics[metric])
