@@ -91,5 +91,5 @@ def test_a_tiny_job_runs_outside_the_repository(installed, tmp_path):
         "regime=st",
         cwd=tmp_path,
     )
-    assert "test, regime st" in done.stdout and "│ mean" in done.stdout
+    assert "test: regime st;" in done.stdout and "│ mean" in done.stdout
     assert list((tmp_path / "outputs" / "runs").rglob("test_results.csv"))  # paths.outputs: the job's folder
